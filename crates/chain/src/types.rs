@@ -1,0 +1,275 @@
+//! The registry's records as Rill's own types.
+
+use alloy::primitives::{Address, B256};
+use rill_protocol::StreamId;
+
+use crate::bindings::RillRegistry;
+
+/// The contract's `FLAG_SEALED`.
+const SEALED_FLAG: u64 = 1;
+
+/// A node's status in the registry. Only `Operational` nodes take part in the network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum NodeStatus {
+    /// Registered, not yet serving.
+    NotInitialized,
+    /// Serving streams.
+    Operational,
+    /// Leaving: serves what it holds, takes nothing new.
+    Departing,
+    /// Out of service.
+    Failed,
+}
+
+impl NodeStatus {
+    /// The contract's enum value.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+
+    /// From the contract's enum value.
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            0 => NodeStatus::NotInitialized,
+            1 => NodeStatus::Operational,
+            2 => NodeStatus::Departing,
+            3 => NodeStatus::Failed,
+            _ => return None,
+        })
+    }
+}
+
+/// A registered node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRecord {
+    /// Its address (and so its libp2p identity).
+    pub address: Address,
+    /// Where it listens, as a libp2p multiaddr.
+    pub multiaddr: String,
+    /// Its status.
+    pub status: NodeStatus,
+}
+
+/// A stream as registered: its nodes and the head of its miniblock chain.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamRecord {
+    /// Its id.
+    pub id: StreamId,
+    /// The nodes that hold it, in registry order (the order leader election indexes).
+    pub nodes: Vec<Address>,
+    /// Hash of the last registered miniblock.
+    pub last_miniblock_hash: B256,
+    /// Number of the last registered miniblock.
+    pub last_miniblock_num: u64,
+    /// Whether the stream takes no more miniblocks.
+    pub sealed: bool,
+}
+
+impl StreamRecord {
+    pub(crate) fn from_contract(id: StreamId, stream: RillRegistry::Stream) -> Self {
+        Self {
+            id,
+            nodes: stream.nodes,
+            last_miniblock_hash: stream.lastMiniblockHash,
+            last_miniblock_num: stream.lastMiniblockNum,
+            sealed: stream.flags & SEALED_FLAG != 0,
+        }
+    }
+}
+
+/// One miniblock head to register: the contract applies it if the sender is one of the
+/// stream's nodes, `num` is the registered number + 1 and `prev_hash` the registered hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MiniblockRegistration {
+    /// The stream.
+    pub stream_id: StreamId,
+    /// Hash of the miniblock this one builds on.
+    pub prev_hash: B256,
+    /// Hash of the new miniblock.
+    pub hash: B256,
+    /// Its number.
+    pub num: u64,
+    /// Whether to seal the stream with it.
+    pub sealed: bool,
+}
+
+impl From<MiniblockRegistration> for RillRegistry::SetMiniblock {
+    fn from(r: MiniblockRegistration) -> Self {
+        Self {
+            streamId: r.stream_id.into(),
+            prevMiniblockHash: r.prev_hash,
+            lastMiniblockHash: r.hash,
+            lastMiniblockNum: r.num,
+            isSealed: r.sealed,
+        }
+    }
+}
+
+/// The network's configuration, kept in the registry as owner-set key/value pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetworkConfig {
+    /// How many nodes hold each stream.
+    pub replication_factor: u64,
+    /// A snapshot every this many miniblocks.
+    pub snapshot_interval: u64,
+    /// At most this many events in one miniblock.
+    pub max_events_per_miniblock: u64,
+    /// Events larger than this are refused.
+    pub max_event_bytes: u64,
+}
+
+impl NetworkConfig {
+    /// Registry key of [`Self::replication_factor`].
+    pub const REPLICATION_FACTOR: &'static str = "replicationFactor";
+    /// Registry key of [`Self::snapshot_interval`].
+    pub const SNAPSHOT_INTERVAL: &'static str = "snapshotInterval";
+    /// Registry key of [`Self::max_events_per_miniblock`].
+    pub const MAX_EVENTS_PER_MINIBLOCK: &'static str = "maxEventsPerMiniblock";
+    /// Registry key of [`Self::max_event_bytes`].
+    pub const MAX_EVENT_BYTES: &'static str = "maxEventBytes";
+
+    /// The settings as registry key/value pairs.
+    pub fn entries(&self) -> [(&'static str, u64); 4] {
+        [
+            (Self::REPLICATION_FACTOR, self.replication_factor),
+            (Self::SNAPSHOT_INTERVAL, self.snapshot_interval),
+            (
+                Self::MAX_EVENTS_PER_MINIBLOCK,
+                self.max_events_per_miniblock,
+            ),
+            (Self::MAX_EVENT_BYTES, self.max_event_bytes),
+        ]
+    }
+
+    /// Applies one registry key/value; unknown keys are ignored (and reported as `false`).
+    pub fn apply(&mut self, key: &str, value: u64) -> bool {
+        let slot = match key {
+            Self::REPLICATION_FACTOR => &mut self.replication_factor,
+            Self::SNAPSHOT_INTERVAL => &mut self.snapshot_interval,
+            Self::MAX_EVENTS_PER_MINIBLOCK => &mut self.max_events_per_miniblock,
+            Self::MAX_EVENT_BYTES => &mut self.max_event_bytes,
+            _ => return false,
+        };
+        *slot = value;
+        true
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            replication_factor: 3,
+            snapshot_interval: 16,
+            max_events_per_miniblock: 10_000,
+            max_event_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// A registry log, decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistryEvent {
+    /// A node joined the registry.
+    NodeAdded(NodeRecord),
+    /// A node's status changed.
+    NodeStatusUpdated {
+        /// The node.
+        address: Address,
+        /// Its new status.
+        status: NodeStatus,
+    },
+    /// A node moved.
+    NodeMultiaddrUpdated {
+        /// The node.
+        address: Address,
+        /// Its new multiaddr.
+        multiaddr: String,
+    },
+    /// A configuration value changed.
+    ConfigUpdated {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: u64,
+    },
+    /// A stream was allocated with its genesis miniblock.
+    StreamAllocated {
+        /// The stream.
+        stream_id: StreamId,
+        /// Its nodes, in registry order.
+        nodes: Vec<Address>,
+        /// The genesis miniblock hash.
+        genesis_hash: B256,
+        /// The genesis miniblock, encoded.
+        genesis: Vec<u8>,
+    },
+    /// A miniblock head was registered.
+    MiniblockRegistered {
+        /// The stream.
+        stream_id: StreamId,
+        /// The miniblock hash.
+        hash: B256,
+        /// Its number.
+        num: u64,
+        /// Whether the stream is now sealed.
+        sealed: bool,
+    },
+    /// A registration entry was refused.
+    MiniblockRegistrationFailed {
+        /// The stream.
+        stream_id: StreamId,
+        /// The refused miniblock hash.
+        hash: B256,
+        /// Its number.
+        num: u64,
+        /// The contract's reason (`BAD_PREV_HASH`, `BAD_MINIBLOCK_NUM`, `NOT_A_STREAM_NODE`, …).
+        reason: String,
+    },
+}
+
+impl RegistryEvent {
+    /// Decodes a registry log; `None` for logs of other contracts or unknown events.
+    pub fn decode(log: &alloy::primitives::Log) -> Option<Self> {
+        use RillRegistry::RillRegistryEvents as E;
+        use alloy::sol_types::SolEventInterface;
+        let event = E::decode_log(log).ok()?.data;
+        Some(match event {
+            E::NodeAdded(e) => RegistryEvent::NodeAdded(NodeRecord {
+                address: e.nodeAddress,
+                multiaddr: e.multiaddr,
+                status: NodeStatus::from_u8(e.status)?,
+            }),
+            E::NodeStatusUpdated(e) => RegistryEvent::NodeStatusUpdated {
+                address: e.nodeAddress,
+                status: NodeStatus::from_u8(e.status)?,
+            },
+            E::NodeMultiaddrUpdated(e) => RegistryEvent::NodeMultiaddrUpdated {
+                address: e.nodeAddress,
+                multiaddr: e.multiaddr,
+            },
+            E::ConfigUpdated(e) => RegistryEvent::ConfigUpdated {
+                key: e.key,
+                value: e.value.saturating_to(),
+            },
+            E::StreamAllocated(e) => RegistryEvent::StreamAllocated {
+                stream_id: e.streamId.into(),
+                nodes: e.nodes,
+                genesis_hash: e.genesisHash,
+                genesis: e.genesis.to_vec(),
+            },
+            E::StreamLastMiniblockUpdated(e) => RegistryEvent::MiniblockRegistered {
+                stream_id: e.streamId.into(),
+                hash: e.lastMiniblockHash,
+                num: e.lastMiniblockNum,
+                sealed: e.isSealed,
+            },
+            E::StreamLastMiniblockUpdateFailed(e) => RegistryEvent::MiniblockRegistrationFailed {
+                stream_id: e.streamId.into(),
+                hash: e.lastMiniblockHash,
+                num: e.lastMiniblockNum,
+                reason: e.reason,
+            },
+            E::OwnershipTransferred(_) => return None,
+        })
+    }
+}

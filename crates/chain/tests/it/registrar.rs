@@ -1,0 +1,161 @@
+use std::collections::HashSet;
+use std::time::Duration;
+
+use alloy::primitives::B256;
+use futures::future::join_all;
+use rill_chain::{MiniblockRegistration, Registrar, RegistrarConfig, RegistrationOutcome};
+use rill_protocol::StreamId;
+
+use crate::support::{Chain, TestNode, allocate};
+
+fn next(stream: StreamId, prev: B256, num: u64) -> MiniblockRegistration {
+    MiniblockRegistration {
+        stream_id: stream,
+        prev_hash: prev,
+        hash: B256::from(StreamId::random().0),
+        num,
+        sealed: false,
+    }
+}
+
+fn registrar(node: &TestNode, max_batch: usize) -> Registrar {
+    Registrar::spawn(
+        node.registry.clone(),
+        node.key.address(),
+        RegistrarConfig {
+            max_batch,
+            flush_after: Duration::from_millis(200),
+            ..RegistrarConfig::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn batch_of_100_entries_registers_in_one_transaction() {
+    let chain = Chain::start(None).await;
+    let node = chain.add_node().await;
+    let mut streams = Vec::new();
+    for _ in 0..100 {
+        streams.push(allocate(&node, &[&node], B256::ZERO).await);
+    }
+    let registrar = registrar(&node, 100);
+    let entries: Vec<_> = streams.iter().map(|s| next(*s, B256::ZERO, 1)).collect();
+    let outcomes = join_all(entries.iter().map(|e| registrar.register(*e))).await;
+
+    let txs: HashSet<_> = outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(RegistrationOutcome::Registered { tx, .. }) => *tx,
+            other => panic!("expected registered, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(txs.len(), 1, "all 100 in one transaction");
+    for entry in entries {
+        let stream = chain.admin.stream(entry.stream_id).await.unwrap().unwrap();
+        assert_eq!(
+            (stream.last_miniblock_hash, stream.last_miniblock_num),
+            (entry.hash, 1)
+        );
+    }
+}
+
+#[tokio::test]
+async fn bad_entries_are_rejected_with_their_reason_while_the_rest_apply() {
+    let chain = Chain::start(None).await;
+    let a = chain.add_node().await;
+    let outsider = chain.add_node().await;
+    let good = allocate(&a, &[&a], B256::ZERO).await;
+    let wrong_prev = allocate(&a, &[&a], B256::ZERO).await;
+    let wrong_num = allocate(&a, &[&a], B256::ZERO).await;
+    let not_ours = allocate(&outsider, &[&outsider], B256::ZERO).await;
+
+    let registrar = registrar(&a, 10);
+    let entries = [
+        next(good, B256::ZERO, 1),
+        next(wrong_prev, B256::repeat_byte(1), 1),
+        next(wrong_num, B256::ZERO, 2),
+        next(not_ours, B256::ZERO, 1),
+        next(StreamId::random(), B256::ZERO, 1),
+    ];
+    let outcomes = join_all(entries.iter().map(|e| registrar.register(*e))).await;
+    let reasons: Vec<_> = outcomes
+        .into_iter()
+        .map(|o| match o.unwrap() {
+            RegistrationOutcome::Registered { .. } => "REGISTERED".to_owned(),
+            RegistrationOutcome::Rejected { reason, .. } => reason,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "REGISTERED",
+            "BAD_PREV_HASH",
+            "BAD_MINIBLOCK_NUM",
+            "NOT_A_STREAM_NODE",
+            "NOT_FOUND"
+        ]
+    );
+    assert_eq!(
+        chain
+            .admin
+            .stream(good)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_miniblock_num,
+        1
+    );
+    assert_eq!(
+        chain
+            .admin
+            .stream(wrong_prev)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_miniblock_num,
+        0
+    );
+    assert_eq!(
+        chain
+            .admin
+            .stream(not_ours)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_miniblock_num,
+        0
+    );
+}
+
+#[tokio::test]
+async fn registrar_chains_miniblocks_and_allocates_through_one_nonce() {
+    // Allocation and registration interleave from one key without nonce clashes.
+    let chain = Chain::start(Some(Duration::from_millis(500))).await;
+    let node = chain.add_node().await;
+    let registrar = registrar(&node, 50);
+    let stream = StreamId::random();
+    registrar
+        .allocate_stream(stream, vec![node.key.address()], B256::ZERO, vec![1])
+        .await
+        .unwrap();
+    let mut prev = B256::ZERO;
+    for num in 1..=5 {
+        let entry = next(stream, prev, num);
+        let other = StreamId::random();
+        let (outcome, allocated) = tokio::join!(
+            registrar.register(entry),
+            registrar.allocate_stream(other, vec![node.key.address()], B256::ZERO, vec![])
+        );
+        assert!(matches!(
+            outcome.unwrap(),
+            RegistrationOutcome::Registered { .. }
+        ));
+        allocated.unwrap();
+        prev = entry.hash;
+    }
+    let record = chain.admin.stream(stream).await.unwrap().unwrap();
+    assert_eq!(
+        (record.last_miniblock_hash, record.last_miniblock_num),
+        (prev, 5)
+    );
+}

@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+pragma solidity 0.8.30;
+
+/// @title RillRegistry
+/// @notice The one canonical registry of a Rill network: its nodes, its streams and the head of
+/// every stream's miniblock chain, plus the network's configuration. Owner-administered.
+/// Nodes follow it through its events rather than by polling every stream.
+contract RillRegistry {
+    enum NodeStatus {
+        NotInitialized,
+        Operational,
+        Departing,
+        Failed
+    }
+
+    struct Node {
+        address nodeAddress;
+        string multiaddr;
+        NodeStatus status;
+    }
+
+    struct Stream {
+        bytes32 lastMiniblockHash;
+        uint64 lastMiniblockNum;
+        uint64 flags;
+        address[] nodes;
+    }
+
+    struct StreamWithId {
+        bytes32 id;
+        Stream stream;
+    }
+
+    struct SetMiniblock {
+        bytes32 streamId;
+        bytes32 prevMiniblockHash;
+        bytes32 lastMiniblockHash;
+        uint64 lastMiniblockNum;
+        bool isSealed;
+    }
+
+    /// Stream flag: no further miniblocks are accepted.
+    uint64 public constant FLAG_SEALED = 1;
+
+    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
+    event NodeAdded(address indexed nodeAddress, string multiaddr, NodeStatus status);
+    event NodeStatusUpdated(address indexed nodeAddress, NodeStatus status);
+    event NodeMultiaddrUpdated(address indexed nodeAddress, string multiaddr);
+    event ConfigUpdated(string key, uint256 value);
+    event StreamAllocated(bytes32 indexed streamId, address[] nodes, bytes32 genesisHash, bytes genesis);
+    event StreamLastMiniblockUpdated(
+        bytes32 indexed streamId, bytes32 lastMiniblockHash, uint64 lastMiniblockNum, bool isSealed
+    );
+    event StreamLastMiniblockUpdateFailed(
+        bytes32 indexed streamId, bytes32 lastMiniblockHash, uint64 lastMiniblockNum, string reason
+    );
+
+    error NotOwner(address caller);
+    error NotOperationalNode(address caller);
+    error NodeAlreadyRegistered(address node);
+    error UnknownNode(address node);
+    error StreamAlreadyExists(bytes32 streamId);
+    error UnknownStream(bytes32 streamId);
+    error NoNodes();
+    error DuplicateNode(address node);
+
+    address public owner;
+
+    mapping(address => Node) private nodes;
+    address[] private nodeList;
+
+    mapping(bytes32 => Stream) private streams;
+    mapping(bytes32 => bytes) private genesis;
+    bytes32[] private streamIds;
+
+    mapping(bytes32 => uint256) private configValues;
+    mapping(bytes32 => bool) private configKnown;
+    string[] private configKeys;
+
+    modifier onlyOwner() {
+        if (msg.sender != owner) revert NotOwner(msg.sender);
+        _;
+    }
+
+    constructor() {
+        owner = msg.sender;
+        emit OwnershipTransferred(address(0), msg.sender);
+    }
+
+    function transferOwnership(address newOwner) external onlyOwner {
+        emit OwnershipTransferred(owner, newOwner);
+        owner = newOwner;
+    }
+
+    // ----- nodes -----
+
+    function registerNode(address nodeAddress, string calldata multiaddr, NodeStatus status) external onlyOwner {
+        if (nodes[nodeAddress].nodeAddress != address(0)) revert NodeAlreadyRegistered(nodeAddress);
+        nodes[nodeAddress] = Node(nodeAddress, multiaddr, status);
+        nodeList.push(nodeAddress);
+        emit NodeAdded(nodeAddress, multiaddr, status);
+    }
+
+    function updateNodeStatus(address nodeAddress, NodeStatus status) external onlyOwner {
+        if (nodes[nodeAddress].nodeAddress == address(0)) revert UnknownNode(nodeAddress);
+        nodes[nodeAddress].status = status;
+        emit NodeStatusUpdated(nodeAddress, status);
+    }
+
+    /// The owner or the node itself may move a node's listen address.
+    function updateNodeMultiaddr(address nodeAddress, string calldata multiaddr) external {
+        if (msg.sender != owner && msg.sender != nodeAddress) revert NotOwner(msg.sender);
+        if (nodes[nodeAddress].nodeAddress == address(0)) revert UnknownNode(nodeAddress);
+        nodes[nodeAddress].multiaddr = multiaddr;
+        emit NodeMultiaddrUpdated(nodeAddress, multiaddr);
+    }
+
+    function getNode(address nodeAddress) external view returns (Node memory) {
+        if (nodes[nodeAddress].nodeAddress == address(0)) revert UnknownNode(nodeAddress);
+        return nodes[nodeAddress];
+    }
+
+    function getAllNodes() external view returns (Node[] memory all) {
+        all = new Node[](nodeList.length);
+        for (uint256 i = 0; i < nodeList.length; i++) {
+            all[i] = nodes[nodeList[i]];
+        }
+    }
+
+    function isNode(address nodeAddress) public view returns (bool) {
+        return nodes[nodeAddress].nodeAddress != address(0);
+    }
+
+    // ----- config -----
+
+    function setConfig(string calldata key, uint256 value) external onlyOwner {
+        bytes32 k = keccak256(bytes(key));
+        if (!configKnown[k]) {
+            configKnown[k] = true;
+            configKeys.push(key);
+        }
+        configValues[k] = value;
+        emit ConfigUpdated(key, value);
+    }
+
+    function getConfig(string calldata key) external view returns (uint256) {
+        return configValues[keccak256(bytes(key))];
+    }
+
+    function getAllConfig() external view returns (string[] memory keys, uint256[] memory values) {
+        keys = configKeys;
+        values = new uint256[](keys.length);
+        for (uint256 i = 0; i < keys.length; i++) {
+            values[i] = configValues[keccak256(bytes(keys[i]))];
+        }
+    }
+
+    // ----- streams -----
+
+    /// Called by an operational node that placed a new stream on `streamNodes`; the genesis
+    /// miniblock (number 0) becomes the stream's head.
+    function allocateStream(
+        bytes32 streamId,
+        address[] calldata streamNodes,
+        bytes32 genesisHash,
+        bytes calldata genesisMiniblock
+    ) external {
+        if (nodes[msg.sender].status != NodeStatus.Operational) revert NotOperationalNode(msg.sender);
+        if (streams[streamId].nodes.length != 0) revert StreamAlreadyExists(streamId);
+        if (streamNodes.length == 0) revert NoNodes();
+        for (uint256 i = 0; i < streamNodes.length; i++) {
+            if (!isNode(streamNodes[i])) revert UnknownNode(streamNodes[i]);
+            for (uint256 j = 0; j < i; j++) {
+                if (streamNodes[j] == streamNodes[i]) revert DuplicateNode(streamNodes[i]);
+            }
+        }
+        Stream storage s = streams[streamId];
+        s.lastMiniblockHash = genesisHash;
+        s.lastMiniblockNum = 0;
+        s.nodes = streamNodes;
+        genesis[streamId] = genesisMiniblock;
+        streamIds.push(streamId);
+        emit StreamAllocated(streamId, streamNodes, genesisHash, genesisMiniblock);
+    }
+
+    function getStream(bytes32 streamId) public view returns (Stream memory) {
+        if (streams[streamId].nodes.length == 0) revert UnknownStream(streamId);
+        return streams[streamId];
+    }
+
+    function getStreamWithGenesis(bytes32 streamId) external view returns (Stream memory, bytes memory) {
+        return (getStream(streamId), genesis[streamId]);
+    }
+
+    function getStreamCount() external view returns (uint256) {
+        return streamIds.length;
+    }
+
+    /// Streams `start` (inclusive) to `stop` (exclusive) in allocation order; `lastPage` says
+    /// whether `stop` reached the end.
+    function getPaginatedStreams(uint256 start, uint256 stop)
+        external
+        view
+        returns (StreamWithId[] memory page, bool lastPage)
+    {
+        if (stop > streamIds.length) stop = streamIds.length;
+        if (start > stop) start = stop;
+        page = new StreamWithId[](stop - start);
+        for (uint256 i = start; i < stop; i++) {
+            bytes32 id = streamIds[i];
+            page[i - start] = StreamWithId(id, streams[id]);
+        }
+        lastPage = stop == streamIds.length;
+    }
+
+    /// Registers new miniblock heads. Each entry applies on its own: a failing entry emits
+    /// StreamLastMiniblockUpdateFailed with its reason and the others still apply.
+    function setStreamLastMiniblockBatch(SetMiniblock[] calldata entries) external {
+        for (uint256 i = 0; i < entries.length; i++) {
+            SetMiniblock calldata e = entries[i];
+            string memory reason = checkEntry(e);
+            if (bytes(reason).length != 0) {
+                emit StreamLastMiniblockUpdateFailed(e.streamId, e.lastMiniblockHash, e.lastMiniblockNum, reason);
+                continue;
+            }
+            Stream storage s = streams[e.streamId];
+            s.lastMiniblockHash = e.lastMiniblockHash;
+            s.lastMiniblockNum = e.lastMiniblockNum;
+            if (e.isSealed) s.flags |= FLAG_SEALED;
+            emit StreamLastMiniblockUpdated(e.streamId, e.lastMiniblockHash, e.lastMiniblockNum, e.isSealed);
+        }
+    }
+
+    function checkEntry(SetMiniblock calldata e) private view returns (string memory) {
+        Stream storage s = streams[e.streamId];
+        address[] storage streamNodes = s.nodes;
+        if (streamNodes.length == 0) return "NOT_FOUND";
+        bool member = false;
+        for (uint256 j = 0; j < streamNodes.length; j++) {
+            if (streamNodes[j] == msg.sender) {
+                member = true;
+                break;
+            }
+        }
+        if (!member) return "NOT_A_STREAM_NODE";
+        if (s.flags & FLAG_SEALED != 0) return "STREAM_SEALED";
+        if (e.lastMiniblockNum != s.lastMiniblockNum + 1) return "BAD_MINIBLOCK_NUM";
+        if (e.prevMiniblockHash != s.lastMiniblockHash) return "BAD_PREV_HASH";
+        return "";
+    }
+}
