@@ -5,6 +5,8 @@
 //! signature recovered to its creator, and its fields checked for shape. [`seal`] makes one from
 //! a local key.
 
+use std::sync::Arc;
+
 use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use prost::Message as _;
 
@@ -91,9 +93,12 @@ impl OpenError {
     }
 }
 
-/// An event whose hash, signature and shape have been checked.
+/// An event whose hash, signature and shape have been checked. Cheap to clone (shared).
 #[derive(Clone, Debug, PartialEq)]
-pub struct ParsedEvent {
+pub struct ParsedEvent(Arc<Inner>);
+
+#[derive(Debug, PartialEq)]
+struct Inner {
     hash: Hash,
     creator: Address,
     envelope: pb::Envelope,
@@ -121,7 +126,7 @@ pub fn seal(mut event: pb::StreamEvent, key: &NodeKey) -> Result<ParsedEvent, Op
     let bytes = event.encode_to_vec();
     let hash = framed_hash(HashTag::Event, &bytes);
     let signature = key.sign_hash(&hash);
-    Ok(ParsedEvent {
+    Ok(ParsedEvent(Arc::new(Inner {
         hash,
         creator: key.address(),
         envelope: pb::Envelope {
@@ -130,7 +135,7 @@ pub fn seal(mut event: pb::StreamEvent, key: &NodeKey) -> Result<ParsedEvent, Op
             event: bytes,
         },
         event,
-    })
+    })))
 }
 
 /// A new event with a random salt, referring to the miniblock `prev` (none for an inception).
@@ -177,42 +182,44 @@ impl ParsedEvent {
                 signer,
             });
         }
-        Ok(Self {
+        Ok(Self(Arc::new(Inner {
             hash: computed,
             creator,
             envelope,
             event,
-        })
+        })))
     }
 
     /// The event hash.
     pub fn hash(&self) -> Hash {
-        self.hash
+        self.0.hash
     }
 
     /// The creator, proven by the signature.
     pub fn creator(&self) -> Address {
-        self.creator
+        self.0.creator
     }
 
     /// The envelope exactly as received (or sealed).
     pub fn envelope(&self) -> &pb::Envelope {
-        &self.envelope
+        &self.0.envelope
     }
 
-    /// Gives back the envelope.
+    /// Gives back the envelope (copying it only if the event is shared).
     pub fn into_envelope(self) -> pb::Envelope {
-        self.envelope
+        Arc::try_unwrap(self.0)
+            .map_or_else(|shared| shared.envelope.clone(), |inner| inner.envelope)
     }
 
     /// The decoded event.
     pub fn event(&self) -> &pb::StreamEvent {
-        &self.event
+        &self.0.event
     }
 
     /// The payload (always present in a parsed event).
     pub fn payload(&self) -> &Payload {
-        self.event
+        self.0
+            .event
             .payload
             .as_ref()
             .expect("check_shape guarantees a payload")
@@ -220,10 +227,11 @@ impl ParsedEvent {
 
     /// The miniblock the creator built on: `(num, hash)`, or `None` for an inception.
     pub fn prev_miniblock(&self) -> Option<(u64, Hash)> {
-        (self.event.prev_miniblock_hash.len() == 32).then(|| {
+        let event = &self.0.event;
+        (event.prev_miniblock_hash.len() == 32).then(|| {
             (
-                self.event.prev_miniblock_num,
-                Hash::from_slice(&self.event.prev_miniblock_hash),
+                event.prev_miniblock_num,
+                Hash::from_slice(&event.prev_miniblock_hash),
             )
         })
     }

@@ -11,9 +11,11 @@ pub mod envelope;
 pub mod hash;
 pub mod ids;
 pub mod keys;
+pub mod miniblock;
 pub mod pb;
 
 pub use envelope::{Limits, OpenError, ParsedEvent, Payload, open, seal};
 pub use hash::{HashTag, framed_hash};
 pub use ids::{Address, Hash, StreamId};
 pub use keys::{KeyError, NodeKey};
+pub use miniblock::{MiniblockError, ParsedMiniblock};

@@ -1,0 +1,132 @@
+//! Why the engine refused an input. Every reason has its own variant so it can be counted and
+//! reported; the node maps them to wire error codes.
+
+use alloy_primitives::{Address, B256};
+use rill_protocol::{MiniblockError, StreamId};
+
+/// A refused event, candidate, proposal or miniblock.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    /// This node holds no such stream.
+    #[error("unknown stream {0}")]
+    UnknownStream(StreamId),
+    /// The sender is not one of the stream's nodes.
+    #[error("{0} is not a node of this stream")]
+    NotAStreamNode(Address),
+    /// The event is larger than the stream allows.
+    #[error("event is {size} bytes, over the {max}-byte limit")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The event builds on a miniblock too old to accept events for.
+    #[error("event refers to miniblock {num}, older than the last {window}; refresh and resend")]
+    StaleMiniblock {
+        /// The miniblock it names.
+        num: u64,
+        /// The recency window.
+        window: u64,
+    },
+    /// The event names a miniblock this stream does not have (a future number or wrong hash).
+    #[error("event refers to miniblock {num} {hash} which this stream does not have")]
+    UnknownMiniblock {
+        /// The number it names.
+        num: u64,
+        /// The hash it names.
+        hash: B256,
+    },
+    /// The event is already in the minipool or a recent miniblock.
+    #[error("duplicate event {0}")]
+    Duplicate(B256),
+    /// The creator (or the address a leave names) is not a member as of the last miniblock.
+    #[error("{0} is not a member of the stream (as of its last miniblock); join first")]
+    NotAMember(Address),
+    /// The address is already a member.
+    #[error("{0} is already a member")]
+    AlreadyMember(Address),
+    /// This payload may not be added as an event (inceptions and headers).
+    #[error("{0} cannot be added to a stream as an event")]
+    BadPayload(&'static str),
+    /// The candidate's header or events do not open.
+    #[error("malformed miniblock: {0}")]
+    Malformed(MiniblockError),
+    /// The candidate is not the next miniblock.
+    #[error("expected miniblock {expected}, got {got}")]
+    WrongNum {
+        /// The next number.
+        expected: u64,
+        /// The candidate's number.
+        got: u64,
+    },
+    /// The candidate does not build on this node's head.
+    #[error("candidate builds on {got}, not on the head {expected}")]
+    BadPrevHash {
+        /// The head.
+        expected: B256,
+        /// What it names.
+        got: B256,
+    },
+    /// The candidate was signed by someone other than the elected leader.
+    #[error("candidate signed by {got}, but {expected} leads at block {block}")]
+    WrongLeader {
+        /// The elected leader.
+        expected: Address,
+        /// The signer.
+        got: Address,
+        /// The electing block.
+        block: u64,
+    },
+    /// The candidate names a chain block this node has not seen or no longer remembers.
+    #[error("candidate names chain block {0}, which this node does not know")]
+    UnknownChainBlock(u64),
+    /// The timestamp does not increase.
+    #[error("candidate timestamp {got} is not after the head's {head}")]
+    BadTimestamp {
+        /// The head's.
+        head: u64,
+        /// The candidate's.
+        got: u64,
+    },
+    /// Event offset, snapshot or size fields are wrong.
+    #[error("candidate header is inconsistent: {0}")]
+    BadHeader(&'static str),
+    /// An event of the candidate is not admissible.
+    #[error("candidate event {index} is not admissible: {reason}")]
+    InadmissibleEvent {
+        /// Its position.
+        index: usize,
+        /// Why.
+        reason: Box<Reject>,
+    },
+    /// The genesis miniblock is not a valid start of this stream.
+    #[error("bad genesis: {0}")]
+    BadGenesis(&'static str),
+}
+
+impl Reject {
+    /// A short stable name for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reject::UnknownStream(_) => "unknown_stream",
+            Reject::NotAStreamNode(_) => "not_a_stream_node",
+            Reject::TooLarge { .. } => "too_large",
+            Reject::StaleMiniblock { .. } => "stale_miniblock",
+            Reject::UnknownMiniblock { .. } => "unknown_miniblock",
+            Reject::Duplicate(_) => "duplicate",
+            Reject::NotAMember(_) => "not_a_member",
+            Reject::AlreadyMember(_) => "already_member",
+            Reject::BadPayload(_) => "bad_payload",
+            Reject::Malformed(_) => "malformed",
+            Reject::WrongNum { .. } => "wrong_num",
+            Reject::BadPrevHash { .. } => "bad_prev_hash",
+            Reject::WrongLeader { .. } => "wrong_leader",
+            Reject::UnknownChainBlock(_) => "unknown_chain_block",
+            Reject::BadTimestamp { .. } => "bad_timestamp",
+            Reject::BadHeader(_) => "bad_header",
+            Reject::InadmissibleEvent { .. } => "inadmissible_event",
+            Reject::BadGenesis(_) => "bad_genesis",
+        }
+    }
+}

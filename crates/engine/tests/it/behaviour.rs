@@ -1,0 +1,414 @@
+//! Protocol behaviour over three hand-driven engines (nodes keys 10, 11, 12).
+
+use alloy_primitives::{Address, B256, U256};
+use rill_engine::{
+    Effect, Engine, EngineConfig, Gossip, Input, Notification, ProposalReply, RestoredStream,
+    StreamView, elect_leader,
+};
+use rill_protocol::{ParsedMiniblock, StreamId};
+
+use crate::support::{genesis, key, message, registrations};
+
+struct Three {
+    engines: Vec<Engine>,
+    addrs: Vec<Address>,
+    stream: StreamId,
+    genesis: ParsedMiniblock,
+}
+
+impl Three {
+    fn new() -> Self {
+        let seeds = [10u8, 11, 12];
+        let nodes: Vec<Address> = seeds.map(|s| key(s).address()).to_vec();
+        let stream = StreamId([6; 32]);
+        let genesis = genesis(stream, &key(2), &key(10));
+        let engines = seeds
+            .iter()
+            .map(|s| {
+                let mut engine = Engine::new(key(*s), EngineConfig::default());
+                engine.handle(
+                    0,
+                    Input::StreamAllocated {
+                        stream,
+                        nodes: nodes.clone(),
+                        genesis: genesis.clone(),
+                    },
+                );
+                engine
+            })
+            .collect();
+        Self {
+            engines,
+            addrs: nodes,
+            stream,
+            genesis,
+        }
+    }
+
+    fn index(&self, address: Address) -> usize {
+        (0..3).find(|i| self.addrs[*i] == address).unwrap()
+    }
+
+    /// A block number whose leader is node `i`.
+    fn block_led_by(&self, i: usize) -> u64 {
+        let nodes: Vec<Address> = (0..3).map(|j| self.addrs[j]).collect();
+        (1..)
+            .find(|b| elect_leader(&self.stream, *b, &randao(*b), &nodes) == self.addrs[i])
+            .unwrap()
+    }
+}
+
+fn randao(number: u64) -> B256 {
+    B256::from(U256::from(number))
+}
+
+#[test]
+fn announced_event_that_never_arrives_is_fetched_from_the_announcer_after_the_delay() {
+    let mut t = Three::new();
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    t.engines[0].add_event(0, t.stream, e.clone()).unwrap();
+    // Node 2 misses NewEventReceived but hears NewEventInPool from node 1.
+    let from = t.addrs[1];
+    let effects = t.engines[2].handle(
+        10,
+        Input::EventInPool {
+            from,
+            stream: t.stream,
+            hash: e.hash(),
+        },
+    );
+    assert!(effects.is_empty());
+    let early = t.engines[2].handle(100, Input::Tick);
+    assert!(
+        early
+            .iter()
+            .all(|x| !matches!(x, Effect::FetchEvents { .. })),
+        "not before the delay"
+    );
+    let due = t.engines[2].handle(10 + EngineConfig::default().fetch_delay_ms, Input::Tick);
+    let asked = due
+        .iter()
+        .find_map(|x| match x {
+            Effect::FetchEvents { from, hashes, .. } => Some((*from, hashes.clone())),
+            _ => None,
+        })
+        .expect("a fetch");
+    assert_eq!(asked, (t.addrs[1], vec![e.hash()]));
+    let got = t.engines[2].handle(
+        300,
+        Input::FetchedEvents {
+            from: t.addrs[1],
+            stream: t.stream,
+            events: vec![e.clone()],
+        },
+    );
+    assert!(
+        got.iter()
+            .any(|x| matches!(x, Effect::StoreEvent { event, .. } if *event == e))
+    );
+    assert!(got.iter().any(
+        |x| matches!(x, Effect::Gossip { message: Gossip::EventInPool(h), .. } if *h == e.hash())
+    ));
+}
+
+#[test]
+fn event_held_by_a_majority_is_reported_as_quorum() {
+    let mut t = Three::new();
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    let admitted = t.engines[0].add_event(0, t.stream, e.clone()).unwrap();
+    assert!(
+        !admitted
+            .iter()
+            .any(|x| matches!(x, Effect::Notify(Notification::EventQuorum { .. })))
+    );
+    let from = t.addrs[1];
+    let effects = t.engines[0].handle(
+        5,
+        Input::EventInPool {
+            from,
+            stream: t.stream,
+            hash: e.hash(),
+        },
+    );
+    assert!(effects.iter().any(|x| matches!(
+        x,
+        Effect::Notify(Notification::EventQuorum { hash, .. }) if *hash == e.hash()
+    )));
+}
+
+#[test]
+fn quorum_event_missing_at_the_leader_is_taken_from_the_replies() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    // Nodes 1 and 2 hold an event the leader never saw.
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    let own = message(&key(2), (0, t.genesis.hash()), 2);
+    t.engines[leader]
+        .add_event(0, t.stream, own.clone())
+        .unwrap();
+    for i in [1, 2] {
+        let from = t.addrs[3 - i];
+        t.engines[i].handle(
+            1,
+            Input::GossipEvent {
+                from,
+                stream: t.stream,
+                event: e.clone(),
+            },
+        );
+    }
+    let requests = t.engines[leader].handle(
+        1000,
+        Input::ChainBlock {
+            number: block,
+            prevrandao: randao(block),
+        },
+    );
+    let mut candidate_effects = Vec::new();
+    for effect in requests {
+        let Effect::RequestProposal { to, request, .. } = effect else {
+            continue;
+        };
+        let replica = t.index(to);
+        let replies = t.engines[replica].handle(
+            1001,
+            Input::ProposalRequest {
+                from: t.addrs[leader],
+                stream: t.stream,
+                request,
+            },
+        );
+        for reply in replies {
+            let Effect::ReplyProposal { reply, .. } = reply else {
+                continue;
+            };
+            assert_eq!(
+                reply.missing.len(),
+                1,
+                "the replica sends what the leader lacks"
+            );
+            candidate_effects.extend(t.engines[leader].handle(
+                1002,
+                Input::ProposalReply {
+                    from: to,
+                    stream: t.stream,
+                    reply,
+                },
+            ));
+        }
+    }
+    let candidate = candidate_effects
+        .iter()
+        .find_map(|x| match x {
+            Effect::StoreCandidate { miniblock, .. } => Some(miniblock.clone()),
+            _ => None,
+        })
+        .expect("a candidate");
+    // `own` is held by the leader alone: 1 of 3 is no majority. `e` is held by 2 of 3.
+    let hashes: Vec<B256> = candidate.events().iter().map(|x| x.hash()).collect();
+    assert_eq!(hashes, vec![e.hash()]);
+    assert_eq!(registrations(&candidate_effects).len(), 1);
+}
+
+#[test]
+fn replies_built_on_another_head_are_ignored() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    t.engines[leader].add_event(0, t.stream, e.clone()).unwrap();
+    t.engines[leader].handle(
+        1000,
+        Input::ChainBlock {
+            number: block,
+            prevrandao: randao(block),
+        },
+    );
+    let stale = ProposalReply {
+        num: 1,
+        prev_hash: B256::repeat_byte(3),
+        hashes: vec![e.hash()],
+        snapshot_vote: false,
+        missing: vec![],
+    };
+    for i in [1, 2] {
+        let effects = t.engines[leader].handle(
+            1001,
+            Input::ProposalReply {
+                from: t.addrs[i],
+                stream: t.stream,
+                reply: stale.clone(),
+            },
+        );
+        assert!(effects.is_empty(), "a reply on another head does not count");
+    }
+    // After the timeout the leader cuts with what it has: 1 of 3 is no quorum, so nothing.
+    let effects = t.engines[leader].handle(5000, Input::Tick);
+    assert!(
+        !effects
+            .iter()
+            .any(|x| matches!(x, Effect::StoreCandidate { .. }))
+    );
+}
+
+#[test]
+fn registered_miniblock_a_replica_lacks_is_fetched_and_promoted() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    for i in 0..3 {
+        t.engines[i].add_event(0, t.stream, e.clone()).unwrap();
+    }
+    let requests = t.engines[leader].handle(
+        1000,
+        Input::ChainBlock {
+            number: block,
+            prevrandao: randao(block),
+        },
+    );
+    let mut leader_effects = Vec::new();
+    for effect in requests {
+        let Effect::RequestProposal { to, request, .. } = effect else {
+            continue;
+        };
+        let replica = t.index(to);
+        let replies = t.engines[replica].handle(
+            1001,
+            Input::ProposalRequest {
+                from: t.addrs[leader],
+                stream: t.stream,
+                request,
+            },
+        );
+        for reply in replies {
+            let Effect::ReplyProposal { reply, .. } = reply else {
+                continue;
+            };
+            leader_effects.extend(t.engines[leader].handle(
+                1002,
+                Input::ProposalReply {
+                    from: to,
+                    stream: t.stream,
+                    reply,
+                },
+            ));
+        }
+    }
+    let registration = registrations(&leader_effects)[0];
+    let candidate = leader_effects
+        .iter()
+        .find_map(|x| match x {
+            Effect::StoreCandidate { miniblock, .. } => Some(miniblock.clone()),
+            _ => None,
+        })
+        .unwrap();
+    // Replica 2 never got the candidate; the registration log tells it to catch up.
+    let log = Input::MiniblockRegistered {
+        stream: t.stream,
+        num: 1,
+        hash: registration.hash,
+    };
+    let effects = t.engines[2].handle(2000, log);
+    let (from, from_num, to_num) = effects
+        .iter()
+        .find_map(|x| match x {
+            Effect::FetchMiniblocks {
+                from,
+                from_num,
+                to_num,
+                ..
+            } => Some((*from, *from_num, *to_num)),
+            _ => None,
+        })
+        .expect("a catch-up fetch");
+    assert_ne!(from, t.addrs[2]);
+    assert_eq!((from_num, to_num), (1, 1));
+    let effects = t.engines[2].handle(
+        2100,
+        Input::FetchedMiniblocks {
+            from,
+            stream: t.stream,
+            miniblocks: vec![candidate.clone()],
+        },
+    );
+    assert!(effects.iter().any(
+        |x| matches!(x, Effect::Promote { miniblock, .. } if miniblock.hash() == candidate.hash())
+    ));
+    let view = t.engines[2].stream(&t.stream).unwrap();
+    assert_eq!(view.head().num, 1);
+    assert!(
+        view.minipool_hashes().is_empty(),
+        "promoted events leave the minipool"
+    );
+}
+
+#[test]
+fn a_fetched_miniblock_the_registry_never_registered_is_not_promoted() {
+    let mut t = Three::new();
+    let block = t.block_led_by(1);
+    t.engines[2].handle(
+        0,
+        Input::ChainBlock {
+            number: block,
+            prevrandao: randao(block),
+        },
+    );
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    let header = rill_protocol::pb::MiniblockHeader {
+        num: 1,
+        prev_hash: t.genesis.hash().to_vec(),
+        timestamp_ms: 50,
+        event_hashes: vec![e.hash().to_vec()],
+        event_num_offset: 1,
+        snapshot: None,
+        prev_snapshot_num: 0,
+        chain_block: block,
+    };
+    let forged = ParsedMiniblock::seal(header, vec![e], &key(11)).unwrap();
+    t.engines[2].handle(
+        1,
+        Input::MiniblockRegistered {
+            stream: t.stream,
+            num: 1,
+            hash: B256::repeat_byte(4),
+        },
+    );
+    let effects = t.engines[2].handle(
+        2,
+        Input::FetchedMiniblocks {
+            from: t.addrs[1],
+            stream: t.stream,
+            miniblocks: vec![forged],
+        },
+    );
+    assert!(!effects.iter().any(|x| matches!(x, Effect::Promote { .. })));
+    assert_eq!(t.engines[2].stream(&t.stream).unwrap().head().num, 0);
+}
+
+#[test]
+fn restart_rebuilds_members_head_and_minipool_from_the_store() {
+    let mut t = Three::new();
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    t.engines[1].add_event(0, t.stream, e.clone()).unwrap();
+    let nodes = t.addrs.clone();
+    let mut restarted = Engine::new(key(11), EngineConfig::default());
+    restarted
+        .restore(RestoredStream {
+            id: t.stream,
+            nodes,
+            miniblocks: vec![t.genesis.clone()],
+            minipool: vec![e.clone()],
+            candidates: vec![],
+        })
+        .unwrap();
+    let view = restarted.stream(&t.stream).unwrap();
+    assert_eq!(view.head().hash, t.genesis.hash());
+    assert_eq!(view.minipool_hashes(), vec![e.hash()]);
+    assert!(view.members().contains(&key(2).address()));
+    assert!(matches!(
+        restarted.add_event(1, t.stream, e.clone()),
+        Err(rill_engine::Reject::Duplicate(_))
+    ));
+}

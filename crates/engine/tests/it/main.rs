@@ -1,0 +1,7 @@
+//! rill-engine: one test per rule, behaviour tests over a few engines, and the seeded
+//! simulation.
+
+mod behaviour;
+mod rules;
+mod sim;
+mod support;

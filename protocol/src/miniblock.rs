@@ -1,0 +1,159 @@
+//! Miniblocks: a leader-signed header and its events.
+//!
+//! A [`ParsedMiniblock`] exists only after its header envelope and every event were opened
+//! (hash and signature checked) and the events match the header's `event_hashes` in order.
+//! Whether the signer was the elected leader and the events admissible is the engine's check.
+
+use prost::Message as _;
+
+use crate::envelope::{Limits, OpenError, ParsedEvent, Payload, new_event, seal};
+use crate::hash::{HashTag, framed_hash};
+use crate::ids::{Address, Hash};
+use crate::keys::NodeKey;
+use crate::pb;
+
+/// Why a miniblock is not well formed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MiniblockError {
+    /// The header envelope does not open.
+    #[error("miniblock header: {0}")]
+    Header(OpenError),
+    /// The header envelope does not carry a miniblock header.
+    #[error("the header envelope carries no miniblock header")]
+    NotAHeader,
+    /// An event does not open.
+    #[error("miniblock event {index}: {error}")]
+    Event {
+        /// Its position.
+        index: usize,
+        /// Why.
+        error: OpenError,
+    },
+    /// The events are not the ones the header names, in that order.
+    #[error("the events do not match the header's event hashes")]
+    EventsMismatch,
+    /// The message has no header.
+    #[error("the miniblock has no header")]
+    MissingHeader,
+}
+
+/// A miniblock whose header and events have been opened and matched.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedMiniblock {
+    header_event: ParsedEvent,
+    events: Vec<ParsedEvent>,
+}
+
+impl ParsedMiniblock {
+    /// Opens a received miniblock.
+    pub fn open(miniblock: pb::Miniblock, limits: &Limits) -> Result<Self, MiniblockError> {
+        let header = miniblock.header.ok_or(MiniblockError::MissingHeader)?;
+        // Headers list up to thousands of hashes: allow them more room than an event.
+        let header_limits = Limits {
+            max_event_bytes: limits.max_event_bytes.max(1 << 20),
+        };
+        let header_event =
+            ParsedEvent::open(header, &header_limits).map_err(MiniblockError::Header)?;
+        let events = miniblock
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(index, e)| {
+                ParsedEvent::open(e, limits).map_err(|error| MiniblockError::Event { index, error })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_parts(header_event, events)
+    }
+
+    /// Joins an opened header and opened events.
+    pub fn from_parts(
+        header_event: ParsedEvent,
+        events: Vec<ParsedEvent>,
+    ) -> Result<Self, MiniblockError> {
+        let header = header_event
+            .miniblock_header()
+            .ok_or(MiniblockError::NotAHeader)?;
+        let matches = header.event_hashes.len() == events.len()
+            && header
+                .event_hashes
+                .iter()
+                .zip(&events)
+                .all(|(h, e)| h.as_slice() == e.hash().as_slice());
+        if !matches {
+            return Err(MiniblockError::EventsMismatch);
+        }
+        Ok(Self {
+            header_event,
+            events,
+        })
+    }
+
+    /// Builds and signs a miniblock (the leader's side).
+    pub fn seal(
+        header: pb::MiniblockHeader,
+        events: Vec<ParsedEvent>,
+        key: &NodeKey,
+    ) -> Result<Self, MiniblockError> {
+        let mut event = new_event(None, header.timestamp_ms, Payload::MiniblockHeader(header));
+        // Headers need no salt: (num, prev_hash) already make them unique. Keeping it empty
+        // keeps the leader's output deterministic.
+        event.salt.clear();
+        let header_event = seal(event, key).map_err(MiniblockError::Header)?;
+        Self::from_parts(header_event, events)
+    }
+
+    /// The miniblock hash (its header envelope's hash).
+    pub fn hash(&self) -> Hash {
+        self.header_event.hash()
+    }
+
+    /// The header.
+    pub fn header(&self) -> &pb::MiniblockHeader {
+        self.header_event
+            .miniblock_header()
+            .expect("checked at construction")
+    }
+
+    /// The miniblock number.
+    pub fn num(&self) -> u64 {
+        self.header().num
+    }
+
+    /// The hash of the previous miniblock (zero for the genesis).
+    pub fn prev_hash(&self) -> Hash {
+        let prev = &self.header().prev_hash;
+        if prev.len() == 32 {
+            Hash::from_slice(prev)
+        } else {
+            Hash::ZERO
+        }
+    }
+
+    /// Who signed the header.
+    pub fn producer(&self) -> Address {
+        self.header_event.creator()
+    }
+
+    /// The header as an event.
+    pub fn header_event(&self) -> &ParsedEvent {
+        &self.header_event
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> &[ParsedEvent] {
+        &self.events
+    }
+
+    /// The wire form.
+    pub fn to_pb(&self) -> pb::Miniblock {
+        pb::Miniblock {
+            header: Some(self.header_event.envelope().clone()),
+            events: self.events.iter().map(|e| e.envelope().clone()).collect(),
+        }
+    }
+}
+
+/// The hash of a snapshot: its encoding under the `SNAPSHOT` tag.
+pub fn snapshot_hash(snapshot: &pb::Snapshot) -> Hash {
+    framed_hash(HashTag::Snapshot, &snapshot.encode_to_vec())
+}
