@@ -1,0 +1,35 @@
+//! Key layouts. Numbers are big-endian so keys sort in numeric order.
+
+use alloy_primitives::B256;
+use rill_protocol::StreamId;
+
+pub(crate) fn stream_prefix(id: &StreamId) -> [u8; 32] {
+    id.0
+}
+
+pub(crate) fn numbered(id: &StreamId, num: u64) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..32].copy_from_slice(&id.0);
+    key[32..].copy_from_slice(&num.to_be_bytes());
+    key
+}
+
+pub(crate) fn hashed(id: &StreamId, hash: &B256) -> [u8; 64] {
+    let mut key = [0u8; 64];
+    key[..32].copy_from_slice(&id.0);
+    key[32..].copy_from_slice(hash.as_slice());
+    key
+}
+
+pub(crate) fn candidate(id: &StreamId, num: u64, hash: &B256) -> [u8; 72] {
+    let mut key = [0u8; 72];
+    key[..40].copy_from_slice(&numbered(id, num));
+    key[40..].copy_from_slice(hash.as_slice());
+    key
+}
+
+pub(crate) fn num_of(key: &[u8]) -> u64 {
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&key[32..40]);
+    u64::from_be_bytes(bytes)
+}

@@ -1,0 +1,17 @@
+//! Persistence of a node's streams in sled.
+//!
+//! Trees: `events` (hash → envelope bytes, shared by minipools, candidates and miniblocks),
+//! `streams` (id → its nodes), `minipool` (id ‖ seq → hash, in arrival order) with its index
+//! `minipool_index` (id ‖ hash → seq), `candidates` (id ‖ num ‖ hash → miniblock), `miniblocks`
+//! (id ‖ num → miniblock), `heads` (id → num ‖ hash) and `meta` (the last chain block seen).
+//! Storing a candidate and promoting a miniblock are each one sled transaction, so a node
+//! killed at any point reopens to a consistent state; [`Store::load`] rebuilds what the engine
+//! needs after a restart.
+//!
+//! It owns the bytes on disk and nothing else: it decides nothing (the engine does) and
+//! re-opens everything it reads, so a corrupted file yields an error, never a bad event.
+
+mod keys;
+mod store;
+
+pub use store::{Store, StoreError};

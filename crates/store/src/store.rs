@@ -1,0 +1,392 @@
+//! The store handle.
+
+use std::path::Path;
+
+use alloy_primitives::{Address, B256};
+use prost::Message as _;
+use rill_engine::{Effect, RestoredStream};
+use rill_protocol::{Limits, ParsedEvent, ParsedMiniblock, StreamId, pb};
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::keys;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed (disk full, IO error, corrupted log).
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// Stored bytes do not decode or verify; the data directory is damaged.
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+    /// The stream is not in the store.
+    #[error("stream {0} is not in the store")]
+    UnknownStream(StreamId),
+    /// A write would break the chain (a promotion out of order).
+    #[error("refusing to store: {0}")]
+    OutOfOrder(String),
+}
+
+impl From<TransactionError<StoreError>> for StoreError {
+    fn from(error: TransactionError<StoreError>) -> Self {
+        match error {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StoreError::Sled(e),
+        }
+    }
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+/// A node's store. Cheap to clone (sled trees are shared handles).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: sled::Db,
+    events: sled::Tree,
+    streams: sled::Tree,
+    minipool: sled::Tree,
+    minipool_index: sled::Tree,
+    candidates: sled::Tree,
+    miniblocks: sled::Tree,
+    heads: sled::Tree,
+    meta: sled::Tree,
+}
+
+const LAST_BLOCK: &[u8] = b"last_chain_block";
+
+impl Store {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::open(dir)?;
+        Ok(Self {
+            events: db.open_tree("events")?,
+            streams: db.open_tree("streams")?,
+            minipool: db.open_tree("minipool")?,
+            minipool_index: db.open_tree("minipool_index")?,
+            candidates: db.open_tree("candidates")?,
+            miniblocks: db.open_tree("miniblocks")?,
+            heads: db.open_tree("heads")?,
+            meta: db.open_tree("meta")?,
+            db,
+        })
+    }
+
+    /// Makes everything written so far durable. Call before acknowledging to a client.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Carries out a storage effect of the engine; other effects are ignored.
+    pub fn apply(&self, effect: &Effect) -> Result<(), StoreError> {
+        match effect {
+            Effect::StoreEvent { stream, event } => self.add_to_minipool(stream, event),
+            Effect::DropFromMinipool { stream, hashes } => self.drop_from_minipool(stream, hashes),
+            Effect::StoreCandidate { stream, miniblock } => self.store_candidate(stream, miniblock),
+            Effect::Promote { stream, miniblock } => self.promote(stream, miniblock),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a stream's nodes (before its genesis is promoted).
+    pub fn create_stream(&self, id: &StreamId, nodes: &[Address]) -> Result<(), StoreError> {
+        let bytes: Vec<u8> = nodes.iter().flat_map(|a| a.0.0).collect();
+        self.streams.insert(keys::stream_prefix(id), bytes)?;
+        Ok(())
+    }
+
+    /// The streams in the store.
+    pub fn stream_ids(&self) -> Result<Vec<StreamId>, StoreError> {
+        self.streams
+            .iter()
+            .keys()
+            .map(|key| {
+                let key = key?;
+                StreamId::from_slice(&key).ok_or_else(|| StoreError::Corrupt("stream key".into()))
+            })
+            .collect()
+    }
+
+    /// The stream's nodes.
+    pub fn nodes(&self, id: &StreamId) -> Result<Vec<Address>, StoreError> {
+        let bytes = self
+            .streams
+            .get(keys::stream_prefix(id))?
+            .ok_or(StoreError::UnknownStream(*id))?;
+        if bytes.len() % 20 != 0 {
+            return Err(StoreError::Corrupt("stream nodes".into()));
+        }
+        Ok(bytes.chunks(20).map(Address::from_slice).collect())
+    }
+
+    /// The promoted head: `(num, hash)`.
+    pub fn head(&self, id: &StreamId) -> Result<Option<(u64, B256)>, StoreError> {
+        let Some(bytes) = self.heads.get(keys::stream_prefix(id))? else {
+            return Ok(None);
+        };
+        if bytes.len() != 40 {
+            return Err(StoreError::Corrupt("head".into()));
+        }
+        let mut num = [0u8; 8];
+        num.copy_from_slice(&bytes[..8]);
+        Ok(Some((
+            u64::from_be_bytes(num),
+            B256::from_slice(&bytes[8..]),
+        )))
+    }
+
+    /// Adds an event to the stream's minipool (idempotent).
+    pub fn add_to_minipool(&self, id: &StreamId, event: &ParsedEvent) -> Result<(), StoreError> {
+        let index_key = keys::hashed(id, &event.hash());
+        if self.minipool_index.contains_key(index_key)? {
+            return Ok(());
+        }
+        let prefix = keys::stream_prefix(id);
+        let seq = match self.minipool.scan_prefix(prefix).keys().next_back() {
+            Some(key) => keys::num_of(&key?) + 1,
+            None => 0,
+        };
+        let envelope = event.envelope().encode_to_vec();
+        (&self.events, &self.minipool, &self.minipool_index).transaction(
+            |(events, minipool, index)| -> TxResult<()> {
+                events.insert(event.hash().as_slice(), envelope.as_slice())?;
+                minipool.insert(keys::numbered(id, seq).as_slice(), event.hash().as_slice())?;
+                index.insert(index_key.as_slice(), &seq.to_be_bytes()[..])?;
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Removes events from the minipool.
+    pub fn drop_from_minipool(&self, id: &StreamId, hashes: &[B256]) -> Result<(), StoreError> {
+        (&self.events, &self.minipool, &self.minipool_index).transaction(
+            |(events, minipool, index)| -> TxResult<()> {
+                for hash in hashes {
+                    if let Some(seq) = index.remove(keys::hashed(id, hash).as_slice())? {
+                        minipool.remove(keys::numbered(id, seq_of(&seq)?).as_slice())?;
+                        events.remove(hash.as_slice())?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Stores a candidate and its events in one write, beside other candidates.
+    pub fn store_candidate(
+        &self,
+        id: &StreamId,
+        miniblock: &ParsedMiniblock,
+    ) -> Result<(), StoreError> {
+        let key = keys::candidate(id, miniblock.num(), &miniblock.hash());
+        let header = miniblock.header_event().envelope().encode_to_vec();
+        let events: Vec<(B256, Vec<u8>)> = miniblock
+            .events()
+            .iter()
+            .map(|e| (e.hash(), e.envelope().encode_to_vec()))
+            .collect();
+        (&self.events, &self.candidates).transaction(|(tree, candidates)| -> TxResult<()> {
+            for (hash, bytes) in &events {
+                tree.insert(hash.as_slice(), bytes.as_slice())?;
+            }
+            candidates.insert(key.as_slice(), header.as_slice())?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Promotes a miniblock in one write: stores it and its events, moves the head, removes
+    /// its events from the minipool and every candidate up to its number. Refuses a miniblock
+    /// that does not follow the stored head.
+    pub fn promote(&self, id: &StreamId, miniblock: &ParsedMiniblock) -> Result<(), StoreError> {
+        let head = self.head(id)?;
+        let expected = head.map_or(0, |(num, _)| num + 1);
+        if miniblock.num() != expected
+            || head.is_some_and(|(_, hash)| hash != miniblock.prev_hash())
+        {
+            return Err(StoreError::OutOfOrder(format!(
+                "miniblock {} does not follow the stored head {head:?}",
+                miniblock.num()
+            )));
+        }
+        let num = miniblock.num();
+        let header = miniblock.header_event().envelope().encode_to_vec();
+        let events: Vec<(B256, Vec<u8>)> = miniblock
+            .events()
+            .iter()
+            .map(|e| (e.hash(), e.envelope().encode_to_vec()))
+            .collect();
+        // Transactions cannot scan: find the candidates to remove first. This store has one
+        // writer (the node's engine loop), so nothing adds one in between.
+        let stale: Vec<sled::IVec> = self
+            .candidates
+            .range(
+                keys::numbered(id, 0).to_vec()
+                    ..=keys::candidate(id, num, &B256::repeat_byte(0xff)).to_vec(),
+            )
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let mut head_value = num.to_be_bytes().to_vec();
+        head_value.extend_from_slice(miniblock.hash().as_slice());
+        let trees = (
+            &self.events,
+            &self.minipool,
+            &self.minipool_index,
+            &self.candidates,
+            &self.miniblocks,
+            &self.heads,
+        );
+        trees.transaction(
+            |(tree, minipool, index, candidates, miniblocks, heads)| -> TxResult<()> {
+                for (hash, bytes) in &events {
+                    tree.insert(hash.as_slice(), bytes.as_slice())?;
+                    if let Some(seq) = index.remove(keys::hashed(id, hash).as_slice())? {
+                        minipool.remove(keys::numbered(id, seq_of(&seq)?).as_slice())?;
+                    }
+                }
+                for key in &stale {
+                    candidates.remove(key)?;
+                }
+                miniblocks.insert(keys::numbered(id, num).as_slice(), header.as_slice())?;
+                heads.insert(keys::stream_prefix(id).as_slice(), head_value.as_slice())?;
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The envelopes with these hashes that the store has (minipool or miniblocks).
+    pub fn events(&self, hashes: &[B256]) -> Result<Vec<pb::Envelope>, StoreError> {
+        let mut out = Vec::new();
+        for hash in hashes {
+            if let Some(bytes) = self.events.get(hash.as_slice())? {
+                out.push(decode_envelope(&bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Promoted miniblocks `from ..= to`, in wire form.
+    pub fn miniblocks(
+        &self,
+        id: &StreamId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<pb::Miniblock>, StoreError> {
+        self.miniblocks
+            .range(keys::numbered(id, from)..=keys::numbered(id, to))
+            .values()
+            .map(|header| self.assemble(&header?))
+            .collect()
+    }
+
+    /// Stored candidates, in wire form.
+    pub fn candidates(&self, id: &StreamId) -> Result<Vec<pb::Miniblock>, StoreError> {
+        self.candidates
+            .scan_prefix(keys::stream_prefix(id))
+            .values()
+            .map(|header| self.assemble(&header?))
+            .collect()
+    }
+
+    /// The minipool's envelopes, in arrival order.
+    pub fn minipool(&self, id: &StreamId) -> Result<Vec<pb::Envelope>, StoreError> {
+        let mut out = Vec::new();
+        for hash in self.minipool.scan_prefix(keys::stream_prefix(id)).values() {
+            let hash = hash?;
+            let bytes = self
+                .events
+                .get(&hash)?
+                .ok_or_else(|| StoreError::Corrupt("minipool names a missing event".into()))?;
+            out.push(decode_envelope(&bytes)?);
+        }
+        Ok(out)
+    }
+
+    /// Everything the engine needs to resume the stream, re-verified.
+    pub fn load(&self, id: &StreamId, limits: &Limits) -> Result<RestoredStream, StoreError> {
+        let nodes = self.nodes(id)?;
+        let open_miniblock = |mb: pb::Miniblock| {
+            ParsedMiniblock::open(mb, limits).map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        let miniblocks = self
+            .miniblocks(id, 0, u64::MAX)?
+            .into_iter()
+            .map(open_miniblock)
+            .collect::<Result<Vec<_>, _>>()?;
+        let minipool = self
+            .minipool(id)?
+            .into_iter()
+            .map(|e| ParsedEvent::open(e, limits).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A candidate that no longer assembles (its events were dropped) is useless: skip it.
+        let candidates = self
+            .candidates(id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|mb| open_miniblock(mb).ok())
+            .collect();
+        Ok(RestoredStream {
+            id: *id,
+            nodes,
+            miniblocks,
+            minipool,
+            candidates,
+        })
+    }
+
+    /// Remembers the last chain block processed, to resume the chain monitor after it.
+    pub fn set_last_block(&self, number: u64) -> Result<(), StoreError> {
+        self.meta.insert(LAST_BLOCK, &number.to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The last chain block processed.
+    pub fn last_block(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.meta.get(LAST_BLOCK)?.map(|v| seq_of_bytes(&v)))
+    }
+
+    fn assemble(&self, header: &[u8]) -> Result<pb::Miniblock, StoreError> {
+        let header = decode_envelope(header)?;
+        let event = pb::StreamEvent::decode(header.event.as_slice())
+            .map_err(|e| StoreError::Corrupt(format!("header: {e}")))?;
+        let Some(rill_protocol::Payload::MiniblockHeader(fields)) = event.payload else {
+            return Err(StoreError::Corrupt("a miniblock without a header".into()));
+        };
+        let mut events = Vec::with_capacity(fields.event_hashes.len());
+        for hash in &fields.event_hashes {
+            let bytes = self
+                .events
+                .get(hash)?
+                .ok_or_else(|| StoreError::Corrupt("a miniblock names a missing event".into()))?;
+            events.push(decode_envelope(&bytes)?);
+        }
+        Ok(pb::Miniblock {
+            header: Some(header),
+            events,
+        })
+    }
+}
+
+fn decode_envelope(bytes: &[u8]) -> Result<pb::Envelope, StoreError> {
+    pb::Envelope::decode(bytes).map_err(|e| StoreError::Corrupt(format!("envelope: {e}")))
+}
+
+fn seq_of_bytes(bytes: &[u8]) -> u64 {
+    let mut out = [0u8; 8];
+    let n = bytes.len().min(8);
+    out[8 - n..].copy_from_slice(&bytes[..n]);
+    u64::from_be_bytes(out)
+}
+
+fn seq_of(bytes: &[u8]) -> TxResult<u64> {
+    if bytes.len() != 8 {
+        return Err(ConflictableTransactionError::Abort(StoreError::Corrupt(
+            "minipool index".into(),
+        )));
+    }
+    Ok(seq_of_bytes(bytes))
+}

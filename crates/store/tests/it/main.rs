@@ -1,0 +1,5 @@
+//! rill-store on a real sled directory.
+
+mod crash;
+mod roundtrip;
+mod support;

@@ -1,0 +1,61 @@
+use alloy_primitives::B256;
+use rill_protocol::{NodeKey, ParsedEvent, ParsedMiniblock, Payload, StreamId, pb, seal};
+
+pub(crate) fn key(seed: u8) -> NodeKey {
+    NodeKey::from_secret_bytes(&[seed; 32]).unwrap()
+}
+
+pub(crate) const STREAM: StreamId = StreamId([1; 32]);
+
+pub(crate) fn genesis() -> ParsedMiniblock {
+    let inception = seal(
+        pb::StreamEvent {
+            creator: vec![],
+            salt: vec![],
+            prev_miniblock_hash: vec![],
+            prev_miniblock_num: 0,
+            created_at_ms: 0,
+            payload: Some(Payload::Inception(pb::Inception {
+                stream_id: STREAM.0.to_vec(),
+                settings: None,
+            })),
+        },
+        &key(2),
+    )
+    .unwrap();
+    next(None, vec![inception])
+}
+
+pub(crate) fn message(prev: &ParsedMiniblock, salt: u64) -> ParsedEvent {
+    seal(
+        pb::StreamEvent {
+            creator: vec![],
+            salt: salt.to_be_bytes().to_vec(),
+            prev_miniblock_hash: prev.hash().to_vec(),
+            prev_miniblock_num: prev.num(),
+            created_at_ms: 0,
+            payload: Some(Payload::Message(pb::Message { data: vec![7; 40] })),
+        },
+        &key(2),
+    )
+    .unwrap()
+}
+
+/// The miniblock after `prev` (or the genesis) holding `events`.
+pub(crate) fn next(prev: Option<&ParsedMiniblock>, events: Vec<ParsedEvent>) -> ParsedMiniblock {
+    let header = pb::MiniblockHeader {
+        num: prev.map_or(0, |p| p.num() + 1),
+        prev_hash: prev.map_or(vec![], |p| p.hash().to_vec()),
+        timestamp_ms: prev.map_or(1, |p| p.header().timestamp_ms + 1),
+        event_hashes: events.iter().map(|e| e.hash().to_vec()).collect(),
+        event_num_offset: 0,
+        snapshot: None,
+        prev_snapshot_num: 0,
+        chain_block: 0,
+    };
+    ParsedMiniblock::seal(header, events, &key(1)).unwrap()
+}
+
+pub(crate) fn hashes(events: &[ParsedEvent]) -> Vec<B256> {
+    events.iter().map(|e| e.hash()).collect()
+}
