@@ -1,0 +1,110 @@
+//! Ephemeral swarms on 127.0.0.1 and helpers to wait for what they report.
+
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use rill_p2p::{Multiaddr, NetworkEvent, P2p, P2pConfig, PeerId, Role, spawn};
+use rill_protocol::{NodeKey, StreamId, pb};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub(crate) struct TestPeer {
+    pub(crate) key: NodeKey,
+    pub(crate) p2p: P2p,
+    pub(crate) events: UnboundedReceiver<NetworkEvent>,
+    pub(crate) addr: Multiaddr,
+}
+
+impl TestPeer {
+    pub(crate) fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    pub(crate) fn peer_id(&self) -> PeerId {
+        self.p2p.peer_id()
+    }
+
+    pub(crate) fn registration(&self) -> (Address, PeerId, Option<Multiaddr>) {
+        (self.address(), self.peer_id(), Some(self.addr.clone()))
+    }
+
+    /// The next event that `pick` accepts, within `within`; other events are dropped.
+    pub(crate) async fn next<T>(
+        &mut self,
+        within: Duration,
+        mut pick: impl FnMut(NetworkEvent) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let event = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .ok()??;
+            if let Some(found) = pick(event) {
+                return Some(found);
+            }
+        }
+    }
+}
+
+pub(crate) async fn peer(role: Role) -> TestPeer {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let key = NodeKey::generate();
+    let config = match role {
+        Role::Node => P2pConfig::node(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]),
+        Role::Client => P2pConfig::client(),
+    };
+    let (p2p, mut events) = spawn(&key, config).await.expect("swarm starts");
+    let addr = match role {
+        Role::Node => match events.recv().await {
+            Some(NetworkEvent::Listening(addr)) => addr,
+            other => panic!("expected the listen address first, got {other:?}"),
+        },
+        Role::Client => "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+    };
+    TestPeer {
+        key,
+        p2p,
+        events,
+        addr,
+    }
+}
+
+/// `count` nodes that all know one another as registered nodes, fully connected.
+pub(crate) async fn registered_nodes(count: usize) -> Vec<TestPeer> {
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        nodes.push(peer(Role::Node).await);
+    }
+    let registry: Vec<_> = nodes.iter().map(TestPeer::registration).collect();
+    for node in &nodes {
+        node.p2p.set_nodes(registry.clone());
+    }
+    for i in 0..count {
+        for j in (i + 1)..count {
+            nodes[i]
+                .p2p
+                .dial(nodes[j].peer_id(), Some(nodes[j].addr.clone()))
+                .await
+                .unwrap();
+        }
+    }
+    nodes
+}
+
+pub(crate) fn stream() -> StreamId {
+    StreamId::random()
+}
+
+pub(crate) fn announcement(stream: StreamId, hash: [u8; 32], node: Address) -> pb::GossipMessage {
+    pb::GossipMessage {
+        kind: Some(pb::gossip_message::Kind::NewEventInPool(
+            pb::NewEventInPool {
+                stream_id: stream.0.to_vec(),
+                hash: hash.to_vec(),
+                node: node.to_vec(),
+            },
+        )),
+    }
+}
