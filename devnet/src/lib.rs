@@ -49,8 +49,10 @@ pub struct DevnetNode {
     pub address: Address,
     /// Its libp2p peer id.
     pub peer_id: String,
-    /// Where it listens.
+    /// Its address for peers and clients: the listen address and `/p2p/<peer id>`.
     pub multiaddr: String,
+    /// What it listens on.
+    pub listen: String,
     /// Its Prometheus metrics address.
     pub metrics: String,
     /// Its key file.
@@ -84,6 +86,9 @@ impl DevnetFile {
         Ok(())
     }
 }
+
+mod nodes;
+pub use nodes::{NodeProcess, NodeStatusRow, status, wait_serving};
 
 /// A bootstrapped chain: anvil keeps running while this lives.
 #[derive(Debug)]
@@ -125,7 +130,8 @@ pub async fn bootstrap(config: &DevnetConfig) -> anyhow::Result<DevnetChain> {
             U256::from(100u128 * 10u128.pow(18)),
         )
         .await?;
-        let multiaddr = format!("/ip4/127.0.0.1/tcp/{}", free_port()?);
+        let listen = format!("/ip4/127.0.0.1/tcp/{}", free_port()?);
+        let multiaddr = format!("{listen}/p2p/{}", key.peer_id());
         registry
             .register_node(key.address(), &multiaddr, NodeStatus::Operational)
             .await?;
@@ -133,6 +139,7 @@ pub async fn bootstrap(config: &DevnetConfig) -> anyhow::Result<DevnetChain> {
             address: key.address(),
             peer_id: key.peer_id().to_string(),
             multiaddr,
+            listen,
             metrics: format!("127.0.0.1:{}", free_port()?),
             key_file,
             data_dir: node_dir.join("data"),

@@ -49,6 +49,11 @@ impl Registry {
         *self.contract.address()
     }
 
+    /// The chain's current block number.
+    pub async fn block_number(&self) -> Result<u64, ChainError> {
+        Ok(self.contract.provider().get_block_number().await?)
+    }
+
     /// The provider this handle uses.
     pub fn provider(&self) -> &ChainProvider {
         self.contract.provider()

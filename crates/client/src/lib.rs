@@ -1,0 +1,275 @@
+//! The Rill client library, used by the `rill` CLI and the end-to-end tests.
+//!
+//! A [`Client`] holds a signing key and a libp2p connection to one node; it builds and signs
+//! events (on top of the stream's current head) and sends `/rill/client/1` requests. It owns
+//! no state beyond a cache of stream heads and must not talk node protocols.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The network crate, for its address types.
+pub use rill_p2p as p2p;
+
+use alloy_primitives::{Address, B256};
+use prost::Message as _;
+use rill_p2p::{Multiaddr, P2p, P2pConfig, PeerId, RequestError};
+use rill_protocol::envelope::new_event;
+use rill_protocol::{NodeKey, ParsedEvent, Payload, StreamId, pb, seal};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node address has no `/p2p/<peer id>` part.
+    #[error(
+        "{0} names no peer: use the node's multiaddr ending in /p2p/<peer id> (see devnet.json)"
+    )]
+    NoPeerId(Multiaddr),
+    /// The node could not be reached or did not answer.
+    #[error("node unreachable: {0}; is it running? (`rill-devnet up` starts a devnet)")]
+    Unreachable(RequestError),
+    /// The node answered with an error.
+    #[error("{message} ({code:?})")]
+    Node {
+        /// The error code.
+        code: pb::ErrorCode,
+        /// What the node said.
+        message: String,
+    },
+    /// The answer did not have the expected shape.
+    #[error("unexpected answer from the node")]
+    Unexpected,
+}
+
+impl ClientError {
+    /// The node's error code, if the node refused.
+    pub fn code(&self) -> Option<pb::ErrorCode> {
+        match self {
+            ClientError::Node { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one node.
+#[derive(Clone, Debug)]
+pub struct Client {
+    p2p: P2p,
+    node: PeerId,
+    key: NodeKey,
+    heads: std::sync::Arc<std::sync::Mutex<HashMap<StreamId, (u64, B256)>>>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Client {
+    /// Connects to the node at `addr` (which must end in `/p2p/<peer id>`).
+    pub async fn connect(addr: Multiaddr, key: NodeKey) -> Result<Self, ClientError> {
+        let node = addr
+            .iter()
+            .find_map(|p| match p {
+                rill_p2p::Protocol::P2p(peer) => Some(peer),
+                _ => None,
+            })
+            .ok_or_else(|| ClientError::NoPeerId(addr.clone()))?;
+        let (p2p, _events) = rill_p2p::spawn(&key, P2pConfig::client())
+            .await
+            .map_err(|e| ClientError::Unreachable(RequestError::Failed(e)))?;
+        p2p.dial(node, Some(addr))
+            .await
+            .map_err(ClientError::Unreachable)?;
+        Ok(Self {
+            p2p,
+            node,
+            key,
+            heads: Default::default(),
+        })
+    }
+
+    /// The signing key's address.
+    pub fn address(&self) -> Address {
+        self.key.address()
+    }
+
+    async fn call(
+        &self,
+        kind: pb::client_request::Kind,
+    ) -> Result<pb::client_response::Kind, ClientError> {
+        let request = pb::ClientRequest { kind: Some(kind) };
+        let response = self
+            .p2p
+            .client_request(self.node, request)
+            .await
+            .map_err(ClientError::Unreachable)?;
+        if let Some(error) = response.error {
+            return Err(ClientError::Node {
+                code: pb::ErrorCode::try_from(error.code).unwrap_or(pb::ErrorCode::Unspecified),
+                message: error.message,
+            });
+        }
+        response.kind.ok_or(ClientError::Unexpected)
+    }
+
+    /// Creates a stream (a random id unless given); the creator is its first member.
+    pub async fn create_stream(
+        &self,
+        id: Option<StreamId>,
+    ) -> Result<pb::CreateStreamResponse, ClientError> {
+        let id = id.unwrap_or_else(StreamId::random);
+        let inception = new_event(
+            None,
+            now_ms(),
+            Payload::Inception(pb::Inception {
+                stream_id: id.0.to_vec(),
+                settings: Some(pb::StreamSettings::default()),
+            }),
+        );
+        let inception = seal(inception, &self.key).map_err(|_| ClientError::Unexpected)?;
+        let kind = pb::client_request::Kind::CreateStream(pb::CreateStreamRequest {
+            inception: Some(inception.into_envelope()),
+            events: vec![],
+        });
+        match self.call(kind).await? {
+            pb::client_response::Kind::CreateStream(r) => Ok(r),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// The stream's head as the node holds it (cached after the first call).
+    pub async fn head(&self, stream: StreamId, refresh: bool) -> Result<(u64, B256), ClientError> {
+        if !refresh && let Some(head) = self.heads.lock().expect("lock").get(&stream) {
+            return Ok(*head);
+        }
+        let response = self.get_stream_inner(stream, true).await?;
+        let header = response
+            .miniblocks
+            .last()
+            .and_then(|m| m.header.clone())
+            .ok_or(ClientError::Unexpected)?;
+        let event = pb::StreamEvent::decode(header.event.as_slice())
+            .map_err(|_| ClientError::Unexpected)?;
+        let Some(Payload::MiniblockHeader(fields)) = event.payload else {
+            return Err(ClientError::Unexpected);
+        };
+        let head = (fields.num, B256::from_slice(&header.hash));
+        self.heads.lock().expect("lock").insert(stream, head);
+        Ok(head)
+    }
+
+    /// Signs `payload` on top of the stream's head and adds it, waiting for `ack`. Refreshes
+    /// the head and retries once if the node says the head moved too far.
+    pub async fn add(
+        &self,
+        stream: StreamId,
+        payload: Payload,
+        ack: pb::Ack,
+    ) -> Result<(ParsedEvent, pb::AddEventResponse), ClientError> {
+        let mut refresh = false;
+        loop {
+            let head = self.head(stream, refresh).await?;
+            let event = seal(new_event(Some(head), now_ms(), payload.clone()), &self.key)
+                .map_err(|_| ClientError::Unexpected)?;
+            let kind = pb::client_request::Kind::AddEvent(pb::AddEventRequest {
+                stream_id: stream.0.to_vec(),
+                envelope: Some(event.envelope().clone()),
+                ack: ack as i32,
+            });
+            match self.call(kind).await {
+                Ok(pb::client_response::Kind::AddEvent(r)) => return Ok((event, r)),
+                Ok(_) => return Err(ClientError::Unexpected),
+                Err(e) if !refresh && e.code() == Some(pb::ErrorCode::StaleMiniblock) => {
+                    refresh = true
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Adds a text message.
+    pub async fn add_message(
+        &self,
+        stream: StreamId,
+        text: &str,
+        ack: pb::Ack,
+    ) -> Result<(ParsedEvent, pb::AddEventResponse), ClientError> {
+        self.add(
+            stream,
+            Payload::Message(pb::Message {
+                data: text.as_bytes().to_vec(),
+            }),
+            ack,
+        )
+        .await
+    }
+
+    /// Joins (or leaves) the stream with this client's key.
+    pub async fn membership(
+        &self,
+        stream: StreamId,
+        join: bool,
+        ack: pb::Ack,
+    ) -> Result<(ParsedEvent, pb::AddEventResponse), ClientError> {
+        let op = if join {
+            pb::member::Op::Join
+        } else {
+            pb::member::Op::Leave
+        };
+        let payload = Payload::Member(pb::Member {
+            op: op as i32,
+            address: self.address().to_vec(),
+        });
+        self.add(stream, payload, ack).await
+    }
+
+    async fn get_stream_inner(
+        &self,
+        stream: StreamId,
+        head_only: bool,
+    ) -> Result<pb::GetStreamResponse, ClientError> {
+        let kind = pb::client_request::Kind::GetStream(pb::GetStreamRequest {
+            stream_id: stream.0.to_vec(),
+            head_only,
+        });
+        match self.call(kind).await? {
+            pb::client_response::Kind::GetStream(r) => Ok(r),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// The whole stream as the node holds it.
+    pub async fn get_stream(&self, stream: StreamId) -> Result<pb::GetStreamResponse, ClientError> {
+        self.get_stream_inner(stream, false).await
+    }
+
+    /// Updates after `after_seq`, waiting up to `wait_ms` for one.
+    pub async fn watch(
+        &self,
+        stream: StreamId,
+        after_seq: u64,
+        wait_ms: u32,
+    ) -> Result<pb::SubscribeResponse, ClientError> {
+        let kind = pb::client_request::Kind::Subscribe(pb::SubscribeRequest {
+            stream_id: stream.0.to_vec(),
+            after_seq,
+            wait_ms,
+        });
+        match self.call(kind).await? {
+            pb::client_response::Kind::Subscribe(r) => Ok(r),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
+    /// The node's status.
+    pub async fn info(&self) -> Result<pb::InfoResponse, ClientError> {
+        match self
+            .call(pb::client_request::Kind::Info(pb::InfoRequest {}))
+            .await?
+        {
+            pb::client_response::Kind::Info(r) => Ok(r),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Node processes of a devnet: start, stop (SIGTERM), kill -9, restart, readiness and status.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rill_client::Client;
+use rill_client::p2p as rill_p2p_addr;
+use rill_protocol::NodeKey;
+
+use crate::{DevnetFile, DevnetNode};
+
+/// A running `rill-node`; stopped with SIGTERM when dropped.
+#[derive(Debug)]
+pub struct NodeProcess {
+    binary: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+    /// The node as the devnet file describes it.
+    pub node: DevnetNode,
+}
+
+impl NodeProcess {
+    /// Starts node `index` of the devnet, logging to `<data_dir>/../node.log`.
+    pub fn start(
+        binary: &Path,
+        file: &DevnetFile,
+        index: usize,
+        block_time: Duration,
+    ) -> anyhow::Result<Self> {
+        let node = file.nodes[index].clone();
+        let args = vec![
+            "run".into(),
+            "--key".into(),
+            node.key_file.display().to_string(),
+            "--data".into(),
+            node.data_dir.display().to_string(),
+            "--listen".into(),
+            node.listen.clone(),
+            "--rpc-url".into(),
+            file.rpc_url.clone(),
+            "--registry".into(),
+            file.registry.to_string(),
+            "--metrics".into(),
+            node.metrics.clone(),
+            "--block-time".into(),
+            block_time.as_secs_f64().to_string(),
+        ];
+        let log = node.data_dir.with_file_name("node.log");
+        let mut process = Self {
+            binary: binary.to_owned(),
+            args,
+            log,
+            child: None,
+            node,
+        };
+        process.spawn()?;
+        Ok(process)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the process with SIGKILL (no shutdown, no flush).
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it (SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            for _ in 0..100 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the process again with the same data directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Leaves the process running after this handle is gone (`rill-devnet up --detach`).
+    pub fn detach(mut self) -> Option<u32> {
+        let pid = self.pid();
+        self.child = None;
+        pid
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits until the node answers a client `Info` request.
+pub async fn wait_serving(node: &DevnetNode, timeout: Duration) -> anyhow::Result<Client> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let addr: rill_p2p_addr::Multiaddr = node.multiaddr.parse()?;
+    loop {
+        let attempt = async {
+            let client = Client::connect(addr.clone(), NodeKey::generate()).await?;
+            client.info().await?;
+            Ok::<_, rill_client::ClientError>(client)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(client)) => return Ok(client),
+            _ if tokio::time::Instant::now() >= deadline => {
+                anyhow::bail!(
+                    "node {} did not start serving within {timeout:?}; see its node.log",
+                    node.address
+                )
+            }
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+}
+
+/// One line of the devnet's status table.
+#[derive(Clone, Debug, Default)]
+pub struct NodeStatusRow {
+    /// Connected peers.
+    pub peers: usize,
+    /// Streams held.
+    pub streams: usize,
+    /// Miniblocks promoted (all streams).
+    pub promoted: u64,
+    /// Events waiting in minipools.
+    pub minipool: u64,
+    /// Last chain block processed.
+    pub chain_head: u64,
+}
+
+/// Reads a node's status from its client API and its metrics endpoint.
+pub async fn status(node: &DevnetNode) -> Option<NodeStatusRow> {
+    let client = Client::connect(node.multiaddr.parse().ok()?, NodeKey::generate())
+        .await
+        .ok()?;
+    let info = tokio::time::timeout(Duration::from_secs(3), client.info())
+        .await
+        .ok()?
+        .ok()?;
+    let metrics = scrape(&node.metrics).await.unwrap_or_default();
+    let metric = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+    };
+    Some(NodeStatusRow {
+        peers: info.peers.len(),
+        streams: info.streams.len(),
+        promoted: metric("rill_miniblocks_promoted_total "),
+        minipool: metric("rill_minipool_events "),
+        chain_head: info.chain_head,
+    })
+}
+
+async fn scrape(addr: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.ok()?;
+    socket
+        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    socket.read_to_string(&mut body).await.ok()?;
+    Some(body)
+}

@@ -1,0 +1,110 @@
+//! `rill-node`: runs a Rill node, or makes its key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use rill_node::NodeConfig;
+use rill_p2p::Multiaddr;
+use rill_protocol::NodeKey;
+
+#[derive(Parser)]
+#[command(version, about = "A Rill stream node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node until SIGINT or SIGTERM.
+    Run {
+        /// The node key file (`rill-node keygen` makes one).
+        #[arg(long, env = "RILL_KEY")]
+        key: PathBuf,
+        /// The data directory (sled).
+        #[arg(long, env = "RILL_DATA")]
+        data: PathBuf,
+        /// The libp2p listen address.
+        #[arg(long, env = "RILL_LISTEN", default_value = "/ip4/0.0.0.0/tcp/7600")]
+        listen: Multiaddr,
+        /// The chain's JSON-RPC URL.
+        #[arg(long, env = "RILL_RPC_URL", default_value = "http://127.0.0.1:8545")]
+        rpc_url: String,
+        /// The registry contract address.
+        #[arg(long, env = "RILL_REGISTRY")]
+        registry: Address,
+        /// Serve Prometheus metrics on this address.
+        #[arg(long, env = "RILL_METRICS")]
+        metrics: Option<SocketAddr>,
+        /// The chain's block time in seconds (batches register within a quarter of it).
+        #[arg(long, env = "RILL_BLOCK_TIME", default_value_t = 1.0)]
+        block_time: f64,
+    },
+    /// Create a node key file (mode 0600) and print its address and peer id.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long, default_value = "node.key")]
+        out: PathBuf,
+    },
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Keygen { out } => {
+            let key = NodeKey::generate();
+            key.save(&out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "address {}\npeer_id {}\nkey     {}",
+                key.address(),
+                key.peer_id(),
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Run {
+            key,
+            data,
+            listen,
+            rpc_url,
+            registry,
+            metrics,
+            block_time,
+        } => {
+            let config = NodeConfig {
+                key_file: key,
+                data_dir: data,
+                listen,
+                rpc_url,
+                registry,
+                metrics,
+                block_time: Duration::from_secs_f64(block_time),
+            };
+            rill_node::run(config, shutdown_signal()).await
+        }
+    }
+}
