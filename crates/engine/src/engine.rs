@@ -78,6 +78,19 @@ struct Round {
     replies: BTreeMap<Address, ProposalReply>,
 }
 
+/// A peer's event waiting for this node to catch up with the sender's view of the stream.
+#[derive(Debug)]
+struct Parked {
+    event: ParsedEvent,
+    from: Address,
+    at_head: u64,
+}
+
+/// How many promotions a parked event may wait.
+const PARK_MINIBLOCKS: u64 = 3;
+/// At most this many parked events per stream.
+const MAX_PARKED: usize = 10_000;
+
 #[derive(Debug, Default)]
 struct Missing {
     announcers: Vec<Address>,
@@ -98,6 +111,8 @@ struct StreamSlot {
     /// Candidates naming a chain block not seen yet.
     early: Vec<(Address, ParsedMiniblock)>,
     round: Option<Round>,
+    /// Peer events that failed a check that depends on state this node may lag behind on.
+    parked: Vec<Parked>,
     /// Registered heads above our head, from the registry's logs.
     registered: BTreeMap<u64, B256>,
     catch_up: Option<(u64, usize)>,
@@ -314,15 +329,13 @@ impl Engine {
                 continue;
             }
             match slot.stream.check(&event, &rules, false) {
-                Ok(()) => {
-                    slot.admit(id, event, me, effects);
-                    slot.hold(id, hash, from, effects);
-                    effects.push(Effect::Gossip {
-                        stream: id,
-                        message: Gossip::EventInPool(hash),
-                    });
-                }
+                Ok(()) => slot.admit_from_peer(id, event, from, me, effects),
                 Err(Reject::Duplicate(_)) => {}
+                Err(reason) if reason.may_pass_later(slot.stream.head.num) => {
+                    // The sender may have promoted a miniblock this node has not yet (a join,
+                    // the event's base): keep the event and check it again after promotions.
+                    slot.park(event, from);
+                }
                 Err(reason) => effects.push(rejected(id, from, reason)),
             }
         }
@@ -800,6 +813,9 @@ impl Engine {
             stream: id,
             miniblock,
         }));
+        let me = self.me;
+        let slot = self.streams.get_mut(&id).expect("caller checked");
+        slot.unpark(id, me, &rules, effects);
     }
 
     fn on_fetched_miniblocks(
@@ -861,10 +877,58 @@ impl StreamSlot {
             quorum_told: BTreeSet::new(),
             missing: BTreeMap::new(),
             candidates: BTreeMap::new(),
+            parked: Vec::new(),
             early: Vec::new(),
             round: None,
             registered: BTreeMap::new(),
             catch_up: None,
+        }
+    }
+
+    fn admit_from_peer(
+        &mut self,
+        id: StreamId,
+        event: ParsedEvent,
+        from: Address,
+        me: Address,
+        effects: &mut Vec<Effect>,
+    ) {
+        let hash = event.hash();
+        self.admit(id, event, me, effects);
+        self.hold(id, hash, from, effects);
+        effects.push(Effect::Gossip {
+            stream: id,
+            message: Gossip::EventInPool(hash),
+        });
+    }
+
+    fn park(&mut self, event: ParsedEvent, from: Address) {
+        if self.parked.len() < MAX_PARKED
+            && !self.parked.iter().any(|p| p.event.hash() == event.hash())
+        {
+            self.parked.push(Parked {
+                event,
+                from,
+                at_head: self.stream.head.num,
+            });
+        }
+    }
+
+    /// After a promotion: admits parked events that became admissible, keeps those that may
+    /// still pass for a few more miniblocks, and drops the rest.
+    fn unpark(&mut self, id: StreamId, me: Address, rules: &Rules, effects: &mut Vec<Effect>) {
+        let head = self.stream.head.num;
+        for parked in std::mem::take(&mut self.parked) {
+            match self.stream.check(&parked.event, rules, false) {
+                Ok(()) => self.admit_from_peer(id, parked.event, parked.from, me, effects),
+                Err(reason)
+                    if reason.may_pass_later(head) && head < parked.at_head + PARK_MINIBLOCKS =>
+                {
+                    self.parked.push(parked);
+                }
+                Err(Reject::Duplicate(_)) => {}
+                Err(reason) => effects.push(rejected(id, parked.from, reason)),
+            }
         }
     }
 

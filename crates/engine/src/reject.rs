@@ -106,6 +106,16 @@ pub enum Reject {
 }
 
 impl Reject {
+    /// Whether the input may pass once this node (at head `head`) promotes more miniblocks:
+    /// membership is judged as of the last promoted miniblock, and the sender may be ahead.
+    pub fn may_pass_later(&self, head: u64) -> bool {
+        match self {
+            Reject::NotAMember(_) | Reject::AlreadyMember(_) => true,
+            Reject::UnknownMiniblock { num, .. } => *num > head,
+            _ => false,
+        }
+    }
+
     /// A short stable name for metrics.
     pub fn code(&self) -> &'static str {
         match self {

@@ -412,3 +412,71 @@ fn restart_rebuilds_members_head_and_minipool_from_the_store() {
         Err(rill_engine::Reject::Duplicate(_))
     ));
 }
+
+#[test]
+fn event_from_a_member_whose_join_this_replica_has_not_promoted_yet_waits_instead_of_being_refused()
+{
+    let mut t = Three::new();
+    let carol = key(30);
+    let join = crate::support::member(&carol, (0, t.genesis.hash()), true, carol.address());
+    let hello = message(&carol, (0, t.genesis.hash()), 7);
+    // Node 0 already promoted carol's join; node 2 has not, and hears carol's message.
+    let effects = t.engines[2].handle(
+        10,
+        Input::GossipEvent {
+            from: t.addrs[0],
+            stream: t.stream,
+            event: hello.clone(),
+        },
+    );
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Rejected { .. } | Effect::StoreEvent { .. })),
+        "neither refused nor stored yet: {effects:?}"
+    );
+    // Node 2 now promotes the miniblock with the join.
+    let block = t.block_led_by(1);
+    t.engines[2].handle(
+        20,
+        Input::ChainBlock {
+            number: block,
+            prevrandao: randao(block),
+        },
+    );
+    let header = rill_protocol::pb::MiniblockHeader {
+        num: 1,
+        prev_hash: t.genesis.hash().to_vec(),
+        timestamp_ms: 50,
+        event_hashes: vec![join.hash().to_vec()],
+        event_num_offset: 1,
+        snapshot: None,
+        prev_snapshot_num: 0,
+        chain_block: block,
+    };
+    let miniblock = ParsedMiniblock::seal(header, vec![join], &key(11)).unwrap();
+    let hash = miniblock.hash();
+    t.engines[2].handle(
+        30,
+        Input::Candidate {
+            from: t.addrs[1],
+            stream: t.stream,
+            miniblock,
+        },
+    );
+    let effects = t.engines[2].handle(
+        40,
+        Input::MiniblockRegistered {
+            stream: t.stream,
+            num: 1,
+            hash,
+        },
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::StoreEvent { event, .. } if *event == hello)),
+        "{effects:?}"
+    );
+    assert!(effects.iter().any(|e| matches!(e, Effect::Gossip { message: Gossip::EventInPool(h), .. } if *h == hello.hash())));
+}
