@@ -213,17 +213,8 @@ impl Node {
                 "no operational node is registered",
             );
         }
-        let header = pb::MiniblockHeader {
-            num: 0,
-            prev_hash: Vec::new(),
-            timestamp_ms: wall_ms(),
-            event_hashes: events.iter().map(|e| e.hash().to_vec()).collect(),
-            event_num_offset: 0,
-            snapshot: None,
-            prev_snapshot_num: 0,
-            chain_block: *self.chain_head.borrow(),
-        };
-        let genesis = match ParsedMiniblock::seal(header, events, &self.key) {
+        let chain_block = *self.chain_head.borrow();
+        let genesis = match ParsedMiniblock::genesis(events, wall_ms(), chain_block, &self.key) {
             Ok(genesis) => genesis,
             Err(e) => return refuse(responder, pb::ErrorCode::Internal, e.to_string()),
         };

@@ -27,11 +27,6 @@ use crate::NodeConfig;
 use crate::metrics::{self, Metrics};
 use crate::updates::Updates;
 
-/// Results of the node's own requests, fed back into the loop.
-pub(crate) enum Internal {
-    Input(Input),
-}
-
 /// What a client waits for after AddEvent.
 pub(crate) enum AckWait {
     Quorum(oneshot::Sender<Option<u64>>),
@@ -47,11 +42,14 @@ pub(crate) struct Node {
     pub(crate) registrar: Registrar,
     pub(crate) limits: Limits,
     pub(crate) network: NetworkConfig,
-    /// Registered, Operational nodes.
+    /// Every registered node, as the registry's logs describe it.
+    records: HashMap<Address, NodeRecord>,
+    /// Registered, Operational nodes with a valid `/p2p/` multiaddr.
     pub(crate) nodes: HashMap<Address, (PeerId, Multiaddr)>,
     /// Every registered stream's nodes (for forwarding client requests).
     pub(crate) streams: HashMap<StreamId, Vec<Address>>,
-    pub(crate) internal: mpsc::UnboundedSender<Internal>,
+    /// Results of the node's own requests, fed back into the loop.
+    pub(crate) internal: mpsc::UnboundedSender<Input>,
     pub(crate) proposals: HashMap<(Address, StreamId), Responder<pb::MiniblockResponse>>,
     pub(crate) acks: HashMap<B256, Vec<AckWait>>,
     pub(crate) updates: Updates,
@@ -135,6 +133,7 @@ pub async fn run(
         registrar,
         limits,
         network,
+        records: HashMap::new(),
         nodes: HashMap::new(),
         streams: HashMap::new(),
         internal,
@@ -146,12 +145,14 @@ pub async fn run(
         started: Instant::now(),
         dialed: HashSet::new(),
     };
-    node.set_nodes(
-        registry
-            .nodes()
-            .await
-            .context("reading the registry's nodes")?,
-    );
+    for record in registry
+        .nodes()
+        .await
+        .context("reading the registry's nodes")?
+    {
+        node.records.insert(record.address, record);
+    }
+    node.apply_records();
     node.restore_streams()?;
     for record in registry
         .streams(500)
@@ -194,7 +195,7 @@ pub async fn run(
         tokio::select! {
             Some(event) = net_events.recv() => node.on_network(event),
             Some(block) = blocks.recv() => node.on_block(block),
-            Some(Internal::Input(input)) = internal_rx.recv() => node.input(input),
+            Some(input) = internal_rx.recv() => node.input(input),
             _ = tick.tick() => {
                 node.input(Input::Tick);
                 node.updates.expire(Instant::now());
@@ -213,9 +214,12 @@ impl Node {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn set_nodes(&mut self, records: Vec<NodeRecord>) {
-        self.nodes = records
-            .iter()
+    /// Recomputes who counts as a node (registered, Operational, with a multiaddr naming its
+    /// own key) and hands the set to the network's gating.
+    fn apply_records(&mut self) {
+        self.nodes = self
+            .records
+            .values()
             .filter(|r| r.status == NodeStatus::Operational)
             .filter_map(|r| peer_of(r).map(|p| (r.address, p)))
             .collect();
@@ -331,14 +335,20 @@ impl Node {
                     }
                 }
                 RegistryEvent::NodeAdded(record) => {
-                    let mut records: Vec<NodeRecord> = self.node_records();
-                    records.push(record);
-                    self.set_nodes(records);
+                    self.records.insert(record.address, record);
+                    self.apply_records();
                 }
-                RegistryEvent::NodeStatusUpdated { .. }
-                | RegistryEvent::NodeMultiaddrUpdated { .. } => {
-                    // Re-read lazily: statuses only gate; keep the known set until restart.
-                    info!("node registry changed");
+                RegistryEvent::NodeStatusUpdated { address, status } => {
+                    if let Some(record) = self.records.get_mut(&address) {
+                        record.status = status;
+                    }
+                    self.apply_records();
+                }
+                RegistryEvent::NodeMultiaddrUpdated { address, multiaddr } => {
+                    if let Some(record) = self.records.get_mut(&address) {
+                        record.multiaddr = multiaddr;
+                    }
+                    self.apply_records();
                 }
                 RegistryEvent::ConfigUpdated { key, value } => {
                     info!(%key, value, "registry config changed (applies at restart)");
@@ -357,17 +367,6 @@ impl Node {
             .chain_head
             .store(number, std::sync::atomic::Ordering::Relaxed);
         let _ = self.chain_head.send(number);
-    }
-
-    fn node_records(&self) -> Vec<NodeRecord> {
-        self.nodes
-            .iter()
-            .map(|(address, (_, addr))| NodeRecord {
-                address: *address,
-                multiaddr: addr.to_string(),
-                status: NodeStatus::Operational,
-            })
-            .collect()
     }
 
     /// Feeds the engine and carries out its effects.
@@ -493,11 +492,11 @@ impl Node {
                                 .into_iter()
                                 .filter_map(|e| ParsedEvent::open(e, &limits).ok())
                                 .collect();
-                            let _ = back.send(Internal::Input(Input::FetchedEvents {
+                            let _ = back.send(Input::FetchedEvents {
                                 from,
                                 stream,
                                 events,
-                            }));
+                            });
                         }
                     });
                 }
@@ -537,11 +536,11 @@ impl Node {
                             .chain(got.candidates)
                             .filter_map(|m| ParsedMiniblock::open(m, &limits).ok())
                             .collect();
-                        let _ = back.send(Internal::Input(Input::FetchedMiniblocks {
+                        let _ = back.send(Input::FetchedMiniblocks {
                             from,
                             stream,
                             miniblocks,
-                        }));
+                        });
                     });
                 }
                 Effect::Notify(notification) => self.notify(notification),
@@ -593,11 +592,11 @@ impl Node {
             let Some(reply) = reply_from_pb(reply, &limits) else {
                 return;
             };
-            let _ = back.send(Internal::Input(Input::ProposalReply {
+            let _ = back.send(Input::ProposalReply {
                 from: to,
                 stream,
                 reply,
-            }));
+            });
         });
     }
 

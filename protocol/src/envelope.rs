@@ -155,6 +155,24 @@ pub fn new_event(
     }
 }
 
+/// A stream's inception event, signed by its creator (who becomes the first member).
+pub fn inception(
+    stream: StreamId,
+    settings: pb::StreamSettings,
+    created_at_ms: u64,
+    key: &NodeKey,
+) -> ParsedEvent {
+    let event = new_event(
+        None,
+        created_at_ms,
+        Payload::Inception(pb::Inception {
+            stream_id: stream.0.to_vec(),
+            settings: Some(settings),
+        }),
+    );
+    seal(event, key).expect("an inception with a 32-byte id is well formed")
+}
+
 impl ParsedEvent {
     /// Checks a decoded envelope. The hash is computed over `envelope.event` as received.
     pub fn open(envelope: pb::Envelope, limits: &Limits) -> Result<Self, OpenError> {

@@ -102,6 +102,27 @@ impl ParsedMiniblock {
         Self::from_parts(header_event, events)
     }
 
+    /// Builds and signs a stream's genesis (miniblock 0): the inception first, then joins.
+    /// The node that allocates the stream signs it; `chain_block` is the head it saw.
+    pub fn genesis(
+        events: Vec<ParsedEvent>,
+        timestamp_ms: u64,
+        chain_block: u64,
+        key: &NodeKey,
+    ) -> Result<Self, MiniblockError> {
+        let header = pb::MiniblockHeader {
+            num: 0,
+            prev_hash: Vec::new(),
+            timestamp_ms,
+            event_hashes: events.iter().map(|e| e.hash().to_vec()).collect(),
+            event_num_offset: 0,
+            snapshot: None,
+            prev_snapshot_num: 0,
+            chain_block,
+        };
+        Self::seal(header, events, key)
+    }
+
     /// The miniblock hash (its header envelope's hash).
     pub fn hash(&self) -> Hash {
         self.header_event.hash()

@@ -143,6 +143,8 @@ async fn allocate(
         if have >= count {
             break;
         }
+        // Full blocks raise the base fee: price each chunk from the current gas price.
+        let fee = contract.provider().get_gas_price().await.unwrap() * 3;
         let mut last = None;
         for _ in 0..(count - have).min(500) {
             let nodes = vec![key.address(), others[0], others[1]];
@@ -154,8 +156,8 @@ async fn allocate(
                     Default::default(),
                 )
                 .gas(300_000)
-                .max_fee_per_gas(10_000_000_000)
-                .max_priority_fee_per_gas(1_000_000_000)
+                .max_fee_per_gas(fee)
+                .max_priority_fee_per_gas(fee / 10)
                 .send()
                 .await
                 .unwrap();

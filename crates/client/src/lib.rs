@@ -119,15 +119,12 @@ impl Client {
         id: Option<StreamId>,
     ) -> Result<pb::CreateStreamResponse, ClientError> {
         let id = id.unwrap_or_else(StreamId::random);
-        let inception = new_event(
-            None,
+        let inception = rill_protocol::envelope::inception(
+            id,
+            pb::StreamSettings::default(),
             now_ms(),
-            Payload::Inception(pb::Inception {
-                stream_id: id.0.to_vec(),
-                settings: Some(pb::StreamSettings::default()),
-            }),
+            &self.key,
         );
-        let inception = seal(inception, &self.key).map_err(|_| ClientError::Unexpected)?;
         let kind = pb::client_request::Kind::CreateStream(pb::CreateStreamRequest {
             inception: Some(inception.into_envelope()),
             events: vec![],

@@ -56,32 +56,9 @@ pub(crate) fn member(
 
 /// A genesis miniblock: `creator`'s inception, signed by node `by`.
 pub(crate) fn genesis(stream: StreamId, creator: &NodeKey, by: &NodeKey) -> ParsedMiniblock {
-    let inception = seal(
-        pb::StreamEvent {
-            creator: Vec::new(),
-            salt: vec![0],
-            prev_miniblock_hash: Vec::new(),
-            prev_miniblock_num: 0,
-            created_at_ms: 0,
-            payload: Some(Payload::Inception(pb::Inception {
-                stream_id: stream.0.to_vec(),
-                settings: Some(pb::StreamSettings::default()),
-            })),
-        },
-        creator,
-    )
-    .unwrap();
-    let header = pb::MiniblockHeader {
-        num: 0,
-        prev_hash: Vec::new(),
-        timestamp_ms: 1,
-        event_hashes: vec![inception.hash().to_vec()],
-        event_num_offset: 0,
-        snapshot: None,
-        prev_snapshot_num: 0,
-        chain_block: 0,
-    };
-    ParsedMiniblock::seal(header, vec![inception], by).unwrap()
+    let inception =
+        rill_protocol::envelope::inception(stream, pb::StreamSettings::default(), 0, creator);
+    ParsedMiniblock::genesis(vec![inception], 1, 0, by).unwrap()
 }
 
 pub(crate) fn registrations(effects: &[Effect]) -> Vec<Registration> {

@@ -16,32 +16,9 @@ use tokio::sync::{mpsc, watch};
 use crate::support::{TestPeer, registered_nodes};
 
 fn genesis(stream: StreamId, creator: &NodeKey, by: &NodeKey) -> ParsedMiniblock {
-    let inception = seal(
-        pb::StreamEvent {
-            creator: vec![],
-            salt: vec![],
-            prev_miniblock_hash: vec![],
-            prev_miniblock_num: 0,
-            created_at_ms: 0,
-            payload: Some(Payload::Inception(pb::Inception {
-                stream_id: stream.0.to_vec(),
-                settings: None,
-            })),
-        },
-        creator,
-    )
-    .unwrap();
-    let header = pb::MiniblockHeader {
-        num: 0,
-        prev_hash: vec![],
-        timestamp_ms: 1,
-        event_hashes: vec![inception.hash().to_vec()],
-        event_num_offset: 0,
-        snapshot: None,
-        prev_snapshot_num: 0,
-        chain_block: 0,
-    };
-    ParsedMiniblock::seal(header, vec![inception], by).unwrap()
+    let inception =
+        rill_protocol::envelope::inception(stream, pb::StreamSettings::default(), 0, creator);
+    ParsedMiniblock::genesis(vec![inception], 1, 0, by).unwrap()
 }
 
 /// What a driver exposes to the test.

@@ -8,22 +8,9 @@ pub(crate) fn key(seed: u8) -> NodeKey {
 pub(crate) const STREAM: StreamId = StreamId([1; 32]);
 
 pub(crate) fn genesis() -> ParsedMiniblock {
-    let inception = seal(
-        pb::StreamEvent {
-            creator: vec![],
-            salt: vec![],
-            prev_miniblock_hash: vec![],
-            prev_miniblock_num: 0,
-            created_at_ms: 0,
-            payload: Some(Payload::Inception(pb::Inception {
-                stream_id: STREAM.0.to_vec(),
-                settings: None,
-            })),
-        },
-        &key(2),
-    )
-    .unwrap();
-    next(None, vec![inception])
+    let inception =
+        rill_protocol::envelope::inception(STREAM, pb::StreamSettings::default(), 0, &key(2));
+    ParsedMiniblock::genesis(vec![inception], 1, 0, &key(1)).unwrap()
 }
 
 pub(crate) fn message(prev: &ParsedMiniblock, salt: u64) -> ParsedEvent {
