@@ -290,20 +290,21 @@ impl Node {
                 .push(AckWait::Miniblock(tx)),
         }
         self.execute(effects);
-        // Acknowledge only what is on disk.
-        if let Err(e) = self.store.flush() {
-            return refuse(responder, pb::ErrorCode::Internal, format!("store: {e}"));
-        }
+        // Acknowledge only what is on disk (one flush serves every event since the last).
+        let durable = self.durability.mark();
         let reply = move |miniblock_num| {
             pb::client_response::Kind::AddEvent(pb::AddEventResponse {
                 hash: hash.to_vec(),
                 miniblock_num,
             })
         };
-        if ack == pb::Ack::Local {
-            return answer(responder, reply(None));
-        }
         tokio::spawn(async move {
+            if !durable.await {
+                return refuse(responder, pb::ErrorCode::Internal, "the store cannot flush");
+            }
+            if ack == pb::Ack::Local {
+                return answer(responder, reply(None));
+            }
             match tokio::time::timeout(Duration::from_secs(30), rx).await {
                 Ok(Ok(num)) => answer(
                     responder,

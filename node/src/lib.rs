@@ -11,6 +11,7 @@
 
 mod client_api;
 mod config;
+mod durability;
 mod metrics;
 mod node;
 mod updates;

@@ -1,6 +1,6 @@
 //! Startup and the node's one loop.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
 use crate::NodeConfig;
+use crate::durability::Durability;
 use crate::metrics::{self, Metrics};
 use crate::updates::Updates;
 
@@ -55,6 +56,9 @@ pub(crate) struct Node {
     pub(crate) updates: Updates,
     pub(crate) chain_head: watch::Sender<u64>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) durability: Durability,
+    /// Gossip waiting for the next batch: per stream, events to send and hashes to announce.
+    outbox: BTreeMap<StreamId, (Vec<pb::Envelope>, Vec<Vec<u8>>)>,
     pub(crate) started: Instant,
     dialed: HashSet<PeerId>,
 }
@@ -68,6 +72,11 @@ fn peer_of(record: &NodeRecord) -> Option<(PeerId, Multiaddr)> {
     // A multiaddr naming someone else's key is not this node.
     (address_of_peer(&peer) == Some(record.address)).then_some((peer, addr))
 }
+
+/// How long gossip accumulates before it is published as one batch per stream.
+const GOSSIP_BATCH: Duration = Duration::from_millis(5);
+/// At most this many bytes of events in one gossip message.
+const GOSSIP_BATCH_BYTES: usize = 256 * 1024;
 
 /// Runs a node until `shutdown` resolves.
 pub async fn run(
@@ -124,6 +133,7 @@ pub async fn run(
     if let Some(addr) = config.metrics {
         tokio::spawn(metrics::serve(addr, metrics.clone()));
     }
+    let durability = Durability::spawn(store.clone());
     let mut node = Node {
         engine: Engine::new(key.clone(), engine_config),
         key,
@@ -143,6 +153,9 @@ pub async fn run(
         chain_head: watch::channel(start_block).0,
         metrics,
         started: Instant::now(),
+        durability,
+        outbox: BTreeMap::new(),
+
         dialed: HashSet::new(),
     };
     for record in registry
@@ -190,6 +203,7 @@ pub async fn run(
     );
 
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let mut gossip_tick = tokio::time::interval(GOSSIP_BATCH);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -201,6 +215,7 @@ pub async fn run(
                 node.updates.expire(Instant::now());
                 node.update_gauges();
             }
+            _ = gossip_tick.tick() => node.flush_gossip(),
             () = &mut shutdown => break,
         }
     }
@@ -389,23 +404,11 @@ impl Node {
                 Effect::DropFromMinipool { .. } | Effect::StoreCandidate { .. } => {}
                 Effect::Promote { .. } => Metrics::inc(&self.metrics.miniblocks_promoted),
                 Effect::Gossip { stream, message } => {
-                    let kind = match message {
-                        Gossip::EventReceived(event) => {
-                            pb::gossip_message::Kind::NewEventReceived(pb::NewEventReceived {
-                                stream_id: stream.0.to_vec(),
-                                envelope: Some(event.envelope().clone()),
-                            })
-                        }
-                        Gossip::EventInPool(hash) => {
-                            pb::gossip_message::Kind::NewEventInPool(pb::NewEventInPool {
-                                stream_id: stream.0.to_vec(),
-                                hash: hash.to_vec(),
-                                node: self.me.to_vec(),
-                            })
-                        }
-                    };
-                    self.p2p
-                        .publish(stream, pb::GossipMessage { kind: Some(kind) });
+                    let outbox = self.outbox.entry(stream).or_default();
+                    match message {
+                        Gossip::EventReceived(event) => outbox.0.push(event.into_envelope()),
+                        Gossip::EventInPool(hash) => outbox.1.push(hash.to_vec()),
+                    }
                 }
                 Effect::RequestProposal {
                     to,
@@ -568,6 +571,45 @@ impl Node {
         self.metrics.streams.store(ids.len() as u64, Relaxed);
     }
 
+    /// Publishes what gossip accumulated since the last batch, in messages of at most
+    /// `GOSSIP_BATCH_BYTES` of events (a larger event goes alone).
+    fn flush_gossip(&mut self) {
+        for (stream, (envelopes, hashes)) in std::mem::take(&mut self.outbox) {
+            let mut batch = Vec::new();
+            let mut size = 0;
+            for envelope in envelopes {
+                let len = envelope.encoded_len();
+                if !batch.is_empty() && size + len > GOSSIP_BATCH_BYTES {
+                    self.publish_events(stream, std::mem::take(&mut batch));
+                    size = 0;
+                }
+                size += len;
+                batch.push(envelope);
+            }
+            if !batch.is_empty() {
+                self.publish_events(stream, batch);
+            }
+            for chunk in hashes.chunks(GOSSIP_BATCH_BYTES / 40) {
+                let kind = pb::gossip_message::Kind::NewEventInPool(pb::NewEventInPool {
+                    stream_id: stream.0.to_vec(),
+                    hashes: chunk.to_vec(),
+                    node: self.me.to_vec(),
+                });
+                self.p2p
+                    .publish(stream, pb::GossipMessage { kind: Some(kind) });
+            }
+        }
+    }
+
+    fn publish_events(&self, stream: StreamId, envelopes: Vec<pb::Envelope>) {
+        let kind = pb::gossip_message::Kind::NewEventReceived(pb::NewEventReceived {
+            stream_id: stream.0.to_vec(),
+            envelopes,
+        });
+        self.p2p
+            .publish(stream, pb::GossipMessage { kind: Some(kind) });
+    }
+
     fn request_proposal(&mut self, to: Address, stream: StreamId, request: ProposalRequest) {
         let Some(peer) = self.peer(&to) else { return };
         let (p2p, back, limits) = (self.p2p.clone(), self.internal.clone(), self.limits);
@@ -693,50 +735,56 @@ impl Node {
     }
 
     fn on_gossip(&mut self, from: Address, message: pb::GossipMessage) -> Validation {
-        let (stream, input) = match message.kind {
+        let (stream_id, inputs) = match message.kind {
             Some(pb::gossip_message::Kind::NewEventReceived(m)) => {
                 let Some(stream) = StreamId::from_slice(&m.stream_id) else {
                     return Validation::Reject;
                 };
-                let Ok(event) = ParsedEvent::open(m.envelope.unwrap_or_default(), &self.limits)
-                else {
-                    return Validation::Reject;
-                };
-                (
-                    stream,
-                    Input::GossipEvent {
+                let mut inputs = Vec::with_capacity(m.envelopes.len());
+                for envelope in m.envelopes {
+                    // A node forwards only what it checked: a bad event is the sender's fault.
+                    let Ok(event) = ParsedEvent::open(envelope, &self.limits) else {
+                        return Validation::Reject;
+                    };
+                    inputs.push(Input::GossipEvent {
                         from,
                         stream,
                         event,
-                    },
-                )
+                    });
+                }
+                (stream, inputs)
             }
             Some(pb::gossip_message::Kind::NewEventInPool(m)) => {
                 let Some(stream) = StreamId::from_slice(&m.stream_id) else {
                     return Validation::Reject;
                 };
-                if m.hash.len() != 32 || m.node != from.to_vec() {
+                if m.node != from.to_vec() || m.hashes.iter().any(|h| h.len() != 32) {
                     return Validation::Reject;
                 }
-                (
-                    stream,
-                    Input::EventInPool {
+                let inputs = m
+                    .hashes
+                    .iter()
+                    .map(|h| Input::EventInPool {
                         from,
                         stream,
-                        hash: B256::from_slice(&m.hash),
-                    },
-                )
+                        hash: B256::from_slice(h),
+                    })
+                    .collect();
+                (stream, inputs)
             }
             None => return Validation::Reject,
         };
-        if self.engine.stream(&stream).is_none() {
+        if self.engine.stream(&stream_id).is_none() {
             return Validation::Ignore;
         }
-        let effects = self.engine.handle(self.now_ms(), input);
-        let refused = effects
-            .iter()
-            .any(|e| matches!(e, Effect::Rejected { from: Some(f), .. } if *f == from));
-        self.execute(effects);
+        let mut refused = false;
+        for input in inputs {
+            let effects = self.engine.handle(self.now_ms(), input);
+            refused |= effects
+                .iter()
+                .any(|e| matches!(e, Effect::Rejected { from: Some(f), .. } if *f == from));
+            self.execute(effects);
+        }
         if refused {
             Validation::Reject
         } else {
@@ -796,7 +844,17 @@ impl Node {
                 let Some(stream) = StreamId::from_slice(&c.stream_id) else {
                     return responder.send(error(pb::ErrorCode::Malformed, "stream id".into()));
                 };
-                match ParsedMiniblock::open(c.candidate.unwrap_or_default(), &self.limits) {
+                let known = |hash: &B256| {
+                    self.engine
+                        .stream(&stream)
+                        .and_then(|view| view.pool_event(hash).cloned())
+                };
+                let opened = ParsedMiniblock::open_reusing(
+                    c.candidate.unwrap_or_default(),
+                    &self.limits,
+                    known,
+                );
+                match opened {
                     Ok(miniblock) => {
                         self.input(Input::Candidate {
                             from,

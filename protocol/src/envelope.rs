@@ -155,21 +155,25 @@ pub fn new_event(
     }
 }
 
-/// A stream's inception event, signed by its creator (who becomes the first member).
+/// A stream's inception event, signed by its creator (who becomes the first member). It has no
+/// salt: the stream id already makes it unique, and a genesis built from it is reproducible.
 pub fn inception(
     stream: StreamId,
     settings: pb::StreamSettings,
     created_at_ms: u64,
     key: &NodeKey,
 ) -> ParsedEvent {
-    let event = new_event(
-        None,
+    let event = pb::StreamEvent {
+        creator: Vec::new(),
+        salt: Vec::new(),
+        prev_miniblock_hash: Vec::new(),
+        prev_miniblock_num: 0,
         created_at_ms,
-        Payload::Inception(pb::Inception {
+        payload: Some(Payload::Inception(pb::Inception {
             stream_id: stream.0.to_vec(),
             settings: Some(settings),
-        }),
-    );
+        })),
+    };
     seal(event, key).expect("an inception with a 32-byte id is well formed")
 }
 

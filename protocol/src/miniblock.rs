@@ -47,6 +47,17 @@ pub struct ParsedMiniblock {
 impl ParsedMiniblock {
     /// Opens a received miniblock.
     pub fn open(miniblock: pb::Miniblock, limits: &Limits) -> Result<Self, MiniblockError> {
+        Self::open_reusing(miniblock, limits, |_| None)
+    }
+
+    /// Opens a received miniblock, reusing events this node already opened: an envelope
+    /// byte-identical to `known(hash)` is not verified again (signature recovery is the costly
+    /// part of a candidate check, and replicas usually hold its events already).
+    pub fn open_reusing(
+        miniblock: pb::Miniblock,
+        limits: &Limits,
+        known: impl Fn(&Hash) -> Option<ParsedEvent>,
+    ) -> Result<Self, MiniblockError> {
         let header = miniblock.header.ok_or(MiniblockError::MissingHeader)?;
         // Headers list up to thousands of hashes: allow them more room than an event.
         let header_limits = Limits {
@@ -59,7 +70,15 @@ impl ParsedMiniblock {
             .into_iter()
             .enumerate()
             .map(|(index, e)| {
-                ParsedEvent::open(e, limits).map_err(|error| MiniblockError::Event { index, error })
+                let reuse = (e.hash.len() == 32)
+                    .then(|| known(&Hash::from_slice(&e.hash)))
+                    .flatten()
+                    .filter(|k| *k.envelope() == e);
+                match reuse {
+                    Some(event) => Ok(event),
+                    None => ParsedEvent::open(e, limits)
+                        .map_err(|error| MiniblockError::Event { index, error }),
+                }
             })
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_parts(header_event, events)

@@ -29,6 +29,8 @@ pub trait StreamView {
     fn members(&self) -> &BTreeSet<Address>;
     /// Minipool hashes in arrival order.
     fn minipool_hashes(&self) -> Vec<B256>;
+    /// An event of the minipool.
+    fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent>;
 }
 
 #[derive(Debug)]
@@ -289,5 +291,9 @@ impl StreamView for Stream {
 
     fn minipool_hashes(&self) -> Vec<B256> {
         self.pool_order.clone()
+    }
+
+    fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent> {
+        self.pool.get(hash)
     }
 }

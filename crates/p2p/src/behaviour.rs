@@ -40,8 +40,9 @@ fn content_id(message: &gossipsub::Message) -> gossipsub::MessageId {
 
 impl Behaviour {
     pub(crate) fn new(key: &Keypair, config: &P2pConfig) -> Result<Self, String> {
-        // Room for an event plus its gossip framing.
-        let max_gossip = config.max_event_bytes + 1024;
+        // Room for a batch of events (nodes batch up to 256 KiB) or one maximal event, plus
+        // the gossip framing.
+        let max_gossip = config.max_event_bytes.max(256 * 1024) + 4096;
         let gossip_config = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(Duration::from_millis(500))
             .validation_mode(ValidationMode::Strict)

@@ -79,12 +79,20 @@ fn drive(
                         match message.kind {
                             Some(pb::gossip_message::Kind::NewEventReceived(m)) => {
                                 if drop_received { continue; }
-                                let Ok(event) = ParsedEvent::open(m.envelope.unwrap_or_default(), &Limits::default()) else { continue };
-                                engine.handle(now(), Input::GossipEvent { from, stream, event })
+                                let mut effects = Vec::new();
+                                for envelope in m.envelopes {
+                                    let Ok(event) = ParsedEvent::open(envelope, &Limits::default()) else { continue };
+                                    effects.extend(engine.handle(now(), Input::GossipEvent { from, stream, event }));
+                                }
+                                effects
                             }
                             Some(pb::gossip_message::Kind::NewEventInPool(m)) => {
-                                let hash = B256::from_slice(&m.hash);
-                                engine.handle(now(), Input::EventInPool { from, stream, hash })
+                                let mut effects = Vec::new();
+                                for hash in &m.hashes {
+                                    let hash = B256::from_slice(hash);
+                                    effects.extend(engine.handle(now(), Input::EventInPool { from, stream, hash }));
+                                }
+                                effects
                             }
                             None => continue,
                         }
@@ -108,13 +116,13 @@ fn drive(
                             Gossip::EventReceived(event) => {
                                 pb::gossip_message::Kind::NewEventReceived(pb::NewEventReceived {
                                     stream_id: stream.0.to_vec(),
-                                    envelope: Some(event.envelope().clone()),
+                                    envelopes: vec![event.envelope().clone()],
                                 })
                             }
                             Gossip::EventInPool(hash) => {
                                 pb::gossip_message::Kind::NewEventInPool(pb::NewEventInPool {
                                     stream_id: stream.0.to_vec(),
-                                    hash: hash.to_vec(),
+                                    hashes: vec![hash.to_vec()],
                                     node: me.to_vec(),
                                 })
                             }

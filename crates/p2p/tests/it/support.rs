@@ -102,7 +102,7 @@ pub(crate) fn announcement(stream: StreamId, hash: [u8; 32], node: Address) -> p
         kind: Some(pb::gossip_message::Kind::NewEventInPool(
             pb::NewEventInPool {
                 stream_id: stream.0.to_vec(),
-                hash: hash.to_vec(),
+                hashes: vec![hash.to_vec()],
                 node: node.to_vec(),
             },
         )),
