@@ -6,7 +6,7 @@
 
 use prost::Message as _;
 
-use crate::envelope::{Limits, OpenError, ParsedEvent, Payload, new_event, seal};
+use crate::envelope::{Limits, OpenError, ParsedEvent, Payload, seal};
 use crate::hash::{HashTag, framed_hash};
 use crate::ids::{Address, Hash};
 use crate::keys::NodeKey;
@@ -113,10 +113,16 @@ impl ParsedMiniblock {
         events: Vec<ParsedEvent>,
         key: &NodeKey,
     ) -> Result<Self, MiniblockError> {
-        let mut event = new_event(None, header.timestamp_ms, Payload::MiniblockHeader(header));
-        // Headers need no salt: (num, prev_hash) already make them unique. Keeping it empty
-        // keeps the leader's output deterministic.
-        event.salt.clear();
+        // Headers need no salt: (num, prev_hash) already make them unique, and without one the
+        // leader's output is deterministic.
+        let event = pb::StreamEvent {
+            creator: Vec::new(),
+            salt: Vec::new(),
+            prev_miniblock_hash: Vec::new(),
+            prev_miniblock_num: 0,
+            created_at_ms: header.timestamp_ms,
+            payload: Some(Payload::MiniblockHeader(header)),
+        };
         let header_event = seal(event, key).map_err(MiniblockError::Header)?;
         Self::from_parts(header_event, events)
     }
