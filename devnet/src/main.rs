@@ -115,9 +115,11 @@ async fn main() -> anyhow::Result<()> {
     for index in 0..nodes {
         processes.push(NodeProcess::start(&binary, &chain.file, index, block_time)?);
     }
+    let mut clients = Vec::new();
     for process in &processes {
-        wait_serving(&process.node, Duration::from_secs(60)).await?;
+        clients.push(wait_serving(&process.node, Duration::from_secs(60)).await?);
     }
+    let peer_ids: Vec<String> = chain.file.nodes.iter().map(|n| n.peer_id.clone()).collect();
     let file = &chain.file;
     println!("anvil     {}\nregistry  {}", file.rpc_url, file.registry);
     for node in &file.nodes {
@@ -145,8 +147,8 @@ async fn main() -> anyhow::Result<()> {
         let mut table = String::from(
             "node                                        peers streams promoted minipool chain\n",
         );
-        for process in &processes {
-            let row = status(&process.node).await;
+        for (process, client) in processes.iter().zip(&clients) {
+            let row = status(&process.node, client, &peer_ids).await;
             match row {
                 Some(r) => {
                     table += &format!(

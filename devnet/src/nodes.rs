@@ -169,11 +169,9 @@ pub struct NodeStatusRow {
     pub chain_head: u64,
 }
 
-/// Reads a node's status from its client API and its metrics endpoint.
-pub async fn status(node: &DevnetNode) -> Option<NodeStatusRow> {
-    let client = Client::connect(node.multiaddr.parse().ok()?, NodeKey::generate())
-        .await
-        .ok()?;
+/// Reads a node's status through `client` (kept across refreshes) and its metrics endpoint.
+/// `nodes` are the devnet's peer ids: peers are counted among them, not clients.
+pub async fn status(node: &DevnetNode, client: &Client, nodes: &[String]) -> Option<NodeStatusRow> {
     let info = tokio::time::timeout(Duration::from_secs(3), client.info())
         .await
         .ok()?
@@ -189,7 +187,7 @@ pub async fn status(node: &DevnetNode) -> Option<NodeStatusRow> {
             .unwrap_or(0)
     };
     Some(NodeStatusRow {
-        peers: info.peers.len(),
+        peers: info.peers.iter().filter(|p| nodes.contains(p)).count(),
         streams: info.streams.len(),
         promoted: metric("rill_miniblocks_promoted_total "),
         minipool: metric("rill_minipool_events "),
