@@ -8,10 +8,10 @@ use prost::Message as _;
 use rill_chain::{ChainError, RegistrarError};
 use rill_engine::{Reject, StreamView};
 use rill_p2p::{PeerId, Responder};
-use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId, pb};
+use rill_protocol::{OpenError, ParsedEvent, ParsedMiniblock, StreamId, pb};
 use tokio::sync::oneshot;
 
-use crate::node::{AckWait, Node};
+use crate::node::{AckWait, Internal, Node};
 
 type Reply = Responder<pb::ClientResponse>;
 
@@ -256,8 +256,30 @@ impl Node {
         });
     }
 
+    /// Opens the client's envelope on a worker thread; the result comes back to the loop as
+    /// [`Internal::ClientEvent`] and goes on in [`Node::admit_client_event`].
     fn add_event(&mut self, stream: StreamId, add: pb::AddEventRequest, responder: Reply) {
-        let event = match ParsedEvent::open(add.envelope.unwrap_or_default(), &self.limits) {
+        let ack = pb::Ack::try_from(add.ack).unwrap_or(pb::Ack::Local);
+        let (back, limits) = (self.internal.clone(), self.limits);
+        tokio::task::spawn_blocking(move || {
+            let event = ParsedEvent::open(add.envelope.unwrap_or_default(), &limits);
+            let _ = back.send(Internal::ClientEvent {
+                stream,
+                event,
+                ack,
+                responder,
+            });
+        });
+    }
+
+    pub(crate) fn admit_client_event(
+        &mut self,
+        stream: StreamId,
+        event: Result<ParsedEvent, OpenError>,
+        ack: pb::Ack,
+        responder: Reply,
+    ) {
+        let event = match event {
             Ok(event) => event,
             Err(e) => {
                 self.metrics.reject(match e.code() {
@@ -278,7 +300,6 @@ impl Node {
                 return refuse(responder, code(&reject), reject.to_string());
             }
         };
-        let ack = pb::Ack::try_from(add.ack).unwrap_or(pb::Ack::Local);
         let (tx, rx) = oneshot::channel();
         match ack {
             pb::Ack::Local => drop(tx),

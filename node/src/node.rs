@@ -16,9 +16,11 @@ use rill_engine::{
     Effect, Engine, EngineConfig, Gossip, Input, Notification, ProposalReply, ProposalRequest,
     StreamView,
 };
-use rill_p2p::{Multiaddr, NetworkEvent, P2p, P2pConfig, PeerId, Protocol, Responder, Validation};
+use rill_p2p::{
+    MessageId, Multiaddr, NetworkEvent, P2p, P2pConfig, PeerId, Protocol, Responder, Validation,
+};
 use rill_protocol::keys::address_of_peer;
-use rill_protocol::{Limits, NodeKey, ParsedEvent, ParsedMiniblock, StreamId, pb};
+use rill_protocol::{Limits, NodeKey, OpenError, ParsedEvent, ParsedMiniblock, StreamId, pb};
 use rill_store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -27,6 +29,28 @@ use crate::NodeConfig;
 use crate::durability::Durability;
 use crate::metrics::{self, Metrics};
 use crate::updates::Updates;
+
+/// Work finished off the node's loop and handed back to it.
+pub(crate) enum Internal {
+    /// The result of one of the node's own requests.
+    Input(Input),
+    /// A gossip batch whose envelopes were opened (signatures checked) on a worker thread;
+    /// `None` if one of them was invalid.
+    Gossip {
+        from: Address,
+        via: PeerId,
+        id: MessageId,
+        stream: StreamId,
+        events: Option<Vec<ParsedEvent>>,
+    },
+    /// A client's event, opened on a worker thread.
+    ClientEvent {
+        stream: StreamId,
+        event: Result<ParsedEvent, OpenError>,
+        ack: pb::Ack,
+        responder: Responder<pb::ClientResponse>,
+    },
+}
 
 /// What a client waits for after AddEvent.
 pub(crate) enum AckWait {
@@ -49,8 +73,8 @@ pub(crate) struct Node {
     pub(crate) nodes: HashMap<Address, (PeerId, Multiaddr)>,
     /// Every registered stream's nodes (for forwarding client requests).
     pub(crate) streams: HashMap<StreamId, Vec<Address>>,
-    /// Results of the node's own requests, fed back into the loop.
-    pub(crate) internal: mpsc::UnboundedSender<Input>,
+    /// Work finished off the loop (requests, signature checks), fed back into it.
+    pub(crate) internal: mpsc::UnboundedSender<Internal>,
     pub(crate) proposals: HashMap<(Address, StreamId), Responder<pb::MiniblockResponse>>,
     pub(crate) acks: HashMap<B256, Vec<AckWait>>,
     pub(crate) updates: Updates,
@@ -209,7 +233,7 @@ pub async fn run(
         tokio::select! {
             Some(event) = net_events.recv() => node.on_network(event),
             Some(block) = blocks.recv() => node.on_block(block),
-            Some(input) = internal_rx.recv() => node.input(input),
+            Some(work) = internal_rx.recv() => node.on_internal(work),
             _ = tick.tick() => {
                 node.input(Input::Tick);
                 node.updates.expire(Instant::now());
@@ -495,11 +519,11 @@ impl Node {
                                 .into_iter()
                                 .filter_map(|e| ParsedEvent::open(e, &limits).ok())
                                 .collect();
-                            let _ = back.send(Input::FetchedEvents {
+                            let _ = back.send(Internal::Input(Input::FetchedEvents {
                                 from,
                                 stream,
                                 events,
-                            });
+                            }));
                         }
                     });
                 }
@@ -539,11 +563,11 @@ impl Node {
                             .chain(got.candidates)
                             .filter_map(|m| ParsedMiniblock::open(m, &limits).ok())
                             .collect();
-                        let _ = back.send(Input::FetchedMiniblocks {
+                        let _ = back.send(Internal::Input(Input::FetchedMiniblocks {
                             from,
                             stream,
                             miniblocks,
-                        });
+                        }));
                     });
                 }
                 Effect::Notify(notification) => self.notify(notification),
@@ -634,11 +658,11 @@ impl Node {
             let Some(reply) = reply_from_pb(reply, &limits) else {
                 return;
             };
-            let _ = back.send(Input::ProposalReply {
+            let _ = back.send(Internal::Input(Input::ProposalReply {
                 from: to,
                 stream,
                 reply,
-            });
+            }));
         });
     }
 
@@ -690,10 +714,7 @@ impl Node {
                 id,
                 message,
                 ..
-            } => {
-                let verdict = self.on_gossip(from, message);
-                self.p2p.report_validation(id, via, verdict);
-            }
+            } => self.on_gossip(from, via, id, message),
             NetworkEvent::EventsRequest {
                 request, responder, ..
             } => {
@@ -734,32 +755,42 @@ impl Node {
         }
     }
 
-    fn on_gossip(&mut self, from: Address, message: pb::GossipMessage) -> Validation {
-        let (stream_id, inputs) = match message.kind {
+    /// Gossip from a registered node. Announcements are cheap and handled here; event batches
+    /// are opened (signatures recovered) on a worker thread and come back as
+    /// [`Internal::Gossip`], so one node's loop never waits on secp256k1.
+    fn on_gossip(&mut self, from: Address, via: PeerId, id: MessageId, message: pb::GossipMessage) {
+        let reject = |p2p: &P2p| p2p.report_validation(id.clone(), via, Validation::Reject);
+        match message.kind {
             Some(pb::gossip_message::Kind::NewEventReceived(m)) => {
                 let Some(stream) = StreamId::from_slice(&m.stream_id) else {
-                    return Validation::Reject;
+                    return reject(&self.p2p);
                 };
-                let mut inputs = Vec::with_capacity(m.envelopes.len());
-                for envelope in m.envelopes {
-                    // A node forwards only what it checked: a bad event is the sender's fault.
-                    let Ok(event) = ParsedEvent::open(envelope, &self.limits) else {
-                        return Validation::Reject;
-                    };
-                    inputs.push(Input::GossipEvent {
-                        from,
-                        stream,
-                        event,
-                    });
+                if self.engine.stream(&stream).is_none() {
+                    return self.p2p.report_validation(id, via, Validation::Ignore);
                 }
-                (stream, inputs)
+                let (back, limits) = (self.internal.clone(), self.limits);
+                tokio::task::spawn_blocking(move || {
+                    // A node forwards only what it checked: a bad event is the sender's fault.
+                    let events = m
+                        .envelopes
+                        .into_iter()
+                        .map(|e| ParsedEvent::open(e, &limits).ok())
+                        .collect::<Option<Vec<_>>>();
+                    let _ = back.send(Internal::Gossip {
+                        from,
+                        via,
+                        id,
+                        stream,
+                        events,
+                    });
+                });
             }
             Some(pb::gossip_message::Kind::NewEventInPool(m)) => {
                 let Some(stream) = StreamId::from_slice(&m.stream_id) else {
-                    return Validation::Reject;
+                    return reject(&self.p2p);
                 };
                 if m.node != from.to_vec() || m.hashes.iter().any(|h| h.len() != 32) {
-                    return Validation::Reject;
+                    return reject(&self.p2p);
                 }
                 let inputs = m
                     .hashes
@@ -770,12 +801,24 @@ impl Node {
                         hash: B256::from_slice(h),
                     })
                     .collect();
-                (stream, inputs)
+                self.gossip_inputs(from, via, id, stream, inputs);
             }
-            None => return Validation::Reject,
-        };
-        if self.engine.stream(&stream_id).is_none() {
-            return Validation::Ignore;
+            None => reject(&self.p2p),
+        }
+    }
+
+    /// Runs a gossip message's inputs and reports the verdict: rejected if the engine refused
+    /// anything the sender vouched for.
+    fn gossip_inputs(
+        &mut self,
+        from: Address,
+        via: PeerId,
+        id: MessageId,
+        stream: StreamId,
+        inputs: Vec<Input>,
+    ) {
+        if self.engine.stream(&stream).is_none() {
+            return self.p2p.report_validation(id, via, Validation::Ignore);
         }
         let mut refused = false;
         for input in inputs {
@@ -785,10 +828,43 @@ impl Node {
                 .any(|e| matches!(e, Effect::Rejected { from: Some(f), .. } if *f == from));
             self.execute(effects);
         }
-        if refused {
+        let verdict = if refused {
             Validation::Reject
         } else {
             Validation::Accept
+        };
+        self.p2p.report_validation(id, via, verdict);
+    }
+
+    fn on_internal(&mut self, work: Internal) {
+        match work {
+            Internal::Input(input) => self.input(input),
+            Internal::Gossip {
+                from,
+                via,
+                id,
+                stream,
+                events: Some(events),
+            } => {
+                let inputs = events
+                    .into_iter()
+                    .map(|event| Input::GossipEvent {
+                        from,
+                        stream,
+                        event,
+                    })
+                    .collect();
+                self.gossip_inputs(from, via, id, stream, inputs);
+            }
+            Internal::Gossip { via, id, .. } => {
+                self.p2p.report_validation(id, via, Validation::Reject);
+            }
+            Internal::ClientEvent {
+                stream,
+                event,
+                ack,
+                responder,
+            } => self.admit_client_event(stream, event, ack, responder),
         }
     }
 

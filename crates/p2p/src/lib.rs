@@ -20,5 +20,6 @@ pub use event_loop::spawn;
 pub use handle::{
     NetworkEvent, P2p, P2pConfig, RequestError, Responder, Role, Validation, stream_topic,
 };
+pub use libp2p::gossipsub::MessageId;
 pub use libp2p::multiaddr::Protocol;
 pub use libp2p::{Multiaddr, PeerId};
