@@ -58,6 +58,51 @@ impl Three {
     }
 }
 
+impl Three {
+    /// Runs a leader round at `block`: the leader asks, every replica answers, and the leader
+    /// gets the replies. Returns the replies and the leader's effects.
+    fn round(&mut self, leader: usize, block: u64) -> (Vec<ProposalReply>, Vec<Effect>) {
+        let requests = self.engines[leader].handle(
+            1000,
+            Input::ChainBlock {
+                number: block,
+                prevrandao: randao(block),
+            },
+        );
+        let (mut replies, mut leader_effects) = (Vec::new(), Vec::new());
+        for effect in requests {
+            let Effect::RequestProposal { to, request, .. } = effect else {
+                continue;
+            };
+            let replica = self.index(to);
+            let from = self.addrs[leader];
+            let answers = self.engines[replica].handle(
+                1001,
+                Input::ProposalRequest {
+                    from,
+                    stream: self.stream,
+                    request,
+                },
+            );
+            for answer in answers {
+                let Effect::ReplyProposal { reply, .. } = answer else {
+                    continue;
+                };
+                replies.push(reply.clone());
+                leader_effects.extend(self.engines[leader].handle(
+                    1002,
+                    Input::ProposalReply {
+                        from: to,
+                        stream: self.stream,
+                        reply,
+                    },
+                ));
+            }
+        }
+        (replies, leader_effects)
+    }
+}
+
 fn randao(number: u64) -> B256 {
     B256::from(U256::from(number))
 }
@@ -158,45 +203,13 @@ fn quorum_event_missing_at_the_leader_is_taken_from_the_replies() {
             },
         );
     }
-    let requests = t.engines[leader].handle(
-        1000,
-        Input::ChainBlock {
-            number: block,
-            prevrandao: randao(block),
-        },
-    );
-    let mut candidate_effects = Vec::new();
-    for effect in requests {
-        let Effect::RequestProposal { to, request, .. } = effect else {
-            continue;
-        };
-        let replica = t.index(to);
-        let replies = t.engines[replica].handle(
-            1001,
-            Input::ProposalRequest {
-                from: t.addrs[leader],
-                stream: t.stream,
-                request,
-            },
+    let (replies, candidate_effects) = t.round(leader, block);
+    for reply in &replies {
+        assert_eq!(
+            reply.missing.len(),
+            1,
+            "the replica sends what the leader lacks"
         );
-        for reply in replies {
-            let Effect::ReplyProposal { reply, .. } = reply else {
-                continue;
-            };
-            assert_eq!(
-                reply.missing.len(),
-                1,
-                "the replica sends what the leader lacks"
-            );
-            candidate_effects.extend(t.engines[leader].handle(
-                1002,
-                Input::ProposalReply {
-                    from: to,
-                    stream: t.stream,
-                    reply,
-                },
-            ));
-        }
     }
     let candidate = candidate_effects
         .iter()
@@ -261,41 +274,7 @@ fn registered_miniblock_a_replica_lacks_is_fetched_and_promoted() {
     for i in 0..3 {
         t.engines[i].add_event(0, t.stream, e.clone()).unwrap();
     }
-    let requests = t.engines[leader].handle(
-        1000,
-        Input::ChainBlock {
-            number: block,
-            prevrandao: randao(block),
-        },
-    );
-    let mut leader_effects = Vec::new();
-    for effect in requests {
-        let Effect::RequestProposal { to, request, .. } = effect else {
-            continue;
-        };
-        let replica = t.index(to);
-        let replies = t.engines[replica].handle(
-            1001,
-            Input::ProposalRequest {
-                from: t.addrs[leader],
-                stream: t.stream,
-                request,
-            },
-        );
-        for reply in replies {
-            let Effect::ReplyProposal { reply, .. } = reply else {
-                continue;
-            };
-            leader_effects.extend(t.engines[leader].handle(
-                1002,
-                Input::ProposalReply {
-                    from: to,
-                    stream: t.stream,
-                    reply,
-                },
-            ));
-        }
-    }
+    let (_, leader_effects) = t.round(leader, block);
     let registration = registrations(&leader_effects)[0];
     let candidate = leader_effects
         .iter()
