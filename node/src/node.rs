@@ -179,7 +179,6 @@ pub async fn run(
         started: Instant::now(),
         durability,
         outbox: BTreeMap::new(),
-
         dialed: HashSet::new(),
     };
     for record in registry
