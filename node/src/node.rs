@@ -588,7 +588,7 @@ impl Node {
         let pooled: usize = ids
             .iter()
             .filter_map(|id| self.engine.stream(id))
-            .map(|s| s.minipool_hashes().len())
+            .map(|s| s.minipool_len())
             .sum();
         self.metrics.minipool_events.store(pooled as u64, Relaxed);
         self.metrics.streams.store(ids.len() as u64, Relaxed);

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::registry::transact;
+use crate::registry::{mined_in, transact};
 use crate::{ChainError, MiniblockRegistration, Registry, RegistryEvent};
 
 /// How the registrar batches.
@@ -209,11 +209,7 @@ impl Task {
                                 .with_cloned_provider()
                         })
                         .await
-                        .and_then(|receipt| {
-                            receipt.block_number.ok_or_else(|| {
-                                ChainError::Unexpected("receipt without a block number".into())
-                            })
-                        });
+                        .and_then(|receipt| mined_in(&receipt));
                     let _ = reply.send(result.map_err(RegistrarError::from));
                 }
                 None => {

@@ -30,6 +30,13 @@ pub(crate) async fn transact<P: Provider, D: CallDecoder>(
     Ok(receipt)
 }
 
+/// The block a receipt's transaction was mined in.
+pub(crate) fn mined_in(receipt: &TransactionReceipt) -> Result<u64, ChainError> {
+    receipt
+        .block_number
+        .ok_or_else(|| ChainError::Unexpected("receipt without a block number".into()))
+}
+
 impl Registry {
     /// The registry at `address`.
     pub fn new(address: Address, provider: ChainProvider) -> Self {
@@ -154,10 +161,7 @@ impl Registry {
         let call =
             self.contract
                 .allocateStream(id.into(), nodes, genesis_hash, Bytes::from(genesis));
-        let receipt = transact(call).await?;
-        receipt
-            .block_number
-            .ok_or_else(|| ChainError::Unexpected("receipt without a block number".into()))
+        mined_in(&transact(call).await?)
     }
 
     /// One stream, or `None` if it was never allocated.

@@ -29,6 +29,8 @@ pub trait StreamView {
     fn members(&self) -> &BTreeSet<Address>;
     /// Minipool hashes in arrival order.
     fn minipool_hashes(&self) -> Vec<B256>;
+    /// How many events wait in the minipool.
+    fn minipool_len(&self) -> usize;
     /// An event of the minipool.
     fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent>;
 }
@@ -291,6 +293,10 @@ impl StreamView for Stream {
 
     fn minipool_hashes(&self) -> Vec<B256> {
         self.pool_order.clone()
+    }
+
+    fn minipool_len(&self) -> usize {
+        self.pool_order.len()
     }
 
     fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent> {

@@ -182,12 +182,7 @@ impl Store {
         miniblock: &ParsedMiniblock,
     ) -> Result<(), StoreError> {
         let key = keys::candidate(id, miniblock.num(), &miniblock.hash());
-        let header = miniblock.header_event().envelope().encode_to_vec();
-        let events: Vec<(B256, Vec<u8>)> = miniblock
-            .events()
-            .iter()
-            .map(|e| (e.hash(), e.envelope().encode_to_vec()))
-            .collect();
+        let (header, events) = encode(miniblock);
         (&self.events, &self.candidates).transaction(|(tree, candidates)| -> TxResult<()> {
             for (hash, bytes) in &events {
                 tree.insert(hash.as_slice(), bytes.as_slice())?;
@@ -213,12 +208,7 @@ impl Store {
             )));
         }
         let num = miniblock.num();
-        let header = miniblock.header_event().envelope().encode_to_vec();
-        let events: Vec<(B256, Vec<u8>)> = miniblock
-            .events()
-            .iter()
-            .map(|e| (e.hash(), e.envelope().encode_to_vec()))
-            .collect();
+        let (header, events) = encode(miniblock);
         // Transactions cannot scan: find the candidates to remove first. This store has one
         // writer (the node's engine loop), so nothing adds one in between.
         let stale: Vec<sled::IVec> = self
@@ -369,6 +359,17 @@ impl Store {
             events,
         })
     }
+}
+
+/// A miniblock as stored: its header envelope, and its events by hash (kept in `events`).
+fn encode(miniblock: &ParsedMiniblock) -> (Vec<u8>, Vec<(B256, Vec<u8>)>) {
+    let header = miniblock.header_event().envelope().encode_to_vec();
+    let events = miniblock
+        .events()
+        .iter()
+        .map(|e| (e.hash(), e.envelope().encode_to_vec()))
+        .collect();
+    (header, events)
 }
 
 fn decode_envelope(bytes: &[u8]) -> Result<pb::Envelope, StoreError> {
