@@ -6,15 +6,14 @@
 //! that read the registry like any other network's nodes.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use alloy::primitives::{Address, U256};
+use alloy::primitives::U256;
 use anyhow::Context as _;
 use rill_chain::anvil::{Anvil, AnvilConfig};
 use rill_chain::{NetworkConfig, NodeStatus, Registry, connect_with_key, transfer};
 use rill_protocol::NodeKey;
-use serde::{Deserialize, Serialize};
 
 /// What to launch.
 #[derive(Clone, Debug)]
@@ -29,63 +28,7 @@ pub struct DevnetConfig {
     pub network: NetworkConfig,
 }
 
-/// `DIR/devnet.json`: everything a client or a node needs to find the devnet.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DevnetFile {
-    /// anvil's JSON-RPC endpoint.
-    pub rpc_url: String,
-    /// The chain id.
-    pub chain_id: u64,
-    /// The registry contract.
-    pub registry: Address,
-    /// The nodes, in registration order.
-    pub nodes: Vec<DevnetNode>,
-}
-
-/// One node of the devnet.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DevnetNode {
-    /// Its address.
-    pub address: Address,
-    /// Its libp2p peer id.
-    pub peer_id: String,
-    /// Its address for peers and clients: the listen address and `/p2p/<peer id>`.
-    pub multiaddr: String,
-    /// What it listens on.
-    pub listen: String,
-    /// Its Prometheus metrics address.
-    pub metrics: String,
-    /// Its key file.
-    pub key_file: PathBuf,
-    /// Its data directory.
-    pub data_dir: PathBuf,
-}
-
-impl DevnetFile {
-    /// Where the file lives in a devnet directory.
-    pub fn path(dir: &Path) -> PathBuf {
-        dir.join("devnet.json")
-    }
-
-    /// Reads `DIR/devnet.json`.
-    pub fn load(dir: &Path) -> anyhow::Result<Self> {
-        let path = Self::path(dir);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "no devnet at {} (start one with `rill-devnet up`)",
-                path.display()
-            )
-        })?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a devnet file", path.display()))
-    }
-
-    fn save(&self, dir: &Path) -> anyhow::Result<()> {
-        let text = serde_json::to_string_pretty(self)?;
-        std::fs::write(Self::path(dir), text + "\n")?;
-        Ok(())
-    }
-}
+pub use rill_client::{DevnetFile, DevnetNode};
 
 mod nodes;
 pub use nodes::{NodeProcess, NodeStatusRow, status, wait_serving};

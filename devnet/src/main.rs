@@ -119,7 +119,6 @@ async fn main() -> anyhow::Result<()> {
     for process in &processes {
         clients.push(wait_serving(&process.node, Duration::from_secs(60)).await?);
     }
-    let peer_ids: Vec<String> = chain.file.nodes.iter().map(|n| n.peer_id.clone()).collect();
     let file = &chain.file;
     println!("anvil     {}\nregistry  {}", file.rpc_url, file.registry);
     for node in &file.nodes {
@@ -145,17 +144,17 @@ async fn main() -> anyhow::Result<()> {
     tokio::pin!(ctrl_c);
     loop {
         let mut table = String::from(
-            "node                                        peers streams promoted minipool chain\n",
+            "node                                       peers streams loaded promoted minipool chain\n",
         );
         for (process, client) in processes.iter().zip(&clients) {
-            let row = status(&process.node, client, &peer_ids).await;
-            match row {
+            match status(client).await {
                 Some(r) => {
                     table += &format!(
-                        "{} {:>5} {:>7} {:>8} {:>8} {:>5}\n",
+                        "{} {:>5} {:>7} {:>6} {:>8} {:>8} {:>5}\n",
                         process.node.address,
-                        r.peers,
-                        r.streams,
+                        r.node_peers,
+                        r.streams_held,
+                        r.streams_loaded,
                         r.promoted,
                         r.minipool,
                         r.chain_head

@@ -138,7 +138,7 @@ pub async fn wait_serving(node: &DevnetNode, timeout: Duration) -> anyhow::Resul
     loop {
         let attempt = async {
             let client = Client::connect(addr.clone(), NodeKey::generate()).await?;
-            client.info().await?;
+            client.info(false).await?;
             Ok::<_, rill_client::ClientError>(client)
         };
         match tokio::time::timeout(Duration::from_secs(5), attempt).await {
@@ -154,13 +154,15 @@ pub async fn wait_serving(node: &DevnetNode, timeout: Duration) -> anyhow::Resul
     }
 }
 
-/// One line of the devnet's status table.
+/// One line of the devnet's status table, from the node's own counters (`Info`).
 #[derive(Clone, Debug, Default)]
 pub struct NodeStatusRow {
-    /// Connected peers.
-    pub peers: usize,
-    /// Streams held.
-    pub streams: usize,
+    /// Connected peers that are registered nodes.
+    pub node_peers: u64,
+    /// Streams placed on the node.
+    pub streams_held: u64,
+    /// Streams loaded in memory.
+    pub streams_loaded: u64,
     /// Miniblocks promoted (all streams).
     pub promoted: u64,
     /// Events waiting in minipools.
@@ -169,40 +171,18 @@ pub struct NodeStatusRow {
     pub chain_head: u64,
 }
 
-/// Reads a node's status through `client` (kept across refreshes) and its metrics endpoint.
-/// `nodes` are the devnet's peer ids: peers are counted among them, not clients.
-pub async fn status(node: &DevnetNode, client: &Client, nodes: &[String]) -> Option<NodeStatusRow> {
-    let info = tokio::time::timeout(Duration::from_secs(3), client.info())
+/// Reads a node's status through `client` (kept across refreshes).
+pub async fn status(client: &Client) -> Option<NodeStatusRow> {
+    let info = tokio::time::timeout(Duration::from_secs(3), client.info(false))
         .await
         .ok()?
         .ok()?;
-    let metrics = scrape(&node.metrics).await.unwrap_or_default();
-    let metric = |name: &str| {
-        metrics
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(name)
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-            })
-            .unwrap_or(0)
-    };
     Some(NodeStatusRow {
-        peers: info.peers.iter().filter(|p| nodes.contains(p)).count(),
-        streams: info.streams.len(),
-        promoted: metric("rill_miniblocks_promoted_total "),
-        minipool: metric("rill_minipool_events "),
+        node_peers: info.node_peers,
+        streams_held: info.streams_held,
+        streams_loaded: info.streams_loaded,
+        promoted: info.miniblocks_promoted,
+        minipool: info.minipool_events,
         chain_head: info.chain_head,
     })
-}
-
-async fn scrape(addr: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut socket = tokio::net::TcpStream::connect(addr).await.ok()?;
-    socket
-        .write_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-        .await
-        .ok()?;
-    let mut body = String::new();
-    socket.read_to_string(&mut body).await.ok()?;
-    Some(body)
 }

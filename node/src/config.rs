@@ -20,8 +20,38 @@ pub struct NodeConfig {
     pub rpc_url: String,
     /// The registry contract.
     pub registry: Address,
-    /// Where to serve Prometheus metrics, if anywhere.
+    /// Where to serve Prometheus metrics, if anywhere (port 0 picks one).
     pub metrics: Option<SocketAddr>,
     /// The chain's block time (the registrar flushes after a quarter of it).
     pub block_time: Duration,
+    /// How often the chain is polled for new blocks.
+    pub poll_interval: Duration,
+    /// Fault rules for tests (only with the `faults` feature).
+    #[cfg(feature = "faults")]
+    pub faults: Option<crate::faults::Faults>,
+}
+
+impl NodeConfig {
+    /// Settings with the defaults for everything but where the node's key, data, network and
+    /// chain are.
+    pub fn new(
+        key_file: PathBuf,
+        data_dir: PathBuf,
+        listen: Multiaddr,
+        rpc_url: String,
+        registry: Address,
+    ) -> Self {
+        Self {
+            key_file,
+            data_dir,
+            listen,
+            rpc_url,
+            registry,
+            metrics: None,
+            block_time: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(100),
+            #[cfg(feature = "faults")]
+            faults: None,
+        }
+    }
 }

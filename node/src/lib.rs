@@ -1,20 +1,32 @@
 //! The Rill node: wires the engine, the store, the p2p network and the chain.
 //!
-//! [`run`] reads the registry (nodes, streams, config), restores every stream it holds from the
-//! store, and then runs one loop: network events, chain blocks and registry logs, timer ticks
-//! and the results of its own requests become engine inputs, and the engine's effects are
-//! carried out (store, gossip, requests, registration, client answers). It serves clients for
-//! the streams it holds and forwards the rest to a node of the stream.
+//! The node is a few roles, each in its own file: [`startup`](Node::start) reads the registry
+//! and restores the streams; the *directory* follows who is a node and where each stream
+//! lives; the *loop* owns the engine and only routes; the *router* turns network events into
+//! engine inputs and reports gossip verdicts; the *executor* carries out the engine's effects
+//! through one generic *request driver*, the gossip *outbox* and the registrar; the *read
+//! server* answers `GetEvents`/`GetMiniblocks`/`GetStream` from the store on its own task;
+//! the *client service* serves `/rill/client/1` (acknowledgements, forwarding, watch); a
+//! bounded *worker pool* checks signatures off the loop; *durability* group-commits writes.
 //!
 //! Protocol rules live in `rill-engine`; this crate must not decide what is valid, only move
 //! bytes between the engine and the world.
 
-mod client_api;
+mod client;
 mod config;
+mod convert;
+mod directory;
 mod durability;
+mod event_loop;
+mod executor;
+pub mod faults;
 mod metrics;
-mod node;
-mod updates;
+mod outbox;
+mod reads;
+mod requests;
+mod router;
+mod startup;
+mod workers;
 
 pub use config::NodeConfig;
-pub use node::run;
+pub use startup::{Node, RunError, StartError, run};

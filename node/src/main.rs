@@ -95,16 +95,15 @@ async fn main() -> anyhow::Result<()> {
             metrics,
             block_time,
         } => {
-            let config = NodeConfig {
-                key_file: key,
-                data_dir: data,
-                listen,
-                rpc_url,
-                registry,
-                metrics,
-                block_time: Duration::from_secs_f64(block_time),
-            };
-            rill_node::run(config, shutdown_signal()).await
+            let mut config = NodeConfig::new(key, data, listen, rpc_url, registry);
+            config.metrics = metrics;
+            config.block_time = Duration::from_secs_f64(block_time);
+            #[cfg(feature = "faults")]
+            if let Ok(spec) = std::env::var("RILL_FAULTS") {
+                config.faults = Some(rill_node::faults::Faults::parse(&spec)?);
+                tracing::warn!(%spec, "fault injection is on");
+            }
+            Ok(rill_node::run(config, shutdown_signal()).await?)
         }
     }
 }

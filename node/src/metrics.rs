@@ -1,140 +1,289 @@
-//! Prometheus metrics, served as text over plain HTTP.
+//! The node's Prometheus metrics (typed families, label enums, histograms) and the HTTP server
+//! that serves them at `/metrics`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing::warn;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use rill_chain::RegistrarMetrics;
+use rill_engine::RequestKind;
+use rill_p2p::P2pMetrics;
+use tracing::{debug, warn};
 
-/// Counters and gauges of one node.
-#[derive(Default)]
+/// A node-to-node request, as a label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub(crate) enum Kind {
+    Proposal,
+    SaveCandidate,
+    GetEvents,
+    GetMiniblocks,
+}
+
+impl From<RequestKind> for Kind {
+    fn from(kind: RequestKind) -> Self {
+        match kind {
+            RequestKind::Proposal => Kind::Proposal,
+            RequestKind::SaveCandidate(_) => Kind::SaveCandidate,
+            RequestKind::GetEvents => Kind::GetEvents,
+            RequestKind::GetMiniblocks => Kind::GetMiniblocks,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct KindLabels {
+    pub(crate) kind: Kind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ReasonLabels {
+    pub(crate) reason: &'static str,
+}
+
+/// A gossip verdict, as a label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub(crate) enum VerdictLabel {
+    Accept,
+    Ignore,
+    Reject,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct VerdictLabels {
+    pub(crate) verdict: VerdictLabel,
+}
+
+/// Where an admitted event came from, as a label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub(crate) enum Origin {
+    Client,
+    Peer,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OriginLabels {
+    pub(crate) origin: Origin,
+}
+
+fn seconds() -> Histogram {
+    // 1 ms to ~65 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Every metric of one node. Cheap to clone (shared handles).
+#[derive(Clone, Debug)]
 pub(crate) struct Metrics {
-    pub(crate) events_admitted: AtomicU64,
-    pub(crate) rejected: Mutex<BTreeMap<&'static str, u64>>,
-    pub(crate) miniblocks_produced: AtomicU64,
-    pub(crate) miniblocks_promoted: AtomicU64,
-    pub(crate) registration_entries: AtomicU64,
-    pub(crate) registration_rejected: AtomicU64,
-    pub(crate) fetches: AtomicU64,
-    pub(crate) peers: AtomicU64,
-    pub(crate) chain_head: AtomicU64,
-    pub(crate) minipool_events: AtomicU64,
-    pub(crate) streams: AtomicU64,
+    pub(crate) events_admitted: Family<OriginLabels, Counter>,
+    pub(crate) inputs_rejected: Family<ReasonLabels, Counter>,
+    pub(crate) gossip_verdicts: Family<VerdictLabels, Counter>,
+    pub(crate) miniblocks_produced: Counter,
+    pub(crate) miniblocks_promoted: Counter,
+    pub(crate) requests: Family<KindLabels, Counter>,
+    pub(crate) request_failures: Family<KindLabels, Counter>,
+    pub(crate) client_requests_shed: Counter,
+    pub(crate) peers: Gauge,
+    pub(crate) chain_head: Gauge,
+    pub(crate) streams_held: Gauge,
+    pub(crate) streams_loaded: Gauge,
+    pub(crate) minipool_events: Gauge,
+    pub(crate) add_to_quorum: Histogram,
+    pub(crate) add_to_promoted: Histogram,
+    pub(crate) candidate_to_registered: Histogram,
+    pub(crate) catch_up_page: Histogram,
+    pub(crate) p2p: P2pMetrics,
+    pub(crate) registrar: RegistrarMetrics,
 }
 
 impl Metrics {
-    pub(crate) fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    /// The metrics and the registry that serves them.
+    pub(crate) fn new() -> (Self, Registry) {
+        let metrics = Self {
+            events_admitted: Family::default(),
+            inputs_rejected: Family::default(),
+            gossip_verdicts: Family::default(),
+            miniblocks_produced: Counter::default(),
+            miniblocks_promoted: Counter::default(),
+            requests: Family::default(),
+            request_failures: Family::default(),
+            client_requests_shed: Counter::default(),
+            peers: Gauge::default(),
+            chain_head: Gauge::default(),
+            streams_held: Gauge::default(),
+            streams_loaded: Gauge::default(),
+            minipool_events: Gauge::default(),
+            add_to_quorum: seconds(),
+            add_to_promoted: seconds(),
+            candidate_to_registered: seconds(),
+            catch_up_page: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            p2p: P2pMetrics::default(),
+            registrar: RegistrarMetrics::default(),
+        };
+        let mut registry = Registry::with_prefix("rill");
+        metrics.register(&mut registry);
+        (metrics, registry)
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "events_admitted",
+            "Events admitted into a minipool, by origin",
+            self.events_admitted.clone(),
+        );
+        r.register(
+            "inputs_rejected",
+            "Events, candidates and gossip refused, by reason",
+            self.inputs_rejected.clone(),
+        );
+        r.register(
+            "gossip_verdicts",
+            "Gossip messages judged, by verdict",
+            self.gossip_verdicts.clone(),
+        );
+        r.register(
+            "miniblocks_produced",
+            "Candidates this node built as leader",
+            self.miniblocks_produced.clone(),
+        );
+        r.register(
+            "miniblocks_promoted",
+            "Miniblocks promoted",
+            self.miniblocks_promoted.clone(),
+        );
+        r.register(
+            "requests",
+            "Node-to-node requests sent, by kind",
+            self.requests.clone(),
+        );
+        r.register(
+            "request_failures",
+            "Node-to-node requests that got no usable answer, by kind",
+            self.request_failures.clone(),
+        );
+        r.register(
+            "client_requests_shed",
+            "Client requests answered busy because the client service was full",
+            self.client_requests_shed.clone(),
+        );
+        r.register("peers", "Connected peers", self.peers.clone());
+        r.register(
+            "chain_head",
+            "Last chain block processed",
+            self.chain_head.clone(),
+        );
+        r.register(
+            "streams_held",
+            "Streams placed on this node",
+            self.streams_held.clone(),
+        );
+        r.register(
+            "streams_loaded",
+            "Streams loaded in memory",
+            self.streams_loaded.clone(),
+        );
+        r.register(
+            "minipool_events",
+            "Events waiting in loaded minipools",
+            self.minipool_events.clone(),
+        );
+        r.register(
+            "add_to_quorum_seconds",
+            "From a client's event admitted here to more than half of the stream's nodes holding it",
+            self.add_to_quorum.clone(),
+        );
+        r.register(
+            "add_to_promoted_seconds",
+            "From a client's event admitted here to its miniblock promoted here",
+            self.add_to_promoted.clone(),
+        );
+        r.register(
+            "candidate_to_registered_seconds",
+            "From a candidate built here to its registration promoted",
+            self.candidate_to_registered.clone(),
+        );
+        r.register(
+            "catch_up_page_miniblocks",
+            "Miniblocks per catch-up page received",
+            self.catch_up_page.clone(),
+        );
+        self.p2p.register(r.sub_registry_with_prefix("p2p"));
+        self.registrar
+            .register(r.sub_registry_with_prefix("registration"));
     }
 
     pub(crate) fn reject(&self, reason: &'static str) {
-        *self
-            .rejected
-            .lock()
-            .expect("lock")
-            .entry(reason)
-            .or_default() += 1;
-    }
-
-    pub(crate) fn render(&self) -> String {
-        let mut out = String::new();
-        let mut line = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        line(
-            "rill_events_admitted_total",
-            "counter",
-            "Events admitted into a minipool.",
-            get(&self.events_admitted),
-        );
-        line(
-            "rill_miniblocks_produced_total",
-            "counter",
-            "Candidates this node built as leader.",
-            get(&self.miniblocks_produced),
-        );
-        line(
-            "rill_miniblocks_promoted_total",
-            "counter",
-            "Miniblocks promoted.",
-            get(&self.miniblocks_promoted),
-        );
-        line(
-            "rill_registration_entries_total",
-            "counter",
-            "Miniblock heads sent for registration.",
-            get(&self.registration_entries),
-        );
-        line(
-            "rill_registration_rejected_total",
-            "counter",
-            "Registration entries the registry refused.",
-            get(&self.registration_rejected),
-        );
-        line(
-            "rill_fetches_total",
-            "counter",
-            "Event and miniblock fetches sent to peers.",
-            get(&self.fetches),
-        );
-        line("rill_peers", "gauge", "Connected peers.", get(&self.peers));
-        line(
-            "rill_chain_head",
-            "gauge",
-            "Last chain block processed.",
-            get(&self.chain_head),
-        );
-        line(
-            "rill_minipool_events",
-            "gauge",
-            "Events waiting in minipools.",
-            get(&self.minipool_events),
-        );
-        line("rill_streams", "gauge", "Streams held.", get(&self.streams));
-        let _ = writeln!(
-            out,
-            "# HELP rill_events_rejected_total Inputs refused, by reason.\n# TYPE rill_events_rejected_total counter"
-        );
-        for (reason, count) in self.rejected.lock().expect("lock").iter() {
-            let _ = writeln!(
-                out,
-                "rill_events_rejected_total{{reason=\"{reason}\"}} {count}"
-            );
-        }
-        out
+        self.inputs_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 }
 
-/// Serves `GET /metrics` (any path, in fact) until the process ends.
-pub(crate) async fn serve(addr: SocketAddr, metrics: std::sync::Arc<Metrics>) {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            warn!(%addr, %e, "metrics endpoint unavailable");
-            return;
-        }
-    };
+/// Serves `GET /metrics` on `addr` until the task is dropped.
+pub(crate) async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
     loop {
-        let Ok((mut socket, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!(%e, "metrics endpoint: accept failed");
+                continue;
+            }
         };
-        let metrics = metrics.clone();
+        let registry = registry.clone();
         tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let _ = socket.read(&mut request).await;
-            let body = metrics.render();
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(response.as_bytes()).await;
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let response = respond(&request, &registry);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%e, "metrics connection ended");
+            }
         });
+    }
+}
+
+/// Binds the metrics endpoint.
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+fn respond(request: &Request<Incoming>, registry: &Registry) -> Response<Full<Bytes>> {
+    let reply = |status, content_type: &'static str, body: String| {
+        Response::builder()
+            .status(status)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .expect("a valid response")
+    };
+    if request.method() != Method::GET || request.uri().path() != "/metrics" {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "metrics are at GET /metrics\n".into(),
+        );
+    }
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
+        Ok(()) => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body,
+        ),
+        Err(_) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            "encoding failed\n".into(),
+        ),
     }
 }

@@ -84,6 +84,17 @@ impl OpenError {
         }
     }
 
+    /// A short stable name for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpenError::Malformed(_) => "malformed",
+            OpenError::TooLarge { .. } => "too_large",
+            OpenError::BadHash { .. } => "bad_hash",
+            OpenError::BadSignature(_) => "bad_signature",
+            OpenError::CreatorMismatch { .. } => "creator_mismatch",
+        }
+    }
+
     /// The error as it travels in a response.
     pub fn to_pb(&self) -> pb::Error {
         pb::Error {

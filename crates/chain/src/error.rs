@@ -1,9 +1,12 @@
 //! Errors talking to the chain.
 
 use alloy::contract::Error as ContractError;
+use alloy::primitives::TxHash;
 use alloy::transports::{RpcError, TransportError};
 
 use crate::bindings::RillRegistry::RillRegistryErrors;
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a chain call failed.
 #[derive(Debug, thiserror::Error)]
@@ -13,25 +16,50 @@ pub enum ChainError {
     BadUrl(String),
     /// The node is unreachable or answered garbage; worth retrying.
     #[error("chain RPC unavailable: {0}")]
-    Transport(String),
+    Transport(#[source] Source),
+    /// The chain does not have this block yet (a node behind a load balancer); worth retrying.
+    #[error("block {0} is not available yet")]
+    BlockNotFound(u64),
     /// The contract reverted with one of its own errors.
     #[error("registry reverted: {0:?}")]
     Reverted(RillRegistryErrors),
-    /// The RPC node refused the call or transaction (e.g. an unknown revert, bad nonce).
-    #[error("chain refused the call: {0}")]
-    Rejected(String),
+    /// The RPC node refused the call or transaction (an unknown revert, a bad nonce, no funds).
+    #[error("chain refused the call (code {code}): {message}")]
+    Rejected {
+        /// The JSON-RPC error code.
+        code: i64,
+        /// The node's message.
+        message: String,
+    },
     /// A mined transaction failed.
     #[error("transaction {0} reverted")]
-    TxFailed(alloy::primitives::TxHash),
-    /// Something the registry returned does not make sense.
-    #[error("unexpected registry data: {0}")]
-    Unexpected(String),
+    TxFailed(TxHash),
+    /// A receipt has no block number (the RPC node is not following the spec).
+    #[error("receipt of {0} has no block number")]
+    NoBlockNumber(TxHash),
+    /// A batch transaction's logs do not give one outcome per entry.
+    #[error("a batch of {entries} entries produced {outcomes} outcome logs")]
+    OutcomeCount {
+        /// Entries sent.
+        entries: usize,
+        /// Outcome logs found.
+        outcomes: usize,
+    },
+    /// The registry returned a node status this version does not know.
+    #[error("the registry returned node status {0}, which this version does not know")]
+    UnknownNodeStatus(u8),
+    /// The contract call could not be encoded or its answer decoded (an ABI mismatch).
+    #[error("registry ABI mismatch: {0}")]
+    Abi(#[source] Source),
 }
 
 impl ChainError {
     /// Whether trying again later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ChainError::Transport(_))
+        matches!(
+            self,
+            ChainError::Transport(_) | ChainError::BlockNotFound(_)
+        )
     }
 }
 
@@ -41,10 +69,13 @@ impl From<TransportError> for ChainError {
             RpcError::ErrorResp(payload) => {
                 match payload.as_decoded_interface_error::<RillRegistryErrors>() {
                     Some(decoded) => ChainError::Reverted(decoded),
-                    None => ChainError::Rejected(payload.to_string()),
+                    None => ChainError::Rejected {
+                        code: payload.code,
+                        message: payload.message.to_string(),
+                    },
                 }
             }
-            _ => ChainError::Transport(error.to_string()),
+            _ => ChainError::Transport(Box::new(error)),
         }
     }
 }
@@ -53,10 +84,10 @@ impl From<ContractError> for ChainError {
     fn from(error: ContractError) -> Self {
         match error {
             ContractError::TransportError(e) => e.into(),
-            ContractError::PendingTransactionError(e) => ChainError::Transport(e.to_string()),
+            ContractError::PendingTransactionError(e) => ChainError::Transport(Box::new(e)),
             other => match other.as_decoded_interface_error::<RillRegistryErrors>() {
                 Some(decoded) => ChainError::Reverted(decoded),
-                None => ChainError::Unexpected(other.to_string()),
+                None => ChainError::Abi(Box::new(other)),
             },
         }
     }
@@ -64,6 +95,6 @@ impl From<ContractError> for ChainError {
 
 impl From<alloy::providers::PendingTransactionError> for ChainError {
     fn from(error: alloy::providers::PendingTransactionError) -> Self {
-        ChainError::Transport(error.to_string())
+        ChainError::Transport(Box::new(error))
     }
 }

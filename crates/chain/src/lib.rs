@@ -18,10 +18,13 @@ mod types;
 pub use error::ChainError;
 pub use monitor::{BlockInfo, ChainBlock, ChainMonitor, MonitorConfig};
 pub use provider::{connect, connect_with_key, transfer};
-pub use registrar::{Registrar, RegistrarConfig, RegistrarError, RegistrationOutcome};
+pub use registrar::{
+    Registrar, RegistrarConfig, RegistrarError, RegistrarMetrics, RegistrationOutcome,
+};
 pub use registry::Registry;
 pub use types::{
-    MiniblockRegistration, NetworkConfig, NodeRecord, NodeStatus, RegistryEvent, StreamRecord,
+    MiniblockRegistration, NetworkConfig, NodeRecord, NodeStatus, RegistrationFailure,
+    RegistryEvent, StreamRecord,
 };
 
 /// The provider type every handle here holds: type-erased, cheap to clone.

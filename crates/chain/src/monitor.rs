@@ -135,7 +135,7 @@ async fn poll(
         let block = provider
             .get_block_by_number(BlockNumberOrTag::Number(number))
             .await?
-            .ok_or_else(|| ChainError::Transport(format!("block {number} not found yet")))?;
+            .ok_or(ChainError::BlockNotFound(number))?;
         let header = &block.header;
         let info = BlockInfo {
             number,

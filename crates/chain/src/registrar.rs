@@ -9,22 +9,76 @@
 //! retried whole; no entry is lost because another one was bad.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::contract::{CallBuilder, CallDecoder};
 use alloy::primitives::{Address, B256, Bytes, TxHash};
 use alloy::providers::Provider;
 use alloy::rpc::types::TransactionReceipt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry as MetricsRegistry;
 use rill_protocol::StreamId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::registry::{mined_in, transact};
-use crate::{ChainError, MiniblockRegistration, Registry, RegistryEvent};
+use crate::{ChainError, MiniblockRegistration, RegistrationFailure, Registry, RegistryEvent};
+
+/// What the registrar counts.
+#[derive(Clone, Debug)]
+pub struct RegistrarMetrics {
+    /// Entries per batch transaction.
+    pub batch_size: Histogram,
+    /// Batch transactions mined.
+    pub transactions: Counter,
+    /// Batches that failed after every attempt.
+    pub failed_batches: Counter,
+    /// Entries the registry refused.
+    pub rejected_entries: Counter,
+}
+
+impl Default for RegistrarMetrics {
+    fn default() -> Self {
+        Self {
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            transactions: Counter::default(),
+            failed_batches: Counter::default(),
+            rejected_entries: Counter::default(),
+        }
+    }
+}
+
+impl RegistrarMetrics {
+    /// Registers the metrics under `registry`.
+    pub fn register(&self, registry: &mut MetricsRegistry) {
+        registry.register(
+            "batch_size",
+            "Entries per registration transaction",
+            self.batch_size.clone(),
+        );
+        registry.register(
+            "transactions",
+            "Registration transactions mined",
+            self.transactions.clone(),
+        );
+        registry.register(
+            "failed_batches",
+            "Registration batches that failed after every attempt",
+            self.failed_batches.clone(),
+        );
+        registry.register(
+            "rejected_entries",
+            "Registration entries the registry refused",
+            self.rejected_entries.clone(),
+        );
+    }
+}
 
 /// How the registrar batches.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RegistrarConfig {
     /// Send as soon as this many entries are queued.
     pub max_batch: usize,
@@ -32,6 +86,8 @@ pub struct RegistrarConfig {
     pub flush_after: Duration,
     /// Tries per transaction before its entries get an error.
     pub max_attempts: u32,
+    /// Where it counts.
+    pub metrics: RegistrarMetrics,
 }
 
 impl Default for RegistrarConfig {
@@ -40,6 +96,7 @@ impl Default for RegistrarConfig {
             max_batch: 50,
             flush_after: Duration::from_millis(250),
             max_attempts: 5,
+            metrics: RegistrarMetrics::default(),
         }
     }
 }
@@ -56,8 +113,8 @@ pub enum RegistrationOutcome {
     },
     /// The contract refused this entry; the others in the batch were unaffected.
     Rejected {
-        /// The contract's reason (`BAD_PREV_HASH`, `BAD_MINIBLOCK_NUM`, `NOT_A_STREAM_NODE`, …).
-        reason: String,
+        /// The contract's reason.
+        reason: RegistrationFailure,
         /// The batch transaction.
         tx: TxHash,
     },
@@ -69,9 +126,15 @@ pub enum RegistrarError {
     /// The registrar's task has stopped.
     #[error("the registrar has stopped")]
     Stopped,
-    /// The chain kept failing.
+    /// The chain kept failing (one error, shared by every entry of the batch it failed).
     #[error(transparent)]
-    Chain(#[from] ChainError),
+    Chain(Arc<ChainError>),
+}
+
+impl From<ChainError> for RegistrarError {
+    fn from(error: ChainError) -> Self {
+        RegistrarError::Chain(Arc::new(error))
+    }
 }
 
 type Reply<T> = oneshot::Sender<Result<T, RegistrarError>>;
@@ -241,6 +304,9 @@ impl Task {
             .and_then(|receipt| outcomes(&receipt, self.registry.address(), batch.len()));
         match result {
             Ok(outcomes) => {
+                let metrics = &self.config.metrics;
+                metrics.transactions.inc();
+                metrics.batch_size.observe(batch.len() as f64);
                 let registered = outcomes
                     .iter()
                     .filter(|o| matches!(o, RegistrationOutcome::Registered { .. }))
@@ -251,6 +317,7 @@ impl Task {
                 );
                 for (queued, outcome) in batch.into_iter().zip(outcomes) {
                     if let RegistrationOutcome::Rejected { reason, .. } = &outcome {
+                        metrics.rejected_entries.inc();
                         debug!(stream = ?queued.entry.stream_id, num = queued.entry.num, %reason, "registration rejected");
                     }
                     let _ = queued.reply.send(Ok(outcome));
@@ -258,10 +325,10 @@ impl Task {
             }
             Err(error) => {
                 warn!(entries = batch.len(), %error, "registration batch failed");
-                let message = error.to_string();
+                self.config.metrics.failed_batches.inc();
+                let error = Arc::new(error);
                 for queued in batch {
-                    let error = ChainError::Unexpected(message.clone());
-                    let _ = queued.reply.send(Err(error.into()));
+                    let _ = queued.reply.send(Err(RegistrarError::Chain(error.clone())));
                 }
             }
         }
@@ -274,7 +341,7 @@ impl Task {
         make: impl Fn() -> CallBuilder<crate::ChainProvider, D>,
     ) -> Result<TransactionReceipt, ChainError> {
         let mut last = None;
-        for attempt in 1..=self.config.max_attempts {
+        for attempt in 1..=self.config.max_attempts.max(1) {
             if attempt > 1 {
                 tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt - 2))).await;
             }
@@ -317,7 +384,7 @@ impl Task {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| ChainError::Unexpected("no attempt made".into())))
+        Err(last.expect("max_attempts is at least 1"))
     }
 }
 
@@ -352,10 +419,10 @@ fn outcomes(
         })
         .collect();
     if outcomes.len() != entries {
-        return Err(ChainError::Unexpected(format!(
-            "batch of {entries} entries produced {} outcome logs",
-            outcomes.len()
-        )));
+        return Err(ChainError::OutcomeCount {
+            entries,
+            outcomes: outcomes.len(),
+        });
     }
     Ok(outcomes)
 }

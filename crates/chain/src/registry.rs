@@ -34,7 +34,7 @@ pub(crate) async fn transact<P: Provider, D: CallDecoder>(
 pub(crate) fn mined_in(receipt: &TransactionReceipt) -> Result<u64, ChainError> {
     receipt
         .block_number
-        .ok_or_else(|| ChainError::Unexpected("receipt without a block number".into()))
+        .ok_or(ChainError::NoBlockNumber(receipt.transaction_hash))
 }
 
 impl Registry {
@@ -141,9 +141,8 @@ impl Registry {
                 Ok(NodeRecord {
                     address: node.nodeAddress,
                     multiaddr: node.multiaddr,
-                    status: NodeStatus::from_u8(node.status).ok_or_else(|| {
-                        ChainError::Unexpected(format!("node status {}", node.status))
-                    })?,
+                    status: NodeStatus::from_u8(node.status)
+                        .ok_or(ChainError::UnknownNodeStatus(node.status))?,
                 })
             })
             .collect()

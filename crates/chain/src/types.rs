@@ -166,6 +166,56 @@ impl Default for NetworkConfig {
     }
 }
 
+/// Why the registry refused one entry of a registration batch (the contract's reason string).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationFailure {
+    /// The stream is not allocated (`NOT_FOUND`).
+    #[error("the stream is not allocated")]
+    UnknownStream,
+    /// The sender is not one of the stream's nodes (`NOT_A_STREAM_NODE`).
+    #[error("the sender is not a node of the stream")]
+    NotAStreamNode,
+    /// The stream is sealed (`STREAM_SEALED`).
+    #[error("the stream is sealed")]
+    Sealed,
+    /// The number is not the registered head's + 1 (`BAD_MINIBLOCK_NUM`): another miniblock
+    /// got there first.
+    #[error("the miniblock number does not follow the registered head")]
+    BadMiniblockNum,
+    /// The previous hash is not the registered head's (`BAD_PREV_HASH`).
+    #[error("the previous hash is not the registered head")]
+    BadPrevHash,
+    /// A reason this version does not know (a newer contract).
+    #[error("refused: {0}")]
+    Other(String),
+}
+
+impl RegistrationFailure {
+    /// The contract's reason string, parsed.
+    pub fn from_contract(reason: &str) -> Self {
+        match reason {
+            "NOT_FOUND" => RegistrationFailure::UnknownStream,
+            "NOT_A_STREAM_NODE" => RegistrationFailure::NotAStreamNode,
+            "STREAM_SEALED" => RegistrationFailure::Sealed,
+            "BAD_MINIBLOCK_NUM" => RegistrationFailure::BadMiniblockNum,
+            "BAD_PREV_HASH" => RegistrationFailure::BadPrevHash,
+            other => RegistrationFailure::Other(other.to_owned()),
+        }
+    }
+
+    /// A short stable name for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RegistrationFailure::UnknownStream => "unknown_stream",
+            RegistrationFailure::NotAStreamNode => "not_a_stream_node",
+            RegistrationFailure::Sealed => "sealed",
+            RegistrationFailure::BadMiniblockNum => "bad_miniblock_num",
+            RegistrationFailure::BadPrevHash => "bad_prev_hash",
+            RegistrationFailure::Other(_) => "other",
+        }
+    }
+}
+
 /// A registry log, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegistryEvent {
@@ -222,8 +272,8 @@ pub enum RegistryEvent {
         hash: B256,
         /// Its number.
         num: u64,
-        /// The contract's reason (`BAD_PREV_HASH`, `BAD_MINIBLOCK_NUM`, `NOT_A_STREAM_NODE`, …).
-        reason: String,
+        /// The contract's reason.
+        reason: RegistrationFailure,
     },
 }
 
@@ -267,7 +317,7 @@ impl RegistryEvent {
                 stream_id: e.streamId.into(),
                 hash: e.lastMiniblockHash,
                 num: e.lastMiniblockNum,
-                reason: e.reason,
+                reason: RegistrationFailure::from_contract(&e.reason),
             },
             E::OwnershipTransferred(_) => return None,
         })

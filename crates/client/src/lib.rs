@@ -4,6 +4,8 @@
 //! events (on top of the stream's current head) and sends `/rill/client/1` requests. It owns
 //! no state beyond a cache of stream heads and must not talk node protocols.
 
+pub mod devnet;
+
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,6 +15,8 @@ pub use rill_p2p as p2p;
 use alloy_primitives::{Address, B256};
 use prost::Message as _;
 use rill_p2p::{Multiaddr, P2p, P2pConfig, PeerId, RequestError};
+
+pub use devnet::{DevnetFile, DevnetFileError, DevnetNode};
 use rill_protocol::envelope::new_event;
 use rill_protocol::{NodeKey, ParsedEvent, Payload, StreamId, pb, seal};
 
@@ -24,6 +28,9 @@ pub enum ClientError {
         "{0} names no peer: use the node's multiaddr ending in /p2p/<peer id> (see devnet.json)"
     )]
     NoPeerId(Multiaddr),
+    /// The client's own network could not start.
+    #[error("starting the client's network: {0}")]
+    Network(#[from] rill_p2p::SpawnError),
     /// The node could not be reached or did not answer.
     #[error("node unreachable: {0}; is it running? (`rill-devnet up` starts a devnet)")]
     Unreachable(RequestError),
@@ -75,9 +82,7 @@ impl Client {
                 _ => None,
             })
             .ok_or_else(|| ClientError::NoPeerId(addr.clone()))?;
-        let (p2p, _events) = rill_p2p::spawn(&key, P2pConfig::client())
-            .await
-            .map_err(|e| ClientError::Unreachable(RequestError::Failed(e)))?;
+        let (p2p, _events) = rill_p2p::spawn(&key, P2pConfig::client()).await?;
         p2p.dial(node, Some(addr))
             .await
             .map_err(ClientError::Unreachable)?;
@@ -259,10 +264,12 @@ impl Client {
         }
     }
 
-    /// The node's status.
-    pub async fn info(&self) -> Result<pb::InfoResponse, ClientError> {
+    /// The node's status; with `list_streams`, the ids of the streams it holds too.
+    pub async fn info(&self, list_streams: bool) -> Result<pb::InfoResponse, ClientError> {
         match self
-            .call(pb::client_request::Kind::Info(pb::InfoRequest {}))
+            .call(pb::client_request::Kind::Info(pb::InfoRequest {
+                list_streams,
+            }))
             .await?
         {
             pb::client_response::Kind::Info(r) => Ok(r),

@@ -1,7 +1,8 @@
-//! One stream's state: its promoted chain (as far as rules need it), its members, its minipool,
-//! and the admission rules.
+//! A stream's promoted state, as far as the rules need it: the head, the last miniblocks of the
+//! chain (the recency window), the members, the settings, and the admission rules that judge an
+//! event against that state.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 
 use alloy_primitives::{Address, B256};
 use rill_protocol::{ParsedEvent, ParsedMiniblock, Payload, StreamId, pb};
@@ -19,48 +20,42 @@ pub struct Head {
     pub timestamp_ms: u64,
 }
 
-/// A read-only view of a stream for the node (status, `GetStream`).
-pub trait StreamView {
-    /// The head.
-    fn head(&self) -> Head;
-    /// The nodes, in registry order.
-    fn nodes(&self) -> &[Address];
-    /// Members as of the head.
-    fn members(&self) -> &BTreeSet<Address>;
-    /// Minipool hashes in arrival order.
-    fn minipool_hashes(&self) -> Vec<B256>;
-    /// How many events wait in the minipool.
-    fn minipool_len(&self) -> usize;
-    /// An event of the minipool.
-    fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent>;
+/// The limits an event is judged by.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rules {
+    /// Events may build on one of the last this many miniblocks.
+    pub(crate) window: u64,
+    /// The network's largest event.
+    pub(crate) max_event_bytes: usize,
 }
 
+/// One promoted miniblock as the window remembers it.
+#[derive(Debug)]
+struct Recent {
+    num: u64,
+    hash: B256,
+    events: Vec<B256>,
+}
+
+/// The promoted state of one stream.
 #[derive(Debug)]
 pub(crate) struct Stream {
     pub(crate) id: StreamId,
     pub(crate) nodes: Vec<Address>,
     pub(crate) settings: pb::StreamSettings,
-    /// Hash of every promoted miniblock by number.
-    pub(crate) chain: Vec<B256>,
     pub(crate) head: Head,
     pub(crate) members: BTreeSet<Address>,
     pub(crate) event_count: u64,
     pub(crate) last_snapshot_num: u64,
-    /// Event hashes of the last `window` miniblocks, for duplicate checks.
-    recent: VecDeque<Vec<B256>>,
-    recent_set: HashSet<B256>,
-    /// The minipool, in arrival order.
-    pub(crate) pool_order: Vec<B256>,
-    pub(crate) pool: HashMap<B256, ParsedEvent>,
-}
-
-pub(crate) struct Rules {
-    pub(crate) window: u64,
-    pub(crate) max_event_bytes: usize,
+    /// The last `window + 1` miniblocks, oldest first (the head last).
+    recent: VecDeque<Recent>,
+    /// Event hashes of `recent`, for duplicate checks.
+    recent_events: HashSet<B256>,
 }
 
 impl Stream {
-    /// A stream from its genesis miniblock.
+    /// A stream from its genesis miniblock; refuses a genesis that is not a valid start of
+    /// stream `id` on `nodes`.
     pub(crate) fn from_genesis(
         id: StreamId,
         nodes: Vec<Address>,
@@ -69,8 +64,10 @@ impl Stream {
         if nodes.is_empty() {
             return Err(Reject::BadGenesis("a stream needs at least one node"));
         }
-        if genesis.num() != 0 {
-            return Err(Reject::BadGenesis("the genesis is miniblock 0"));
+        if genesis.num() != 0 || genesis.header().prev_hash.iter().any(|b| *b != 0) {
+            return Err(Reject::BadGenesis(
+                "the genesis is miniblock 0 and links to nothing",
+            ));
         }
         let inception = genesis
             .events()
@@ -82,21 +79,23 @@ impl Stream {
         if inception.inception_stream() != Some(id) {
             return Err(Reject::BadGenesis("the inception names another stream"));
         }
+        let header = genesis.header();
+        if header.event_num_offset != 0 || header.snapshot.is_some() {
+            return Err(Reject::BadGenesis(
+                "a genesis has no offset and no snapshot",
+            ));
+        }
         let mut members = BTreeSet::from([inception.creator()]);
         for event in &genesis.events()[1..] {
             match event.membership() {
-                Some((true, address)) => {
-                    members.insert(address);
-                }
-                _ => return Err(Reject::BadGenesis("after the inception, only joins")),
+                Some((true, address)) if members.insert(address) => {}
+                _ => return Err(Reject::BadGenesis("after the inception, only new joins")),
             }
         }
-        let header = genesis.header();
         let mut stream = Self {
             id,
             nodes,
             settings: body.settings.unwrap_or_default(),
-            chain: vec![genesis.hash()],
             head: Head {
                 num: 0,
                 hash: genesis.hash(),
@@ -106,46 +105,53 @@ impl Stream {
             event_count: genesis.events().len() as u64,
             last_snapshot_num: 0,
             recent: VecDeque::new(),
-            recent_set: HashSet::new(),
-            pool_order: Vec::new(),
-            pool: HashMap::new(),
+            recent_events: HashSet::new(),
         };
-        stream.remember(
-            genesis.events().iter().map(|e| e.hash()).collect(),
-            u64::MAX,
-        );
+        stream.remember(genesis, u64::MAX);
         Ok(stream)
     }
 
-    fn remember(&mut self, hashes: Vec<B256>, window: u64) {
-        self.recent_set.extend(hashes.iter().copied());
-        self.recent.push_back(hashes);
+    fn remember(&mut self, miniblock: &ParsedMiniblock, window: u64) {
+        let events: Vec<B256> = miniblock.events().iter().map(|e| e.hash()).collect();
+        self.recent_events.extend(events.iter().copied());
+        self.recent.push_back(Recent {
+            num: miniblock.num(),
+            hash: miniblock.hash(),
+            events,
+        });
         while self.recent.len() as u64 > window.saturating_add(1) {
-            for hash in self.recent.pop_front().unwrap_or_default() {
-                self.recent_set.remove(&hash);
+            if let Some(old) = self.recent.pop_front() {
+                for hash in old.events {
+                    self.recent_events.remove(&hash);
+                }
             }
         }
     }
 
-    /// Whether `event` may enter the minipool (or a miniblock) on top of the head.
-    /// `in_pool_ok` lets an event that is already in this node's minipool pass (for candidates
-    /// and proposals, whose events are usually in the pool already).
-    pub(crate) fn check(
-        &self,
-        event: &ParsedEvent,
-        rules: &Rules,
-        in_pool_ok: bool,
-    ) -> Result<(), Reject> {
+    /// The hash of promoted miniblock `num`, if it is in the window.
+    pub(crate) fn hash_of(&self, num: u64) -> Option<B256> {
+        let first = self.recent.front()?.num;
+        let index = usize::try_from(num.checked_sub(first)?).ok()?;
+        self.recent.get(index).map(|r| r.hash)
+    }
+
+    /// The largest event this stream accepts.
+    pub(crate) fn max_event_bytes(&self, rules: &Rules) -> usize {
+        match self.settings.max_event_bytes {
+            0 => rules.max_event_bytes,
+            own => usize::try_from(own)
+                .map_or(rules.max_event_bytes, |own| own.min(rules.max_event_bytes)),
+        }
+    }
+
+    /// Whether `event` may enter the minipool (or a miniblock) on top of the head. Duplicates
+    /// are judged against recent miniblocks only; the minipool is the caller's business.
+    pub(crate) fn check(&self, event: &ParsedEvent, rules: &Rules) -> Result<(), Reject> {
         let size = event.envelope().event.len();
-        let max = if self.settings.max_event_bytes > 0 {
-            (self.settings.max_event_bytes as usize).min(rules.max_event_bytes)
-        } else {
-            rules.max_event_bytes
-        };
+        let max = self.max_event_bytes(rules);
         if size > max {
             return Err(Reject::TooLarge { size, max });
         }
-        let creator = event.creator();
         match event.payload() {
             Payload::Inception(_) => return Err(Reject::BadPayload("an inception")),
             Payload::MiniblockHeader(_) => return Err(Reject::BadPayload("a miniblock header")),
@@ -154,7 +160,7 @@ impl Stream {
         let (num, hash) = event
             .prev_miniblock()
             .ok_or(Reject::BadPayload("an event without a previous miniblock"))?;
-        if num > self.head.num || self.chain.get(num as usize) != Some(&hash) {
+        if num > self.head.num {
             return Err(Reject::UnknownMiniblock { num, hash });
         }
         if self.head.num - num > rules.window {
@@ -163,11 +169,17 @@ impl Stream {
                 window: rules.window,
             });
         }
-        if self.recent_set.contains(&event.hash())
-            || (!in_pool_ok && self.pool.contains_key(&event.hash()))
-        {
+        if self.hash_of(num) != Some(hash) {
+            return Err(Reject::UnknownMiniblock { num, hash });
+        }
+        if self.recent_events.contains(&event.hash()) {
             return Err(Reject::Duplicate(event.hash()));
         }
+        self.check_membership(event)
+    }
+
+    fn check_membership(&self, event: &ParsedEvent) -> Result<(), Reject> {
+        let creator = event.creator();
         match event.membership() {
             Some((true, address)) => {
                 if self.members.contains(&address) {
@@ -195,19 +207,8 @@ impl Stream {
     }
 
     /// Whether a recent miniblock holds `hash`.
-    pub(crate) fn check_recent(&self, hash: &B256) -> bool {
-        self.recent_set.contains(hash)
-    }
-
-    pub(crate) fn add_to_pool(&mut self, event: ParsedEvent) {
-        if self.pool.insert(event.hash(), event.clone()).is_none() {
-            self.pool_order.push(event.hash());
-        }
-    }
-
-    /// The events in pool order.
-    pub(crate) fn pool_events(&self) -> impl Iterator<Item = &ParsedEvent> {
-        self.pool_order.iter().filter_map(|h| self.pool.get(h))
+    pub(crate) fn recently_included(&self, hash: &B256) -> bool {
+        self.recent_events.contains(hash)
     }
 
     /// Members after applying `events` (joins and leaves) to the current members.
@@ -241,65 +242,19 @@ impl Stream {
         }
     }
 
-    /// Applies a miniblock that has been checked: moves the head, applies joins and leaves,
-    /// takes its events out of the minipool, and returns the pool events that are no longer
-    /// admissible (to drop).
-    pub(crate) fn apply(&mut self, miniblock: &ParsedMiniblock, rules: &Rules) -> Vec<B256> {
+    /// Applies a checked miniblock that follows the head: moves the head, applies joins and
+    /// leaves, and remembers its events for duplicate checks.
+    pub(crate) fn apply(&mut self, miniblock: &ParsedMiniblock, rules: &Rules) {
         self.members = self.members_after(miniblock.events());
         self.event_count += miniblock.events().len() as u64;
         if miniblock.header().snapshot.is_some() {
             self.last_snapshot_num = miniblock.num();
         }
-        self.chain.push(miniblock.hash());
         self.head = Head {
             num: miniblock.num(),
             hash: miniblock.hash(),
             timestamp_ms: miniblock.header().timestamp_ms,
         };
-        let included: Vec<B256> = miniblock.events().iter().map(|e| e.hash()).collect();
-        for hash in &included {
-            self.pool.remove(hash);
-        }
-        self.remember(included, rules.window);
-        let mut dropped = Vec::new();
-        let pool = std::mem::take(&mut self.pool);
-        let order = std::mem::take(&mut self.pool_order);
-        for hash in order {
-            let Some(event) = pool.get(&hash) else {
-                continue;
-            };
-            if self.check(event, rules, false).is_ok() {
-                self.add_to_pool(event.clone());
-            } else {
-                dropped.push(hash);
-            }
-        }
-        dropped
-    }
-}
-
-impl StreamView for Stream {
-    fn head(&self) -> Head {
-        self.head
-    }
-
-    fn nodes(&self) -> &[Address] {
-        &self.nodes
-    }
-
-    fn members(&self) -> &BTreeSet<Address> {
-        &self.members
-    }
-
-    fn minipool_hashes(&self) -> Vec<B256> {
-        self.pool_order.clone()
-    }
-
-    fn minipool_len(&self) -> usize {
-        self.pool_order.len()
-    }
-
-    fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent> {
-        self.pool.get(hash)
+        self.remember(miniblock, rules.window);
     }
 }

@@ -1,33 +1,38 @@
-//! The task that owns the `Swarm`.
+//! The task that owns the `Swarm`: it turns libp2p events into [`NetworkEvent`]s and the
+//! handle's commands into swarm calls, and gates peers by the registry. It never waits on the
+//! node: when the node's queue is full, gossip is ignored and requests are answered "busy".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use alloy_primitives::Address;
 use futures::StreamExt;
 use libp2p::gossipsub::{self, PublishError, TopicHash, TopicScoreParams};
-use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{PeerId, Swarm, identify, noise, tcp, yamux};
-use prost::Message as _;
 use rill_protocol::{NodeKey, pb};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
-use crate::handle::{Command, NetworkEvent, P2p, P2pConfig, RequestError, Responder};
-use crate::stream_topic;
+use crate::gossip::inbox_topic;
+use crate::handle::{Command, NetworkEvent, NodeEntry, NodeRequest, NodeResponse, P2p, Responder};
+use crate::{GossipBatch, P2pConfig, RequestError, Role, SpawnError};
 
-type Pending<T> = HashMap<OutboundRequestId, oneshot::Sender<Result<T, RequestError>>>;
+type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
+
+/// How often peers the node wants to stay connected to are dialled again.
+const REDIAL_EVERY: Duration = Duration::from_secs(2);
 
 /// Builds the swarm, starts listening, and spawns the event loop. Returns once every listen
 /// address is bound, with the handle and the stream of [`NetworkEvent`]s.
 pub async fn spawn(
     key: &NodeKey,
     config: P2pConfig,
-) -> Result<(P2p, mpsc::UnboundedReceiver<NetworkEvent>), String> {
+) -> Result<(P2p, mpsc::Receiver<NetworkEvent>), SpawnError> {
     let keypair = key.libp2p_keypair();
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
@@ -36,47 +41,60 @@ pub async fn spawn(
             noise::Config::new,
             yamux::Config::default,
         )
-        .map_err(|e| e.to_string())?
+        .map_err(|e| SpawnError::Transport {
+            what: "tcp",
+            source: Box::new(e),
+        })?
         .with_quic()
         .with_behaviour(|key| {
             Behaviour::new(key, &config).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
-        .map_err(|e| e.to_string())?
+        .map_err(|e| SpawnError::Behaviour(Box::new(e)))?
         // Node connections are kept: gossip and proposals need them every block.
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
         .build();
     for addr in &config.listen {
         swarm
             .listen_on(addr.clone())
-            .map_err(|e| format!("listen on {addr}: {e}"))?;
+            .map_err(|source| SpawnError::Listen {
+                addr: addr.clone(),
+                source,
+            })?;
     }
-    let (event_tx, events) = mpsc::unbounded_channel();
+    let (event_tx, events) = mpsc::channel(config.event_capacity.max(1));
     // Wait until every listener has an address, so callers can hand it out.
     let mut bound = 0;
     while bound < config.listen.len() {
         match swarm.select_next_some().await {
             SwarmEvent::NewListenAddr { address, .. } => {
                 bound += 1;
-                let _ = event_tx.send(NetworkEvent::Listening(address));
+                let _ = event_tx.try_send(NetworkEvent::Listening(address));
             }
             SwarmEvent::ListenerError { error, .. }
             | SwarmEvent::ListenerClosed {
                 reason: Err(error), ..
-            } => {
-                return Err(format!("listener failed: {error}"));
-            }
+            } => return Err(SpawnError::Listener(error)),
             _ => {}
         }
     }
-    let (commands, command_rx) = mpsc::unbounded_channel();
+    let me = key.address();
+    let inbox = inbox_topic(&me);
+    if config.role == Role::Node {
+        subscribe_inbox(&mut swarm, &inbox);
+    }
+    let (commands, command_rx) = mpsc::channel(config.command_capacity.max(1));
     let peer_id = *swarm.local_peer_id();
     let event_loop = EventLoop {
         swarm,
         config,
+        me,
+        inbox: inbox.hash(),
+        seq: 0,
         commands: commands.clone(),
         command_rx,
         events: event_tx,
         nodes: HashMap::new(),
+        keep: HashSet::new(),
         dials: HashMap::new(),
         pending_events: HashMap::new(),
         pending_miniblock: HashMap::new(),
@@ -87,25 +105,55 @@ pub async fn spawn(
     Ok((P2p { commands, peer_id }, events))
 }
 
+/// Joins this node's inbox, scoring what arrives there: capped rewards for first deliveries
+/// and a heavy penalty for invalid messages, so a few of them graylist a peer.
+fn subscribe_inbox(swarm: &mut Swarm<Behaviour>, inbox: &gossipsub::IdentTopic) {
+    let params = TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 1.0,
+        first_message_deliveries_cap: 100.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: -100.0,
+        invalid_message_deliveries_decay: 0.9,
+        ..TopicScoreParams::default()
+    };
+    let gossipsub = &mut swarm.behaviour_mut().gossipsub;
+    if let Err(e) = gossipsub.set_topic_params(inbox.clone(), params) {
+        warn!(%e, "inbox score params refused");
+    }
+    if let Err(e) = gossipsub.subscribe(inbox) {
+        warn!(%e, "subscribing to the inbox failed");
+    }
+}
+
 struct EventLoop {
     swarm: Swarm<Behaviour>,
     config: P2pConfig,
-    commands: mpsc::UnboundedSender<Command>,
-    command_rx: mpsc::UnboundedReceiver<Command>,
-    events: mpsc::UnboundedSender<NetworkEvent>,
-    /// Registered, Operational nodes.
+    me: Address,
+    inbox: TopicHash,
+    /// The sequence number of the next gossip batch.
+    seq: u64,
+    commands: mpsc::Sender<Command>,
+    command_rx: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    /// Registered nodes.
     nodes: HashMap<PeerId, Address>,
-    dials: HashMap<PeerId, Vec<oneshot::Sender<Result<(), RequestError>>>>,
-    pending_events: Pending<pb::GetEventsResponse>,
-    pending_miniblock: Pending<pb::MiniblockResponse>,
-    pending_client: Pending<pb::ClientResponse>,
-    /// Gossip that found no subscribed peer yet: (topic, bytes, give up at).
+    /// Peers to stay connected to.
+    keep: HashSet<PeerId>,
+    dials: HashMap<PeerId, Vec<Reply<()>>>,
+    pending_events: HashMap<OutboundRequestId, Reply<NodeResponse>>,
+    pending_miniblock: HashMap<OutboundRequestId, Reply<NodeResponse>>,
+    pending_client: HashMap<OutboundRequestId, Reply<pb::ClientResponse>>,
+    /// Gossip whose destination was not subscribed yet: (topic, bytes, give up at).
     unpublished: Vec<(TopicHash, Vec<u8>, Instant)>,
 }
 
 impl EventLoop {
     async fn run(mut self) {
         let mut retry = tokio::time::interval(Duration::from_millis(250));
+        let mut redial = tokio::time::interval(REDIAL_EVERY);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm(event),
@@ -114,77 +162,33 @@ impl EventLoop {
                     None => return,
                 },
                 _ = retry.tick(), if !self.unpublished.is_empty() => self.retry_unpublished(),
+                _ = redial.tick() => self.redial(),
             }
         }
     }
 
-    fn emit(&self, event: NetworkEvent) {
-        let _ = self.events.send(event);
+    /// Hands an event to the node without waiting; gives it back if the node's queue is full.
+    fn emit(&self, event: NetworkEvent) -> Result<(), Box<NetworkEvent>> {
+        self.events.try_send(event).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event) => {
+                Box::new(event)
+            }
+        })
     }
 
     fn on_command(&mut self, command: Command) {
         let behaviour = self.swarm.behaviour_mut();
         match command {
-            Command::Dial(peer, addr, reply) => {
-                if self.swarm.is_connected(&peer) {
-                    let _ = reply.send(Ok(()));
-                    return;
-                }
-                let opts = match addr {
-                    Some(addr) => DialOpts::peer_id(peer).addresses(vec![addr]).build(),
-                    None => DialOpts::peer_id(peer).build(),
-                };
-                match self.swarm.dial(opts) {
-                    Ok(()) => self.dials.entry(peer).or_default().push(reply),
-                    Err(DialError::DialPeerConditionFalse(_)) => {
-                        self.dials.entry(peer).or_default().push(reply)
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(RequestError::Unreachable(e.to_string())));
-                    }
-                }
+            Command::Dial(peer, addr, reply) => self.dial(peer, addr, reply),
+            Command::SetNodes(nodes) => self.set_nodes(nodes),
+            Command::KeepConnected(peers) => {
+                self.keep = peers.into_iter().collect();
+                self.redial();
             }
-            Command::SetNodes(nodes) => {
-                self.nodes.clear();
-                for (address, peer, addr) in nodes {
-                    self.nodes.insert(peer, address);
-                    if let Some(addr) = addr {
-                        self.swarm.add_peer_address(peer, addr.clone());
-                        self.swarm.behaviour_mut().kad.add_address(&peer, addr);
-                    }
-                }
-            }
-            Command::Subscribe(stream) => {
-                let topic = stream_topic(&stream);
-                // Small, capped rewards for time in the mesh and first deliveries; a heavy
-                // penalty for invalid messages, so a few of them graylist a peer. Quiet streams
-                // are normal, so few deliveries cost nothing.
-                let params = TopicScoreParams {
-                    topic_weight: 1.0,
-                    time_in_mesh_weight: 0.01,
-                    time_in_mesh_quantum: Duration::from_secs(1),
-                    time_in_mesh_cap: 3600.0,
-                    first_message_deliveries_weight: 1.0,
-                    first_message_deliveries_cap: 100.0,
-                    mesh_message_deliveries_weight: 0.0,
-                    mesh_failure_penalty_weight: 0.0,
-                    invalid_message_deliveries_weight: -100.0,
-                    invalid_message_deliveries_decay: 0.9,
-                    ..TopicScoreParams::default()
-                };
-                if let Err(e) = behaviour.gossipsub.set_topic_params(topic.clone(), params) {
-                    warn!(%e, "topic score params refused");
-                }
-                if let Err(e) = behaviour.gossipsub.subscribe(&topic) {
-                    warn!(%e, ?stream, "subscribe failed");
-                }
-            }
-            Command::Unsubscribe(stream) => {
-                behaviour.gossipsub.unsubscribe(&stream_topic(&stream));
-            }
-            Command::Publish(stream, message) => {
-                let topic = stream_topic(&stream).hash();
-                let data = message.encode_to_vec();
+            Command::Gossip(to, batch) => {
+                let data = batch.encode(self.me, self.seq);
+                self.seq += 1;
+                let topic = inbox_topic(&to).hash();
                 self.publish(topic, data, Instant::now() + self.config.publish_retry_for);
             }
             Command::Report(id, via, verdict) => {
@@ -192,11 +196,11 @@ impl EventLoop {
                     .gossipsub
                     .report_message_validation_result(&id, &via, verdict.into());
             }
-            Command::Events(peer, request, reply) => {
+            Command::Request(peer, NodeRequest::Events(request), reply) => {
                 let id = behaviour.events.send_request(&peer, request);
                 self.pending_events.insert(id, reply);
             }
-            Command::Miniblock(peer, request, reply) => {
+            Command::Request(peer, NodeRequest::Miniblock(request), reply) => {
                 let id = behaviour.miniblock.send_request(&peer, request);
                 self.pending_miniblock.insert(id, reply);
             }
@@ -225,6 +229,67 @@ impl EventLoop {
         }
     }
 
+    fn dial(&mut self, peer: PeerId, addr: Option<libp2p::Multiaddr>, reply: Reply<()>) {
+        if self.swarm.is_connected(&peer) {
+            let _ = reply.send(Ok(()));
+            return;
+        }
+        let opts = match addr {
+            Some(addr) => DialOpts::peer_id(peer).addresses(vec![addr]).build(),
+            None => DialOpts::peer_id(peer).build(),
+        };
+        match self.swarm.dial(opts) {
+            Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {
+                self.dials.entry(peer).or_default().push(reply)
+            }
+            Err(e) => {
+                let _ = reply.send(Err(RequestError::Unreachable((&e).into())));
+            }
+        }
+    }
+
+    /// Who counts as a node: only they may use node protocols and gossip. Gossipsub ignores
+    /// every other peer entirely, so an outsider can neither send nor receive stream gossip.
+    fn set_nodes(&mut self, nodes: Vec<NodeEntry>) {
+        self.nodes.clear();
+        for entry in nodes {
+            self.nodes.insert(entry.peer, entry.address);
+            if let Some(addr) = entry.addr {
+                self.swarm.add_peer_address(entry.peer, addr);
+            }
+        }
+        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in connected {
+            self.gate_gossip(&peer);
+        }
+    }
+
+    fn gate_gossip(&mut self, peer: &PeerId) {
+        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
+        if self.nodes.contains_key(peer) {
+            gossipsub.remove_blacklisted_peer(peer);
+        } else {
+            gossipsub.blacklist_peer(peer);
+        }
+    }
+
+    fn redial(&mut self) {
+        let missing: Vec<PeerId> = self
+            .keep
+            .iter()
+            .filter(|p| !self.swarm.is_connected(p))
+            .copied()
+            .collect();
+        for peer in missing {
+            let opts = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(opts) {
+                debug!(%peer, %e, "redial failed");
+            }
+        }
+    }
+
     fn publish(&mut self, topic: TopicHash, data: Vec<u8>, give_up_at: Instant) {
         match self
             .swarm
@@ -232,9 +297,12 @@ impl EventLoop {
             .gossipsub
             .publish(topic.clone(), data.clone())
         {
-            Ok(_) | Err(PublishError::Duplicate) => {}
+            Ok(_) => {
+                self.config.metrics.gossip_published.inc();
+            }
+            Err(PublishError::Duplicate) => {}
             Err(PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_)) => {
-                // Never lose it: keep it until a peer subscribes.
+                // Never lose it to a race with the subscription: keep it and try again.
                 self.unpublished.push((topic, data, give_up_at));
             }
             Err(e) => warn!(%e, %topic, "gossip publish failed"),
@@ -245,7 +313,8 @@ impl EventLoop {
         let now = Instant::now();
         for (topic, data, give_up_at) in std::mem::take(&mut self.unpublished) {
             if now >= give_up_at {
-                warn!(%topic, "no peer subscribed in time; gossip message dropped (peers fetch announced events)");
+                self.config.metrics.gossip_expired.inc();
+                debug!(%topic, "destination never subscribed; gossip dropped (it is carried again)");
                 continue;
             }
             self.publish(topic, data, give_up_at);
@@ -256,58 +325,43 @@ impl EventLoop {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(event)) => self.on_gossip(event),
             SwarmEvent::Behaviour(BehaviourEvent::Events(event)) => {
-                if let Some((peer, request, channel)) = inbound(event, &mut self.pending_events) {
-                    match self.nodes.get(&peer) {
-                        Some(from) => self.emit(NetworkEvent::EventsRequest {
-                            from: *from,
-                            request,
-                            responder: self.responder(channel),
-                        }),
-                        None => {
-                            let refusal = pb::GetEventsResponse {
-                                envelopes: vec![],
-                                error: Some(not_a_node(&peer)),
-                            };
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .events
-                                .send_response(channel, refusal);
-                        }
-                    }
+                if let Some((peer, request, channel)) =
+                    inbound(event, &mut self.pending_events, NodeResponse::Events)
+                {
+                    self.on_events_request(peer, request, channel);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Miniblock(event)) => {
-                if let Some((peer, request, channel)) = inbound(event, &mut self.pending_miniblock)
+                if let Some((peer, request, channel)) =
+                    inbound(event, &mut self.pending_miniblock, NodeResponse::Miniblock)
                 {
-                    match self.nodes.get(&peer) {
-                        Some(from) => self.emit(NetworkEvent::MiniblockRequest {
-                            from: *from,
-                            request,
-                            responder: self.responder(channel),
-                        }),
-                        None => {
-                            let refusal = pb::MiniblockResponse {
-                                kind: None,
-                                error: Some(not_a_node(&peer)),
-                            };
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .miniblock
-                                .send_response(channel, refusal);
-                        }
-                    }
+                    self.on_miniblock_request(peer, request, channel);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Client(event)) => {
-                if let Some((peer, request, channel)) = inbound(event, &mut self.pending_client) {
+                if let Some((peer, request, channel)) =
+                    inbound(event, &mut self.pending_client, |r| r)
+                {
                     let responder = self.responder(channel);
-                    self.emit(NetworkEvent::ClientRequest {
+                    let event = NetworkEvent::ClientRequest {
                         peer,
                         request,
                         responder,
-                    });
+                    };
+                    if let Err(NetworkEvent::ClientRequest { responder, .. }) =
+                        self.emit(event).map_err(|e| *e)
+                    {
+                        self.config.metrics.requests_shed.inc();
+                        let busy = pb::ClientResponse {
+                            kind: None,
+                            error: Some(busy()),
+                        };
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .client
+                            .send_response(responder.channel, busy);
+                    }
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
@@ -316,7 +370,7 @@ impl EventLoop {
                 ..
             })) if self.nodes.contains_key(&peer_id) => {
                 for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    self.swarm.add_peer_address(peer_id, addr);
                 }
             }
             SwarmEvent::Behaviour(_) => {}
@@ -329,7 +383,8 @@ impl EventLoop {
                     let _ = reply.send(Ok(()));
                 }
                 if num_established.get() == 1 {
-                    self.emit(NetworkEvent::PeerConnected(peer_id));
+                    self.gate_gossip(&peer_id);
+                    let _ = self.emit(NetworkEvent::PeerConnected(peer_id));
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -337,22 +392,94 @@ impl EventLoop {
                 num_established: 0,
                 ..
             } => {
-                self.emit(NetworkEvent::PeerDisconnected(peer_id));
+                let _ = self.emit(NetworkEvent::PeerDisconnected(peer_id));
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,
                 ..
             } if !self.swarm.is_connected(&peer) => {
+                let failure = (&error).into();
                 for reply in self.dials.remove(&peer).unwrap_or_default() {
-                    let _ = reply.send(Err(RequestError::Unreachable(error.to_string())));
+                    let _ = reply.send(Err(RequestError::Unreachable(failure)));
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
                 info!(%address, "listening");
-                self.emit(NetworkEvent::Listening(address));
+                let _ = self.emit(NetworkEvent::Listening(address));
             }
             _ => {}
+        }
+    }
+
+    fn on_events_request(
+        &mut self,
+        peer: PeerId,
+        request: pb::GetEventsRequest,
+        channel: ResponseChannel<pb::GetEventsResponse>,
+    ) {
+        let refusal = |error| pb::GetEventsResponse {
+            envelopes: vec![],
+            error: Some(error),
+        };
+        let Some(from) = self.nodes.get(&peer).copied() else {
+            self.config.metrics.requests_not_a_node.inc();
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .events
+                .send_response(channel, refusal(not_a_node(&peer)));
+            return;
+        };
+        let event = NetworkEvent::EventsRequest {
+            from,
+            request,
+            responder: self.responder(channel),
+        };
+        if let Err(NetworkEvent::EventsRequest { responder, .. }) = self.emit(event).map_err(|e| *e)
+        {
+            self.config.metrics.requests_shed.inc();
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .events
+                .send_response(responder.channel, refusal(busy()));
+        }
+    }
+
+    fn on_miniblock_request(
+        &mut self,
+        peer: PeerId,
+        request: pb::MiniblockRequest,
+        channel: ResponseChannel<pb::MiniblockResponse>,
+    ) {
+        let refusal = |error| pb::MiniblockResponse {
+            kind: None,
+            error: Some(error),
+        };
+        let Some(from) = self.nodes.get(&peer).copied() else {
+            self.config.metrics.requests_not_a_node.inc();
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .miniblock
+                .send_response(channel, refusal(not_a_node(&peer)));
+            return;
+        };
+        let event = NetworkEvent::MiniblockRequest {
+            from,
+            request,
+            responder: self.responder(channel),
+        };
+        if let Err(NetworkEvent::MiniblockRequest { responder, .. }) =
+            self.emit(event).map_err(|e| *e)
+        {
+            self.config.metrics.requests_shed.inc();
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .miniblock
+                .send_response(responder.channel, refusal(busy()));
         }
     }
 
@@ -363,6 +490,18 @@ impl EventLoop {
         }
     }
 
+    fn report(
+        &mut self,
+        id: &gossipsub::MessageId,
+        via: &PeerId,
+        verdict: gossipsub::MessageAcceptance,
+    ) {
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, via, verdict);
+    }
+
     fn on_gossip(&mut self, event: gossipsub::Event) {
         match event {
             gossipsub::Event::Message {
@@ -370,36 +509,49 @@ impl EventLoop {
                 message_id,
                 message,
             } => {
-                let from = message
-                    .source
-                    .and_then(|source| self.nodes.get(&source).copied());
-                let decoded = pb::GossipMessage::decode(message.data.as_slice());
-                match (from, self.nodes.contains_key(&propagation_source), decoded) {
-                    (Some(from), true, Ok(decoded)) => self.emit(NetworkEvent::Gossip {
-                        from,
-                        via: propagation_source,
-                        id: message_id,
-                        topic: message.topic.into_string(),
-                        message: decoded,
-                    }),
-                    (from, via_node, decoded) => {
-                        // Not from a registered node, or not a Rill message: reject, which
-                        // penalises the peer that sent it.
-                        debug!(
-                            peer = %propagation_source,
-                            registered_source = from.is_some(),
-                            via_node,
-                            decodes = decoded.is_ok(),
-                            "gossip rejected"
-                        );
-                        self.swarm
-                            .behaviour_mut()
-                            .gossipsub
-                            .report_message_validation_result(
+                self.config.metrics.gossip_received.inc();
+                let batch = self
+                    .nodes
+                    .get(&propagation_source)
+                    .copied()
+                    .filter(|_| {
+                        message.source == Some(propagation_source) && message.topic == self.inbox
+                    })
+                    .map(|from| (from, GossipBatch::decode(&message.data, from)));
+                match batch {
+                    Some((from, Ok(batch))) => {
+                        let event = NetworkEvent::Gossip {
+                            from,
+                            via: propagation_source,
+                            id: message_id.clone(),
+                            batch,
+                        };
+                        if self.emit(event).is_err() {
+                            // The node is overloaded: nothing wrong with the sender, and the
+                            // stream's nodes carry the events again.
+                            self.config.metrics.gossip_shed.inc();
+                            self.report(
                                 &message_id,
                                 &propagation_source,
-                                gossipsub::MessageAcceptance::Reject,
+                                gossipsub::MessageAcceptance::Ignore,
                             );
+                        }
+                    }
+                    other => {
+                        // Not from a registered node, relayed, sent to the wrong topic, or not
+                        // a gossip batch: no honest node does that.
+                        debug!(
+                            peer = %propagation_source,
+                            registered = other.is_some(),
+                            error = ?other.and_then(|(_, b)| b.err()),
+                            "gossip refused"
+                        );
+                        self.config.metrics.gossip_refused.inc();
+                        self.report(
+                            &message_id,
+                            &propagation_source,
+                            gossipsub::MessageAcceptance::Reject,
+                        );
                     }
                 }
             }
@@ -412,9 +564,10 @@ impl EventLoop {
 }
 
 /// Routes a request-response event: completes our outbound requests and returns an inbound one.
-fn inbound<Req, Resp>(
+fn inbound<Req, Resp, Out>(
     event: request_response::Event<Req, Resp>,
-    pending: &mut Pending<Resp>,
+    pending: &mut HashMap<OutboundRequestId, Reply<Out>>,
+    wrap: impl FnOnce(Resp) -> Out,
 ) -> Option<(PeerId, Req, ResponseChannel<Resp>)> {
     match event {
         request_response::Event::Message { peer, message, .. } => match message {
@@ -426,7 +579,7 @@ fn inbound<Req, Resp>(
                 response,
             } => {
                 if let Some(reply) = pending.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
+                    let _ = reply.send(Ok(wrap(response)));
                 }
                 None
             }
@@ -435,12 +588,7 @@ fn inbound<Req, Resp>(
             request_id, error, ..
         } => {
             if let Some(reply) = pending.remove(&request_id) {
-                let error = match error {
-                    OutboundFailure::Timeout => RequestError::Timeout,
-                    OutboundFailure::DialFailure => RequestError::Unreachable("dial failed".into()),
-                    other => RequestError::Failed(other.to_string()),
-                };
-                let _ = reply.send(Err(error));
+                let _ = reply.send(Err(error.into()));
             }
             None
         }
@@ -456,7 +604,14 @@ fn not_a_node(peer: &PeerId) -> pb::Error {
     pb::Error {
         code: pb::ErrorCode::NotANode as i32,
         message: format!(
-            "peer {peer} is not a registered, operational node; node protocols are for nodes (clients use /rill/client/1)"
+            "peer {peer} is not a registered node; node protocols are for nodes (clients use /rill/client/1)"
         ),
+    }
+}
+
+fn busy() -> pb::Error {
+    pb::Error {
+        code: pb::ErrorCode::Unavailable as i32,
+        message: "the node is busy; try again shortly".into(),
     }
 }

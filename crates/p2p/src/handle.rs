@@ -1,72 +1,18 @@
 //! The handle the node holds, and what the network tells it.
 
-use std::time::Duration;
-
 use alloy_primitives::Address;
-use libp2p::gossipsub::{IdentTopic, MessageAcceptance, MessageId};
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::request_response::ResponseChannel;
 use libp2p::{Multiaddr, PeerId};
-use rill_protocol::{StreamId, pb};
+use rill_protocol::pb;
 use tokio::sync::{mpsc, oneshot};
 
-/// Whether this peer is a node (serves node protocols, joins stream topics) or a client.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// A registered node.
-    Node,
-    /// A client: only makes client requests.
-    Client,
-}
-
-/// Network settings.
-#[derive(Clone, Debug)]
-pub struct P2pConfig {
-    /// Node or client.
-    pub role: Role,
-    /// Addresses to listen on (e.g. `/ip4/127.0.0.1/tcp/0`, `/ip4/127.0.0.1/udp/0/quic-v1`).
-    pub listen: Vec<Multiaddr>,
-    /// The registry's `maxEventBytes`: bounds gossip messages.
-    pub max_event_bytes: usize,
-    /// Largest request-response message (miniblocks, streams).
-    pub max_message_bytes: usize,
-    /// How long a request may wait for its response.
-    pub request_timeout: Duration,
-    /// How long unpublished gossip keeps being retried while no peer is subscribed.
-    pub publish_retry_for: Duration,
-}
-
-impl P2pConfig {
-    /// Defaults for a node listening on `listen`.
-    pub fn node(listen: Vec<Multiaddr>) -> Self {
-        Self {
-            role: Role::Node,
-            listen,
-            max_event_bytes: 64 * 1024,
-            max_message_bytes: 16 * 1024 * 1024,
-            request_timeout: Duration::from_secs(10),
-            publish_retry_for: Duration::from_secs(30),
-        }
-    }
-
-    /// Defaults for a client (listens nowhere).
-    pub fn client() -> Self {
-        Self {
-            role: Role::Client,
-            listen: Vec::new(),
-            ..Self::node(Vec::new())
-        }
-    }
-}
-
-/// The gossipsub topic of a stream.
-pub fn stream_topic(stream: &StreamId) -> IdentTopic {
-    IdentTopic::new(format!("/rill/stream/{stream}"))
-}
+use crate::{GossipBatch, RequestError};
 
 /// The node's verdict on a gossip message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Validation {
-    /// Valid: forward it.
+    /// Valid: keep it.
     Accept,
     /// Not useful (a duplicate, an old event) but not malicious: drop it.
     Ignore,
@@ -84,39 +30,49 @@ impl From<Validation> for MessageAcceptance {
     }
 }
 
-/// Why a request got no response.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    /// The peer could not be reached.
-    #[error("peer unreachable: {0}")]
-    Unreachable(String),
-    /// No response in time.
-    #[error("request timed out")]
-    Timeout,
-    /// The stream failed (the peer closed it, refused the protocol, or sent garbage).
-    #[error("request failed: {0}")]
-    Failed(String),
-    /// The network task has stopped.
-    #[error("the network has stopped")]
-    Stopped,
+/// A registered node, as the registry describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeEntry {
+    /// Its address.
+    pub address: Address,
+    /// Its libp2p identity.
+    pub peer: PeerId,
+    /// Where it listens.
+    pub addr: Option<Multiaddr>,
+}
+
+/// A request of the node protocols (`/rill/events/1`, `/rill/miniblock/1`).
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeRequest {
+    /// `GetEvents`.
+    Events(pb::GetEventsRequest),
+    /// A miniblock-protocol request.
+    Miniblock(pb::MiniblockRequest),
+}
+
+/// The response to a [`NodeRequest`], of the same protocol.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeResponse {
+    /// To `GetEvents`.
+    Events(pb::GetEventsResponse),
+    /// To a miniblock-protocol request.
+    Miniblock(pb::MiniblockResponse),
 }
 
 /// Something the network hands to the node.
 #[derive(Debug)]
 pub enum NetworkEvent {
-    /// A gossip message from a registered node, to validate and then report with
-    /// [`P2p::report_validation`].
+    /// A gossip batch a registered node sent to this node's inbox, decoded and shape-checked,
+    /// to validate and then report with [`P2p::report_validation`].
     Gossip {
-        /// The node that published it (signed source).
+        /// The node that sent it (it delivered it itself).
         from: Address,
-        /// The peer that forwarded it.
+        /// Its peer id.
         via: PeerId,
-        /// Its id, for the report.
+        /// The message id, for the report.
         id: MessageId,
-        /// The stream whose topic carried it.
-        topic: String,
-        /// The decoded message.
-        message: pb::GossipMessage,
+        /// The events and announcements.
+        batch: GossipBatch,
     },
     /// A registered node asks for events.
     EventsRequest {
@@ -157,17 +113,18 @@ pub enum NetworkEvent {
 #[derive(Debug)]
 pub struct Responder<T> {
     pub(crate) channel: ResponseChannel<T>,
-    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) commands: mpsc::Sender<Command>,
 }
 
 macro_rules! responder_send {
     ($response:ty, $command:ident) => {
         impl Responder<$response> {
-            /// Sends the response.
-            pub fn send(self, response: $response) {
+            /// Sends the response (waiting if the swarm's queue is full).
+            pub async fn send(self, response: $response) {
                 let _ = self
                     .commands
-                    .send(Command::$command(self.channel, response));
+                    .send(Command::$command(self.channel, response))
+                    .await;
             }
         }
     };
@@ -183,20 +140,14 @@ pub(crate) enum Command {
         Option<Multiaddr>,
         oneshot::Sender<Result<(), RequestError>>,
     ),
-    SetNodes(Vec<(Address, PeerId, Option<Multiaddr>)>),
-    Subscribe(StreamId),
-    Unsubscribe(StreamId),
-    Publish(StreamId, pb::GossipMessage),
+    SetNodes(Vec<NodeEntry>),
+    KeepConnected(Vec<PeerId>),
+    Gossip(Address, GossipBatch),
     Report(MessageId, PeerId, Validation),
-    Events(
+    Request(
         PeerId,
-        pb::GetEventsRequest,
-        oneshot::Sender<Result<pb::GetEventsResponse, RequestError>>,
-    ),
-    Miniblock(
-        PeerId,
-        pb::MiniblockRequest,
-        oneshot::Sender<Result<pb::MiniblockResponse, RequestError>>,
+        NodeRequest,
+        oneshot::Sender<Result<NodeResponse, RequestError>>,
     ),
     Client(
         PeerId,
@@ -217,10 +168,10 @@ pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
 }
 
-/// The cloneable handle to the network task.
+/// The cloneable handle to the network task. Its calls wait when the swarm's queue is full.
 #[derive(Clone, Debug)]
 pub struct P2p {
-    pub(crate) commands: mpsc::UnboundedSender<Command>,
+    pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) peer_id: PeerId,
 }
 
@@ -230,13 +181,13 @@ impl P2p {
         self.peer_id
     }
 
-    fn send(&self, command: Command) {
-        let _ = self.commands.send(command);
+    async fn send(&self, command: Command) {
+        let _ = self.commands.send(command).await;
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
         let (reply, answer) = oneshot::channel();
-        self.send(make(reply));
+        self.send(make(reply)).await;
         answer.await.ok()
     }
 
@@ -247,51 +198,37 @@ impl P2p {
             .unwrap_or(Err(RequestError::Stopped))
     }
 
-    /// Replaces the set of registered, Operational nodes (address, peer id, listen address).
-    /// Only they may use node protocols and stream topics.
-    pub fn set_nodes(&self, nodes: Vec<(Address, PeerId, Option<Multiaddr>)>) {
-        self.send(Command::SetNodes(nodes));
+    /// Replaces the set of registered nodes. Only they may use node protocols and gossip;
+    /// every other peer is ignored by gossip and refused on node protocols.
+    pub async fn set_nodes(&self, nodes: Vec<NodeEntry>) {
+        self.send(Command::SetNodes(nodes)).await;
     }
 
-    /// Joins a stream's topic.
-    pub fn subscribe(&self, stream: StreamId) {
-        self.send(Command::Subscribe(stream));
+    /// The peers to stay connected to (the nodes this node shares streams with): the network
+    /// dials them again whenever a connection drops.
+    pub async fn keep_connected(&self, peers: Vec<PeerId>) {
+        self.send(Command::KeepConnected(peers)).await;
     }
 
-    /// Leaves a stream's topic.
-    pub fn unsubscribe(&self, stream: StreamId) {
-        self.send(Command::Unsubscribe(stream));
-    }
-
-    /// Publishes on a stream's topic. If no peer is subscribed yet, the message is kept and
-    /// retried as subscriptions arrive (for `publish_retry_for`), never silently lost.
-    pub fn publish(&self, stream: StreamId, message: pb::GossipMessage) {
-        self.send(Command::Publish(stream, message));
+    /// Sends a gossip batch to a node's inbox. If the node is not subscribed yet (not
+    /// connected, or its subscription has not arrived), the batch is kept and retried for
+    /// `publish_retry_for`.
+    pub async fn gossip(&self, to: Address, batch: GossipBatch) {
+        self.send(Command::Gossip(to, batch)).await;
     }
 
     /// Reports the node's verdict on a gossip message.
-    pub fn report_validation(&self, id: MessageId, via: PeerId, verdict: Validation) {
-        self.send(Command::Report(id, via, verdict));
+    pub async fn report_validation(&self, id: MessageId, via: PeerId, verdict: Validation) {
+        self.send(Command::Report(id, via, verdict)).await;
     }
 
-    /// `GetEvents` over `/rill/events/1`.
-    pub async fn get_events(
+    /// A node-protocol request.
+    pub async fn request(
         &self,
         peer: PeerId,
-        request: pb::GetEventsRequest,
-    ) -> Result<pb::GetEventsResponse, RequestError> {
-        self.ask(|r| Command::Events(peer, request, r))
-            .await
-            .unwrap_or(Err(RequestError::Stopped))
-    }
-
-    /// A request over `/rill/miniblock/1`.
-    pub async fn miniblock_request(
-        &self,
-        peer: PeerId,
-        request: pb::MiniblockRequest,
-    ) -> Result<pb::MiniblockResponse, RequestError> {
-        self.ask(|r| Command::Miniblock(peer, request, r))
+        request: NodeRequest,
+    ) -> Result<NodeResponse, RequestError> {
+        self.ask(|r| Command::Request(peer, request, r))
             .await
             .unwrap_or(Err(RequestError::Stopped))
     }

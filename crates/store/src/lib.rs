@@ -8,10 +8,11 @@
 //! killed at any point reopens to a consistent state; [`Store::load`] rebuilds what the engine
 //! needs after a restart.
 //!
-//! It owns the bytes on disk and nothing else: it decides nothing (the engine does) and
-//! re-opens everything it reads, so a corrupted file yields an error, never a bad event.
+//! It owns the bytes on disk and nothing else: it decides nothing (the engine does; the node
+//! turns the engine's store effects into [`Write`]s) and re-opens everything it reads, so a
+//! corrupted file yields an error, never a bad event.
 
 mod keys;
 mod store;
 
-pub use store::{Store, StoreError};
+pub use store::{Store, StoreError, StoredStream, Write};

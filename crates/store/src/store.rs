@@ -4,7 +4,6 @@ use std::path::Path;
 
 use alloy_primitives::{Address, B256};
 use prost::Message as _;
-use rill_engine::{Effect, RestoredStream};
 use rill_protocol::{Limits, ParsedEvent, ParsedMiniblock, StreamId, pb};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -26,6 +25,68 @@ pub enum StoreError {
     /// A write would break the chain (a promotion out of order).
     #[error("refusing to store: {0}")]
     OutOfOrder(String),
+    /// The stream is recorded but has no promoted genesis (a write of an older version was
+    /// cut short); remove it and take it again from the registry.
+    #[error("stream {0} is recorded without its genesis")]
+    Incomplete(StreamId),
+}
+
+/// A write to the store. Each one is a single sled transaction, so a node killed at any point
+/// reopens to a state before or after it, never in between.
+#[derive(Clone, Debug)]
+pub enum Write {
+    /// Records a new stream with its nodes and promotes its genesis.
+    CreateStream {
+        /// The stream.
+        stream: StreamId,
+        /// Its nodes, in registry order.
+        nodes: Vec<Address>,
+        /// Its genesis miniblock.
+        genesis: ParsedMiniblock,
+    },
+    /// Adds an event to the minipool (idempotent).
+    AddToMinipool {
+        /// The stream.
+        stream: StreamId,
+        /// The event.
+        event: ParsedEvent,
+    },
+    /// Removes events from the minipool.
+    DropFromMinipool {
+        /// The stream.
+        stream: StreamId,
+        /// The events.
+        hashes: Vec<B256>,
+    },
+    /// Stores a candidate beside any other candidates of its number.
+    StoreCandidate {
+        /// The stream.
+        stream: StreamId,
+        /// The candidate.
+        miniblock: ParsedMiniblock,
+    },
+    /// Promotes a miniblock that follows the stored head.
+    Promote {
+        /// The stream.
+        stream: StreamId,
+        /// The miniblock.
+        miniblock: ParsedMiniblock,
+    },
+}
+
+/// A stream as stored, re-opened (every hash and signature checked again).
+#[derive(Clone, Debug)]
+pub struct StoredStream {
+    /// The stream.
+    pub id: StreamId,
+    /// Its nodes, in registry order.
+    pub nodes: Vec<Address>,
+    /// Every promoted miniblock from the genesis on, in order.
+    pub miniblocks: Vec<ParsedMiniblock>,
+    /// The minipool, in arrival order.
+    pub minipool: Vec<ParsedEvent>,
+    /// The stored candidates.
+    pub candidates: Vec<ParsedMiniblock>,
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -78,21 +139,73 @@ impl Store {
         Ok(())
     }
 
-    /// Carries out a storage effect of the engine; other effects are ignored.
-    pub fn apply(&self, effect: &Effect) -> Result<(), StoreError> {
-        match effect {
-            Effect::StoreEvent { stream, event } => self.add_to_minipool(stream, event),
-            Effect::DropFromMinipool { stream, hashes } => self.drop_from_minipool(stream, hashes),
-            Effect::StoreCandidate { stream, miniblock } => self.store_candidate(stream, miniblock),
-            Effect::Promote { stream, miniblock } => self.promote(stream, miniblock),
-            _ => Ok(()),
+    /// Carries out one write.
+    pub fn write(&self, write: &Write) -> Result<(), StoreError> {
+        match write {
+            Write::CreateStream {
+                stream,
+                nodes,
+                genesis,
+            } => self.create_stream(stream, nodes, genesis),
+            Write::AddToMinipool { stream, event } => self.add_to_minipool(stream, event),
+            Write::DropFromMinipool { stream, hashes } => self.drop_from_minipool(stream, hashes),
+            Write::StoreCandidate { stream, miniblock } => self.store_candidate(stream, miniblock),
+            Write::Promote { stream, miniblock } => self.promote(stream, miniblock),
         }
     }
 
-    /// Records a stream's nodes (before its genesis is promoted).
-    pub fn create_stream(&self, id: &StreamId, nodes: &[Address]) -> Result<(), StoreError> {
-        let bytes: Vec<u8> = nodes.iter().flat_map(|a| a.0.0).collect();
-        self.streams.insert(keys::stream_prefix(id), bytes)?;
+    /// Records a stream's nodes and promotes its genesis, in one write. Refuses a stream that
+    /// is already stored or a genesis that is not miniblock 0.
+    pub fn create_stream(
+        &self,
+        id: &StreamId,
+        nodes: &[Address],
+        genesis: &ParsedMiniblock,
+    ) -> Result<(), StoreError> {
+        if genesis.num() != 0 {
+            return Err(StoreError::OutOfOrder(format!(
+                "a genesis is miniblock 0, not {}",
+                genesis.num()
+            )));
+        }
+        let record: Vec<u8> = nodes.iter().flat_map(|a| a.0.0).collect();
+        let (header, events) = encode(genesis);
+        let mut head_value = 0u64.to_be_bytes().to_vec();
+        head_value.extend_from_slice(genesis.hash().as_slice());
+        let trees = (&self.streams, &self.events, &self.miniblocks, &self.heads);
+        trees.transaction(|(streams, tree, miniblocks, heads)| -> TxResult<()> {
+            if streams.get(keys::stream_prefix(id))?.is_some() {
+                return Err(ConflictableTransactionError::Abort(StoreError::OutOfOrder(
+                    format!("stream {id} is already stored"),
+                )));
+            }
+            streams.insert(keys::stream_prefix(id).as_slice(), record.as_slice())?;
+            for (hash, bytes) in &events {
+                tree.insert(hash.as_slice(), bytes.as_slice())?;
+            }
+            miniblocks.insert(keys::numbered(id, 0).as_slice(), header.as_slice())?;
+            heads.insert(keys::stream_prefix(id).as_slice(), head_value.as_slice())?;
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Forgets a stream's record and everything stored under it (used to repair a stream an
+    /// older version recorded without its genesis).
+    pub fn remove_stream(&self, id: &StreamId) -> Result<(), StoreError> {
+        let prefix = keys::stream_prefix(id);
+        for tree in [
+            &self.minipool,
+            &self.minipool_index,
+            &self.candidates,
+            &self.miniblocks,
+        ] {
+            for key in tree.scan_prefix(prefix).keys() {
+                tree.remove(key?)?;
+            }
+        }
+        self.heads.remove(prefix)?;
+        self.streams.remove(prefix)?;
         Ok(())
     }
 
@@ -297,8 +410,11 @@ impl Store {
     }
 
     /// Everything the engine needs to resume the stream, re-verified.
-    pub fn load(&self, id: &StreamId, limits: &Limits) -> Result<RestoredStream, StoreError> {
+    pub fn load(&self, id: &StreamId, limits: &Limits) -> Result<StoredStream, StoreError> {
         let nodes = self.nodes(id)?;
+        if self.head(id)?.is_none() {
+            return Err(StoreError::Incomplete(*id));
+        }
         let open_miniblock = |mb: pb::Miniblock| {
             ParsedMiniblock::open(mb, limits).map_err(|e| StoreError::Corrupt(e.to_string()))
         };
@@ -319,7 +435,7 @@ impl Store {
             .into_iter()
             .filter_map(|mb| open_miniblock(mb).ok())
             .collect();
-        Ok(RestoredStream {
+        Ok(StoredStream {
             id: *id,
             nodes,
             miniblocks,

@@ -3,7 +3,9 @@ use std::time::Duration;
 
 use alloy::primitives::B256;
 use futures::future::join_all;
-use rill_chain::{MiniblockRegistration, Registrar, RegistrarConfig, RegistrationOutcome};
+use rill_chain::{
+    MiniblockRegistration, Registrar, RegistrarConfig, RegistrationFailure, RegistrationOutcome,
+};
 use rill_protocol::StreamId;
 
 use crate::support::{Chain, TestNode, allocate};
@@ -81,18 +83,18 @@ async fn bad_entries_are_rejected_with_their_reason_while_the_rest_apply() {
     let reasons: Vec<_> = outcomes
         .into_iter()
         .map(|o| match o.unwrap() {
-            RegistrationOutcome::Registered { .. } => "REGISTERED".to_owned(),
-            RegistrationOutcome::Rejected { reason, .. } => reason,
+            RegistrationOutcome::Registered { .. } => None,
+            RegistrationOutcome::Rejected { reason, .. } => Some(reason),
         })
         .collect();
     assert_eq!(
         reasons,
         [
-            "REGISTERED",
-            "BAD_PREV_HASH",
-            "BAD_MINIBLOCK_NUM",
-            "NOT_A_STREAM_NODE",
-            "NOT_FOUND"
+            None,
+            Some(RegistrationFailure::BadPrevHash),
+            Some(RegistrationFailure::BadMiniblockNum),
+            Some(RegistrationFailure::NotAStreamNode),
+            Some(RegistrationFailure::UnknownStream),
         ]
     );
     assert_eq!(

@@ -2,8 +2,8 @@
 
 use alloy_primitives::{Address, B256, U256};
 use rill_engine::{
-    Effect, Engine, EngineConfig, Gossip, Input, Notification, ProposalReply, RestoredStream,
-    StreamView, elect_leader,
+    CandidateVerdict, Effect, Engine, EngineConfig, Gossip, Input, Notification, PeerGossip,
+    ProposalReply, Request, Response, RestoredStream, StoreOp, StreamView, elect_leader,
 };
 use rill_protocol::{ParsedMiniblock, StreamId};
 
@@ -71,33 +71,27 @@ impl Three {
         );
         let (mut replies, mut leader_effects) = (Vec::new(), Vec::new());
         for effect in requests {
-            let Effect::RequestProposal { to, request, .. } = effect else {
+            let Effect::Send {
+                to,
+                request: Request::Proposal(request),
+                ..
+            } = effect
+            else {
                 continue;
             };
             let replica = self.index(to);
             let from = self.addrs[leader];
-            let answers = self.engines[replica].handle(
-                1001,
-                Input::ProposalRequest {
-                    from,
+            let answer = self.engines[replica].propose(1001, from, self.stream, &request);
+            let reply = answer.answer.expect("a stream node's request is answered");
+            replies.push(reply.clone());
+            leader_effects.extend(self.engines[leader].handle(
+                1002,
+                Input::Response {
+                    from: to,
                     stream: self.stream,
-                    request,
+                    response: Response::Proposal(reply),
                 },
-            );
-            for answer in answers {
-                let Effect::ReplyProposal { reply, .. } = answer else {
-                    continue;
-                };
-                replies.push(reply.clone());
-                leader_effects.extend(self.engines[leader].handle(
-                    1002,
-                    Input::ProposalReply {
-                        from: to,
-                        stream: self.stream,
-                        reply,
-                    },
-                ));
-            }
+            ));
         }
         (replies, leader_effects)
     }
@@ -114,42 +108,38 @@ fn announced_event_that_never_arrives_is_fetched_from_the_announcer_after_the_de
     t.engines[0].add_event(0, t.stream, e.clone()).unwrap();
     // Node 2 misses NewEventReceived but hears NewEventInPool from node 1.
     let from = t.addrs[1];
-    let effects = t.engines[2].handle(
-        10,
-        Input::EventInPool {
-            from,
-            stream: t.stream,
-            hash: e.hash(),
-        },
-    );
-    assert!(effects.is_empty());
+    let answer = t.engines[2].gossip(10, from, t.stream, PeerGossip::InPool(vec![e.hash()]));
+    assert!(answer.effects.is_empty());
     let early = t.engines[2].handle(100, Input::Tick);
     assert!(
-        early
-            .iter()
-            .all(|x| !matches!(x, Effect::FetchEvents { .. })),
+        early.iter().all(|x| !matches!(x, Effect::Send { .. })),
         "not before the delay"
     );
     let due = t.engines[2].handle(10 + EngineConfig::default().fetch_delay_ms, Input::Tick);
     let asked = due
         .iter()
         .find_map(|x| match x {
-            Effect::FetchEvents { from, hashes, .. } => Some((*from, hashes.clone())),
+            Effect::Send {
+                to,
+                request: Request::GetEvents(hashes),
+                ..
+            } => Some((*to, hashes.clone())),
             _ => None,
         })
         .expect("a fetch");
     assert_eq!(asked, (t.addrs[1], vec![e.hash()]));
     let got = t.engines[2].handle(
         300,
-        Input::FetchedEvents {
+        Input::Response {
             from: t.addrs[1],
             stream: t.stream,
-            events: vec![e.clone()],
+            response: Response::Events(vec![e.clone()]),
         },
     );
     assert!(
-        got.iter()
-            .any(|x| matches!(x, Effect::StoreEvent { event, .. } if *event == e))
+        got.iter().any(
+            |x| matches!(x, Effect::Store(StoreOp::AddToMinipool { event, .. }) if *event == e)
+        )
     );
     assert!(got.iter().any(
         |x| matches!(x, Effect::Gossip { message: Gossip::EventInPool(h), .. } if *h == e.hash())
@@ -167,14 +157,9 @@ fn event_held_by_a_majority_is_reported_as_quorum() {
             .any(|x| matches!(x, Effect::Notify(Notification::EventQuorum { .. })))
     );
     let from = t.addrs[1];
-    let effects = t.engines[0].handle(
-        5,
-        Input::EventInPool {
-            from,
-            stream: t.stream,
-            hash: e.hash(),
-        },
-    );
+    let effects = t.engines[0]
+        .gossip(5, from, t.stream, PeerGossip::InPool(vec![e.hash()]))
+        .effects;
     assert!(effects.iter().any(|x| matches!(
         x,
         Effect::Notify(Notification::EventQuorum { hash, .. }) if *hash == e.hash()
@@ -194,14 +179,7 @@ fn quorum_event_missing_at_the_leader_is_taken_from_the_replies() {
         .unwrap();
     for i in [1, 2] {
         let from = t.addrs[3 - i];
-        t.engines[i].handle(
-            1,
-            Input::GossipEvent {
-                from,
-                stream: t.stream,
-                event: e.clone(),
-            },
-        );
+        let _ = t.engines[i].gossip(1, from, t.stream, PeerGossip::Events(vec![e.clone()]));
     }
     let (replies, candidate_effects) = t.round(leader, block);
     for reply in &replies {
@@ -214,7 +192,7 @@ fn quorum_event_missing_at_the_leader_is_taken_from_the_replies() {
     let candidate = candidate_effects
         .iter()
         .find_map(|x| match x {
-            Effect::StoreCandidate { miniblock, .. } => Some(miniblock.clone()),
+            Effect::Store(StoreOp::StoreCandidate { miniblock, .. }) => Some(miniblock.clone()),
             _ => None,
         })
         .expect("a candidate");
@@ -248,10 +226,10 @@ fn replies_built_on_another_head_are_ignored() {
     for i in [1, 2] {
         let effects = t.engines[leader].handle(
             1001,
-            Input::ProposalReply {
+            Input::Response {
                 from: t.addrs[i],
                 stream: t.stream,
-                reply: stale.clone(),
+                response: Response::Proposal(stale.clone()),
             },
         );
         assert!(effects.is_empty(), "a reply on another head does not count");
@@ -261,7 +239,7 @@ fn replies_built_on_another_head_are_ignored() {
     assert!(
         !effects
             .iter()
-            .any(|x| matches!(x, Effect::StoreCandidate { .. }))
+            .any(|x| matches!(x, Effect::Store(StoreOp::StoreCandidate { .. })))
     );
 }
 
@@ -279,7 +257,7 @@ fn registered_miniblock_a_replica_lacks_is_fetched_and_promoted() {
     let candidate = leader_effects
         .iter()
         .find_map(|x| match x {
-            Effect::StoreCandidate { miniblock, .. } => Some(miniblock.clone()),
+            Effect::Store(StoreOp::StoreCandidate { miniblock, .. }) => Some(miniblock.clone()),
             _ => None,
         })
         .unwrap();
@@ -293,12 +271,11 @@ fn registered_miniblock_a_replica_lacks_is_fetched_and_promoted() {
     let (from, from_num, to_num) = effects
         .iter()
         .find_map(|x| match x {
-            Effect::FetchMiniblocks {
-                from,
-                from_num,
-                to_num,
+            Effect::Send {
+                to,
+                request: Request::GetMiniblocks { from, to: last },
                 ..
-            } => Some((*from, *from_num, *to_num)),
+            } => Some((*to, *from, *last)),
             _ => None,
         })
         .expect("a catch-up fetch");
@@ -306,14 +283,14 @@ fn registered_miniblock_a_replica_lacks_is_fetched_and_promoted() {
     assert_eq!((from_num, to_num), (1, 1));
     let effects = t.engines[2].handle(
         2100,
-        Input::FetchedMiniblocks {
+        Input::Response {
             from,
             stream: t.stream,
-            miniblocks: vec![candidate.clone()],
+            response: Response::Miniblocks(vec![candidate.clone()]),
         },
     );
     assert!(effects.iter().any(
-        |x| matches!(x, Effect::Promote { miniblock, .. } if miniblock.hash() == candidate.hash())
+        |x| matches!(x, Effect::Store(StoreOp::Promote { miniblock, .. }) if miniblock.hash() == candidate.hash())
     ));
     let view = t.engines[2].stream(&t.stream).unwrap();
     assert_eq!(view.head().num, 1);
@@ -356,13 +333,17 @@ fn a_fetched_miniblock_the_registry_never_registered_is_not_promoted() {
     );
     let effects = t.engines[2].handle(
         2,
-        Input::FetchedMiniblocks {
+        Input::Response {
             from: t.addrs[1],
             stream: t.stream,
-            miniblocks: vec![forged],
+            response: Response::Miniblocks(vec![forged]),
         },
     );
-    assert!(!effects.iter().any(|x| matches!(x, Effect::Promote { .. })));
+    assert!(
+        !effects
+            .iter()
+            .any(|x| matches!(x, Effect::Store(StoreOp::Promote { .. })))
+    );
     assert_eq!(t.engines[2].stream(&t.stream).unwrap().head().num, 0);
 }
 
@@ -400,18 +381,19 @@ fn event_from_a_member_whose_join_this_replica_has_not_promoted_yet_waits_instea
     let join = crate::support::member(&carol, (0, t.genesis.hash()), true, carol.address());
     let hello = message(&carol, (0, t.genesis.hash()), 7);
     // Node 0 already promoted carol's join; node 2 has not, and hears carol's message.
-    let effects = t.engines[2].handle(
-        10,
-        Input::GossipEvent {
-            from: t.addrs[0],
-            stream: t.stream,
-            event: hello.clone(),
-        },
-    );
+    let effects = t.engines[2]
+        .gossip(
+            10,
+            t.addrs[0],
+            t.stream,
+            PeerGossip::Events(vec![hello.clone()]),
+        )
+        .effects;
     assert!(
-        !effects
-            .iter()
-            .any(|e| matches!(e, Effect::Rejected { .. } | Effect::StoreEvent { .. })),
+        !effects.iter().any(|e| matches!(
+            e,
+            Effect::Rejected { .. } | Effect::Store(StoreOp::AddToMinipool { .. })
+        )),
         "neither refused nor stored yet: {effects:?}"
     );
     // Node 2 now promotes the miniblock with the join.
@@ -435,14 +417,8 @@ fn event_from_a_member_whose_join_this_replica_has_not_promoted_yet_waits_instea
     };
     let miniblock = ParsedMiniblock::seal(header, vec![join], &key(11)).unwrap();
     let hash = miniblock.hash();
-    t.engines[2].handle(
-        30,
-        Input::Candidate {
-            from: t.addrs[1],
-            stream: t.stream,
-            miniblock,
-        },
-    );
+    let verdict = t.engines[2].candidate(30, t.addrs[1], t.stream, miniblock);
+    assert_eq!(verdict.answer, CandidateVerdict::Stored);
     let effects = t.engines[2].handle(
         40,
         Input::MiniblockRegistered {
@@ -452,9 +428,9 @@ fn event_from_a_member_whose_join_this_replica_has_not_promoted_yet_waits_instea
         },
     );
     assert!(
-        effects
-            .iter()
-            .any(|e| matches!(e, Effect::StoreEvent { event, .. } if *event == hello)),
+        effects.iter().any(
+            |e| matches!(e, Effect::Store(StoreOp::AddToMinipool { event, .. }) if *event == hello)
+        ),
         "{effects:?}"
     );
     assert!(effects.iter().any(|e| matches!(e, Effect::Gossip { message: Gossip::EventInPool(h), .. } if *h == hello.hash())));

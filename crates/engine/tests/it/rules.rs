@@ -2,7 +2,10 @@
 //! stored for a refused input.
 
 use alloy_primitives::{Address, B256};
-use rill_engine::{Effect, Engine, EngineConfig, Input, Reject, StreamView};
+use rill_engine::{
+    Answer, CandidateVerdict, Effect, Engine, EngineConfig, Input, PeerGossip, Reject, StoreOp,
+    StreamView, Verdict,
+};
 use rill_protocol::{ParsedMiniblock, Payload, StreamId, pb};
 
 use crate::support::{Solo, event, genesis, key, member, message};
@@ -20,9 +23,9 @@ fn member_message_is_admitted_stored_and_gossiped() {
     let e = message(&solo.creator.clone(), solo.head(), 1);
     let effects = solo.add(e.clone()).unwrap();
     assert!(
-        effects
-            .iter()
-            .any(|x| matches!(x, Effect::StoreEvent { event, .. } if *event == e))
+        effects.iter().any(
+            |x| matches!(x, Effect::Store(StoreOp::AddToMinipool { event, .. }) if *event == e)
+        )
     );
     assert!(effects.iter().any(|x| matches!(x, Effect::Gossip { .. })));
     assert_eq!(
@@ -196,16 +199,12 @@ fn gossip_from_a_peer_that_is_not_a_stream_node_is_refused_and_not_stored() {
     let mut solo = Solo::new(EngineConfig::default());
     let outsider = Address::repeat_byte(0xee);
     let e = message(&solo.creator.clone(), solo.head(), 1);
-    let effects = solo.engine.handle(
-        5,
-        Input::GossipEvent {
-            from: outsider,
-            stream: solo.stream,
-            event: e,
-        },
-    );
+    let answer = solo
+        .engine
+        .gossip(5, outsider, solo.stream, PeerGossip::Events(vec![e]));
+    assert_eq!(answer.answer, Verdict::Reject);
     assert!(matches!(
-        effects.as_slice(),
+        answer.effects.as_slice(),
         [Effect::Rejected { reason: Reject::NotAStreamNode(a), .. }] if *a == outsider
     ));
     assert!(
@@ -290,15 +289,9 @@ impl Replica {
         );
     }
 
-    fn candidate(&mut self, from_seed: u8, miniblock: ParsedMiniblock) -> Vec<Effect> {
-        self.engine.handle(
-            5000,
-            Input::Candidate {
-                from: key(from_seed).address(),
-                stream: self.stream,
-                miniblock,
-            },
-        )
+    fn candidate(&mut self, from_seed: u8, miniblock: ParsedMiniblock) -> Answer<CandidateVerdict> {
+        self.engine
+            .candidate(5000, key(from_seed).address(), self.stream, miniblock)
     }
 
     fn header(&self, block: u64) -> pb::MiniblockHeader {
@@ -332,11 +325,21 @@ fn seal(
     ParsedMiniblock::seal(header, events, &key(seed)).unwrap()
 }
 
-fn rejection(effects: &[Effect]) -> Reject {
-    match effects {
-        [Effect::Rejected { reason, .. }] => reason.clone(),
+/// The reason a candidate was refused; the refusal is also reported as the only effect, and
+/// nothing is stored.
+fn rejection(answer: &Answer<CandidateVerdict>) -> Reject {
+    let CandidateVerdict::Refused(reason) = &answer.answer else {
+        panic!("expected a refusal, got {:?}", answer.answer);
+    };
+    match answer.effects.as_slice() {
+        [
+            Effect::Rejected {
+                reason: reported, ..
+            },
+        ] => assert_eq!(reported, reason),
         other => panic!("expected one rejection, got {other:?}"),
     }
+    reason.clone()
 }
 
 #[test]
@@ -344,10 +347,15 @@ fn valid_candidate_from_the_elected_leader_is_stored() {
     let mut r = Replica::new();
     r.block(1);
     let leader = r.leader_seed(1);
-    let effects = r.candidate(leader, seal(r.header(1), r.events(1), leader));
+    let answer = r.candidate(leader, seal(r.header(1), r.events(1), leader));
+    assert_eq!(answer.answer, CandidateVerdict::Stored);
     assert!(
-        matches!(effects.as_slice(), [Effect::StoreCandidate { .. }]),
-        "{effects:?}"
+        matches!(
+            answer.effects.as_slice(),
+            [Effect::Store(StoreOp::StoreCandidate { .. })]
+        ),
+        "{:?}",
+        answer.effects
     );
 }
 
@@ -437,8 +445,9 @@ fn candidate_naming_a_forgotten_chain_block_is_refused() {
 fn candidate_for_a_block_not_seen_yet_waits_for_it() {
     let mut r = Replica::new();
     let leader = r.leader_seed(1);
-    let effects = r.candidate(leader, seal(r.header(1), r.events(1), leader));
-    assert!(effects.is_empty(), "held until block 1 arrives");
+    let answer = r.candidate(leader, seal(r.header(1), r.events(1), leader));
+    assert_eq!(answer.answer, CandidateVerdict::Deferred);
+    assert!(answer.effects.is_empty(), "held until block 1 arrives");
     let effects = r.engine.handle(
         1000,
         Input::ChainBlock {
@@ -449,7 +458,7 @@ fn candidate_for_a_block_not_seen_yet_waits_for_it() {
     assert!(
         effects
             .iter()
-            .any(|e| matches!(e, Effect::StoreCandidate { .. })),
+            .any(|e| matches!(e, Effect::Store(StoreOp::StoreCandidate { .. }))),
         "{effects:?}"
     );
 }

@@ -23,7 +23,8 @@ use alloy_primitives::{Address, B256};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rill_engine::{
-    Effect, Engine, EngineConfig, Gossip, Input, Registration, RestoredStream, StreamView,
+    CandidateVerdict, Effect, Engine, EngineConfig, Gossip, Input, PeerGossip, Registration,
+    Request, Response, RestoredStream, StoreOp, StreamView,
 };
 use rill_protocol::{NodeKey, ParsedEvent, ParsedMiniblock, StreamId};
 
@@ -34,6 +35,8 @@ const TICK_MS: u64 = 50;
 const ACTIVE_MS: u64 = 12_000;
 const HEAL_MS: u64 = 25_000;
 const WINDOW: u64 = 32;
+/// A request that gets no answer fails after this long (the transport's request timeout).
+const REQUEST_TIMEOUT_MS: u64 = 1000;
 
 /// Persistent state of a node, as rill-store keeps it: survives crashes.
 #[derive(Default)]
@@ -50,20 +53,20 @@ struct SimNode {
 }
 
 enum Job {
+    /// A chain log or block, or the answer to a request.
     Deliver {
         to: usize,
         input: Input,
     },
-    GetEvents {
+    Gossip {
         from: usize,
         to: usize,
-        hashes: Vec<B256>,
+        gossip: PeerGossip,
     },
-    GetMiniblocks {
+    Request {
         from: usize,
         to: usize,
-        from_num: u64,
-        to_num: u64,
+        request: Request,
     },
     Block,
     Tick,
@@ -178,9 +181,10 @@ impl Sim {
     }
 
     /// A message over the faulty network: maybe dropped, maybe twice, after a random delay.
-    fn send(&mut self, job: impl Fn() -> Job) {
+    /// Returns whether it was sent at all.
+    fn send(&mut self, job: impl Fn() -> Job) -> bool {
         if self.faults && self.rng.gen_bool(0.05) {
-            return;
+            return false;
         }
         let copies = if self.faults && self.rng.gen_bool(0.03) {
             2
@@ -190,6 +194,104 @@ impl Sim {
         for _ in 0..copies {
             let delay = self.rng.gen_range(1..80);
             self.schedule(delay, job());
+        }
+        true
+    }
+
+    /// A request over the faulty network. If it (or its answer) is lost, or the peer is down,
+    /// the requester hears that it failed after the request timeout.
+    fn request(&mut self, from: usize, to: usize, request: Request) {
+        let kind = request.kind();
+        if !self.send(|| Job::Request {
+            from,
+            to,
+            request: request.clone(),
+        }) {
+            self.fail_later(from, to, kind);
+        }
+    }
+
+    fn fail_later(&mut self, from: usize, to: usize, kind: rill_engine::RequestKind) {
+        let input = Input::Response {
+            from: self.nodes[to].key.address(),
+            stream: self.stream,
+            response: Response::Failed(kind),
+        };
+        self.schedule(REQUEST_TIMEOUT_MS, Job::Deliver { to: from, input });
+    }
+
+    /// `to` serves `from`'s request and answers it.
+    fn serve(&mut self, from: usize, to: usize, request: Request) {
+        let kind = request.kind();
+        if self.nodes[to].engine.is_none() {
+            return self.fail_later(from, to, kind);
+        }
+        let (now, stream, asker) = (self.now, self.stream, self.nodes[from].key.address());
+        let response = match request {
+            Request::Proposal(request) => {
+                let engine = self.nodes[to].engine.as_mut().expect("live");
+                let answer = engine.propose(now, asker, stream, &request);
+                self.apply(to, answer.effects);
+                match answer.answer {
+                    Ok(reply) => Response::Proposal(reply),
+                    Err(_) => Response::Failed(kind),
+                }
+            }
+            Request::SaveCandidate(miniblock) => {
+                let hash = miniblock.hash();
+                let engine = self.nodes[to].engine.as_mut().expect("live");
+                let answer = engine.candidate(now, asker, stream, miniblock);
+                self.apply(to, answer.effects);
+                match answer.answer {
+                    CandidateVerdict::Stored => Response::CandidateSaved(hash),
+                    _ => Response::CandidateRefused(hash),
+                }
+            }
+            Request::GetEvents(hashes) => {
+                // Served from the store: minipool and miniblocks.
+                let store = &self.nodes[to].store;
+                let wanted: BTreeSet<B256> = hashes.into_iter().collect();
+                Response::Events(
+                    store
+                        .pool
+                        .iter()
+                        .chain(store.miniblocks.iter().flat_map(|m| m.events()))
+                        .filter(|e| wanted.contains(&e.hash()))
+                        .cloned()
+                        .collect(),
+                )
+            }
+            Request::GetMiniblocks {
+                from: first,
+                to: last,
+            } => {
+                let store = &self.nodes[to].store;
+                let mut miniblocks: Vec<ParsedMiniblock> = store
+                    .miniblocks
+                    .iter()
+                    .filter(|m| (first..=last).contains(&m.num()))
+                    .cloned()
+                    .collect();
+                miniblocks.extend(
+                    store
+                        .candidates
+                        .iter()
+                        .filter(|c| c.num() >= first)
+                        .cloned(),
+                );
+                Response::Miniblocks(miniblocks)
+            }
+        };
+        let input = Input::Response {
+            from: self.nodes[to].key.address(),
+            stream,
+            response,
+        };
+        if !self.send(|| Job::Deliver {
+            to: from,
+            input: input.clone(),
+        }) {
+            self.fail_later(from, to, kind);
         }
     }
 
@@ -220,63 +322,15 @@ impl Sim {
     fn step(&mut self, job: Job) {
         match job {
             Job::Deliver { to, input } => self.run_input(to, input),
-            Job::GetEvents { from, to, hashes } => {
-                // `to` serves from its store: minipool and miniblocks.
-                if self.nodes[to].engine.is_none() {
-                    return;
-                }
-                let store = &self.nodes[to].store;
-                let wanted: BTreeSet<B256> = hashes.into_iter().collect();
-                let events: Vec<ParsedEvent> = store
-                    .pool
-                    .iter()
-                    .chain(store.miniblocks.iter().flat_map(|m| m.events()))
-                    .filter(|e| wanted.contains(&e.hash()))
-                    .cloned()
-                    .collect();
-                let input = Input::FetchedEvents {
-                    from: self.nodes[to].key.address(),
-                    stream: self.stream,
-                    events,
+            Job::Gossip { from, to, gossip } => {
+                let (now, stream, sender) = (self.now, self.stream, self.nodes[from].key.address());
+                let Some(engine) = self.nodes[to].engine.as_mut() else {
+                    return; // crashed: the message is lost
                 };
-                self.send(|| Job::Deliver {
-                    to: from,
-                    input: input.clone(),
-                });
+                let answer = engine.gossip(now, sender, stream, gossip);
+                self.apply(to, answer.effects);
             }
-            Job::GetMiniblocks {
-                from,
-                to,
-                from_num,
-                to_num,
-            } => {
-                if self.nodes[to].engine.is_none() {
-                    return;
-                }
-                let store = &self.nodes[to].store;
-                let mut miniblocks: Vec<ParsedMiniblock> = store
-                    .miniblocks
-                    .iter()
-                    .filter(|m| (from_num..=to_num).contains(&m.num()))
-                    .cloned()
-                    .collect();
-                miniblocks.extend(
-                    store
-                        .candidates
-                        .iter()
-                        .filter(|c| c.num() >= from_num)
-                        .cloned(),
-                );
-                let input = Input::FetchedMiniblocks {
-                    from: self.nodes[to].key.address(),
-                    stream: self.stream,
-                    miniblocks,
-                };
-                self.send(|| Job::Deliver {
-                    to: from,
-                    input: input.clone(),
-                });
-            }
+            Job::Request { from, to, request } => self.serve(from, to, request),
             Job::Block => self.mine(),
             Job::Tick => {
                 for i in 0..self.nodes.len() {
@@ -339,7 +393,6 @@ impl Sim {
                         stream: r.stream,
                         num: r.num,
                         hash: r.hash,
-                        reason: "BAD_MINIBLOCK_NUM".into(),
                     },
                 ));
             }
@@ -444,106 +497,25 @@ impl Sim {
 
     fn apply(&mut self, i: usize, effects: Vec<Effect>) {
         let others: Vec<usize> = (0..self.nodes.len()).filter(|j| *j != i).collect();
-        let me = self.nodes[i].key.address();
         for effect in effects {
             match effect {
-                Effect::StoreEvent { event, .. } => {
-                    let store = &mut self.nodes[i].store;
-                    if !store.pool.iter().any(|e| e.hash() == event.hash()) {
-                        store.pool.push(event.clone());
-                    }
-                    self.stored_by
-                        .entry(event.hash())
-                        .or_insert((event, BTreeSet::new()))
-                        .1
-                        .insert(i);
-                }
-                Effect::DropFromMinipool { hashes, .. } => {
-                    self.nodes[i]
-                        .store
-                        .pool
-                        .retain(|e| !hashes.contains(&e.hash()));
-                    self.dropped.extend(hashes);
-                }
-                Effect::StoreCandidate { miniblock, .. } => {
-                    self.nodes[i].store.candidates.push(miniblock);
-                }
-                Effect::Promote { miniblock, .. } => {
-                    let store = &mut self.nodes[i].store;
-                    assert_eq!(
-                        miniblock.num(),
-                        store.miniblocks.len() as u64,
-                        "promotions in order"
-                    );
-                    let included: BTreeSet<B256> =
-                        miniblock.events().iter().map(|e| e.hash()).collect();
-                    store.pool.retain(|e| !included.contains(&e.hash()));
-                    store.candidates.retain(|c| c.num() > miniblock.num());
-                    store.miniblocks.push(miniblock);
-                }
+                Effect::Store(op) => self.store(i, op),
                 Effect::Gossip { message, .. } => {
+                    let gossip = match message {
+                        Gossip::EventReceived(event) => PeerGossip::Events(vec![event]),
+                        Gossip::EventInPool(hash) => PeerGossip::InPool(vec![hash]),
+                    };
                     for to in others.clone() {
-                        let input = match &message {
-                            Gossip::EventReceived(event) => Input::GossipEvent {
-                                from: me,
-                                stream: self.stream,
-                                event: event.clone(),
-                            },
-                            Gossip::EventInPool(hash) => Input::EventInPool {
-                                from: me,
-                                stream: self.stream,
-                                hash: *hash,
-                            },
-                        };
-                        self.send(|| Job::Deliver {
+                        self.send(|| Job::Gossip {
+                            from: i,
                             to,
-                            input: input.clone(),
+                            gossip: gossip.clone(),
                         });
                     }
                 }
-                Effect::RequestProposal {
-                    to,
-                    stream,
-                    request,
-                } => {
+                Effect::Send { to, request, .. } => {
                     let to = self.index_of(to);
-                    let input = Input::ProposalRequest {
-                        from: me,
-                        stream,
-                        request,
-                    };
-                    self.send(|| Job::Deliver {
-                        to,
-                        input: input.clone(),
-                    });
-                }
-                Effect::ReplyProposal { to, stream, reply } => {
-                    let to = self.index_of(to);
-                    let input = Input::ProposalReply {
-                        from: me,
-                        stream,
-                        reply,
-                    };
-                    self.send(|| Job::Deliver {
-                        to,
-                        input: input.clone(),
-                    });
-                }
-                Effect::SendCandidate {
-                    to,
-                    stream,
-                    miniblock,
-                } => {
-                    let to = self.index_of(to);
-                    let input = Input::Candidate {
-                        from: me,
-                        stream,
-                        miniblock,
-                    };
-                    self.send(|| Job::Deliver {
-                        to,
-                        input: input.clone(),
-                    });
+                    self.request(i, to, request);
                 }
                 Effect::Register(registration) => {
                     // The registrar sends within a quarter block; it lands in the next block.
@@ -552,32 +524,48 @@ impl Sim {
                     }
                     self.pending.push((i, registration));
                 }
-                Effect::FetchEvents { from, hashes, .. } => {
-                    let to = self.index_of(from);
-                    self.send(|| Job::GetEvents {
-                        from: i,
-                        to,
-                        hashes: hashes.clone(),
-                    });
-                }
-                Effect::FetchMiniblocks {
-                    from,
-                    from_num,
-                    to_num,
-                    ..
-                } => {
-                    let to = self.index_of(from);
-                    self.send(|| Job::GetMiniblocks {
-                        from: i,
-                        to,
-                        from_num,
-                        to_num,
-                    });
-                }
                 Effect::Rejected { reason, .. } if std::env::var_os("RILL_SIM_TRACE").is_some() => {
                     eprintln!("node {i} t={} rejected: {reason}", self.now)
                 }
                 Effect::Notify(_) | Effect::Rejected { .. } => {}
+            }
+        }
+    }
+
+    /// What rill-store does with a write, on the node's simulated disk.
+    fn store(&mut self, i: usize, op: StoreOp) {
+        let store = &mut self.nodes[i].store;
+        match op {
+            StoreOp::CreateStream { genesis, .. } => {
+                assert!(store.miniblocks.is_empty(), "a stream is created once");
+                store.miniblocks.push(genesis);
+            }
+            StoreOp::AddToMinipool { event, .. } => {
+                if !store.pool.iter().any(|e| e.hash() == event.hash()) {
+                    store.pool.push(event.clone());
+                }
+                self.stored_by
+                    .entry(event.hash())
+                    .or_insert((event, BTreeSet::new()))
+                    .1
+                    .insert(i);
+            }
+            StoreOp::DropFromMinipool { hashes, .. } => {
+                store.pool.retain(|e| !hashes.contains(&e.hash()));
+                self.dropped.extend(hashes);
+            }
+            StoreOp::StoreCandidate { miniblock, .. } => store.candidates.push(miniblock),
+            StoreOp::Promote { miniblock, .. } => {
+                assert_eq!(
+                    miniblock.num(),
+                    store.miniblocks.len() as u64,
+                    "promotions in order"
+                );
+                let included: BTreeSet<B256> =
+                    miniblock.events().iter().map(|e| e.hash()).collect();
+                store.pool.retain(|e| !included.contains(&e.hash()));
+                store.candidates.retain(|c| c.num() > miniblock.num());
+                store.miniblocks.push(miniblock);
             }
         }
     }

@@ -7,7 +7,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::SwarmEvent;
 use libp2p::{StreamProtocol, noise, tcp, yamux};
-use rill_p2p::NetworkEvent;
+use rill_p2p::{NetworkEvent, NodeRequest, NodeResponse};
 use rill_protocol::pb;
 
 use crate::support::registered_nodes;
@@ -155,21 +155,23 @@ async fn oversized_and_malformed_requests_close_the_stream_and_the_node_keeps_se
             })
             .await
             .expect("the request arrives");
-        responder.send(pb::GetEventsResponse {
-            envelopes: vec![],
-            error: None,
-        });
+        responder
+            .send(pb::GetEventsResponse {
+                envelopes: vec![],
+                error: None,
+            })
+            .await;
     });
     let answer = asker
-        .get_events(
+        .request(
             target,
-            pb::GetEventsRequest {
+            NodeRequest::Events(pb::GetEventsRequest {
                 stream_id: vec![1; 32],
                 hashes: vec![],
-            },
+            }),
         )
         .await
         .expect("still served");
-    assert!(answer.error.is_none());
+    assert!(matches!(answer, NodeResponse::Events(e) if e.error.is_none()));
     server.await.unwrap();
 }

@@ -2,16 +2,19 @@
 
 use std::time::Duration;
 
-use alloy_primitives::Address;
-use rill_p2p::{Multiaddr, NetworkEvent, P2p, P2pConfig, PeerId, Role, spawn};
-use rill_protocol::{NodeKey, StreamId, pb};
-use tokio::sync::mpsc::UnboundedReceiver;
+use alloy_primitives::{Address, B256};
+use rill_p2p::{
+    GossipBatch, Multiaddr, NetworkEvent, NodeEntry, P2p, P2pConfig, PeerId, Role, spawn,
+};
+use rill_protocol::{NodeKey, StreamId};
+use tokio::sync::mpsc::Receiver;
 
 pub(crate) struct TestPeer {
     pub(crate) key: NodeKey,
     pub(crate) p2p: P2p,
-    pub(crate) events: UnboundedReceiver<NetworkEvent>,
+    pub(crate) events: Receiver<NetworkEvent>,
     pub(crate) addr: Multiaddr,
+    pub(crate) config: P2pConfig,
 }
 
 impl TestPeer {
@@ -23,8 +26,12 @@ impl TestPeer {
         self.p2p.peer_id()
     }
 
-    pub(crate) fn registration(&self) -> (Address, PeerId, Option<Multiaddr>) {
-        (self.address(), self.peer_id(), Some(self.addr.clone()))
+    pub(crate) fn entry(&self) -> NodeEntry {
+        NodeEntry {
+            address: self.address(),
+            peer: self.peer_id(),
+            addr: Some(self.addr.clone()),
+        }
     }
 
     /// The next event that `pick` accepts, within `within`; other events are dropped.
@@ -46,16 +53,21 @@ impl TestPeer {
 }
 
 pub(crate) async fn peer(role: Role) -> TestPeer {
+    peer_with(match role {
+        Role::Node => P2pConfig::node(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]),
+        Role::Client => P2pConfig::client(),
+    })
+    .await
+}
+
+pub(crate) async fn peer_with(config: P2pConfig) -> TestPeer {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
     let key = NodeKey::generate();
-    let config = match role {
-        Role::Node => P2pConfig::node(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]),
-        Role::Client => P2pConfig::client(),
-    };
-    let (p2p, mut events) = spawn(&key, config).await.expect("swarm starts");
+    let role = config.role;
+    let (p2p, mut events) = spawn(&key, config.clone()).await.expect("swarm starts");
     let addr = match role {
         Role::Node => match events.recv().await {
             Some(NetworkEvent::Listening(addr)) => addr,
@@ -68,6 +80,7 @@ pub(crate) async fn peer(role: Role) -> TestPeer {
         p2p,
         events,
         addr,
+        config,
     }
 }
 
@@ -77,10 +90,7 @@ pub(crate) async fn registered_nodes(count: usize) -> Vec<TestPeer> {
     for _ in 0..count {
         nodes.push(peer(Role::Node).await);
     }
-    let registry: Vec<_> = nodes.iter().map(TestPeer::registration).collect();
-    for node in &nodes {
-        node.p2p.set_nodes(registry.clone());
-    }
+    register(&nodes).await;
     for i in 0..count {
         for j in (i + 1)..count {
             nodes[i]
@@ -93,18 +103,18 @@ pub(crate) async fn registered_nodes(count: usize) -> Vec<TestPeer> {
     nodes
 }
 
-pub(crate) fn stream() -> StreamId {
-    StreamId::random()
+/// Makes every one of `nodes` know all of them as registered nodes.
+pub(crate) async fn register(nodes: &[TestPeer]) {
+    let registry: Vec<NodeEntry> = nodes.iter().map(TestPeer::entry).collect();
+    for node in nodes {
+        node.p2p.set_nodes(registry.clone()).await;
+    }
 }
 
-pub(crate) fn announcement(stream: StreamId, hash: [u8; 32], node: Address) -> pb::GossipMessage {
-    pb::GossipMessage {
-        kind: Some(pb::gossip_message::Kind::NewEventInPool(
-            pb::NewEventInPool {
-                stream_id: stream.0.to_vec(),
-                hashes: vec![hash.to_vec()],
-                node: node.to_vec(),
-            },
-        )),
+/// An announcement of `hash` on a random stream.
+pub(crate) fn announcement(hash: [u8; 32]) -> GossipBatch {
+    GossipBatch {
+        received: vec![],
+        in_pool: vec![(StreamId::random(), vec![B256::from(hash)])],
     }
 }

@@ -24,8 +24,9 @@ fn writer_child() {
     let mut head: ParsedMiniblock = match store.head(&STREAM).unwrap() {
         None => {
             let g = genesis();
-            store.create_stream(&STREAM, &[key(1).address()]).unwrap();
-            store.promote(&STREAM, &g).unwrap();
+            store
+                .create_stream(&STREAM, &[key(1).address()], &g)
+                .unwrap();
             g
         }
         Some(_) => store

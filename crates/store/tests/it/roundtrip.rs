@@ -1,19 +1,19 @@
-use rill_engine::{Engine, EngineConfig, StreamView};
 use rill_protocol::{Limits, ParsedMiniblock};
-use rill_store::{Store, StoreError};
+use rill_store::{Store, StoreError, Write};
 
 use crate::support::{STREAM, genesis, hashes, key, message, next};
 
 #[test]
-fn stream_survives_a_reopen_and_restores_the_engine() {
+fn stream_survives_a_reopen_with_its_chain_minipool_and_candidates() {
     let dir = tempfile::tempdir().unwrap();
     let g = genesis();
     let pool: Vec<_> = (0..5).map(|i| message(&g, i)).collect();
     let m1;
     {
         let store = Store::open(dir.path()).unwrap();
-        store.create_stream(&STREAM, &[key(1).address()]).unwrap();
-        store.promote(&STREAM, &g).unwrap();
+        store
+            .create_stream(&STREAM, &[key(1).address()], &g)
+            .unwrap();
         for e in &pool {
             store.add_to_minipool(&STREAM, e).unwrap();
         }
@@ -37,12 +37,6 @@ fn stream_survives_a_reopen_and_restores_the_engine() {
         "promotion removed the candidate"
     );
 
-    let mut engine = Engine::new(key(1), EngineConfig::default());
-    engine.restore(restored).unwrap();
-    let view = engine.stream(&STREAM).unwrap();
-    assert_eq!(view.head().num, 1);
-    assert_eq!(view.minipool_hashes(), hashes(&pool[3..]));
-
     let fetched = store.events(&[pool[0].hash(), pool[4].hash()]).unwrap();
     assert_eq!(fetched.len(), 2);
     let wire = store.miniblocks(&STREAM, 0, 1).unwrap();
@@ -58,8 +52,9 @@ fn racing_candidates_are_kept_side_by_side_until_one_is_promoted() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let g = genesis();
-    store.create_stream(&STREAM, &[key(1).address()]).unwrap();
-    store.promote(&STREAM, &g).unwrap();
+    store
+        .create_stream(&STREAM, &[key(1).address()], &g)
+        .unwrap();
     let a = next(Some(&g), vec![message(&g, 1)]);
     let b = next(Some(&g), vec![message(&g, 2)]);
     store.store_candidate(&STREAM, &a).unwrap();
@@ -75,8 +70,9 @@ fn out_of_order_promotion_is_refused_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let g = genesis();
-    store.create_stream(&STREAM, &[key(1).address()]).unwrap();
-    store.promote(&STREAM, &g).unwrap();
+    store
+        .create_stream(&STREAM, &[key(1).address()], &g)
+        .unwrap();
     let m1 = next(Some(&g), vec![message(&g, 1)]);
     let m2 = next(Some(&m1), vec![message(&g, 2)]);
     assert!(matches!(
@@ -97,8 +93,9 @@ fn dropped_events_leave_the_minipool() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let g = genesis();
-    store.create_stream(&STREAM, &[key(1).address()]).unwrap();
-    store.promote(&STREAM, &g).unwrap();
+    store
+        .create_stream(&STREAM, &[key(1).address()], &g)
+        .unwrap();
     let pool: Vec<_> = (0..3).map(|i| message(&g, i)).collect();
     for e in &pool {
         store.add_to_minipool(&STREAM, e).unwrap();
@@ -124,4 +121,47 @@ fn unknown_stream_is_a_typed_error() {
         store.load(&STREAM, &Limits::default()),
         Err(StoreError::UnknownStream(_))
     ));
+}
+
+#[test]
+fn a_stream_is_created_once_with_its_genesis_in_one_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let g = genesis();
+    store
+        .write(&Write::CreateStream {
+            stream: STREAM,
+            nodes: vec![key(1).address()],
+            genesis: g.clone(),
+        })
+        .unwrap();
+    assert_eq!(store.head(&STREAM).unwrap(), Some((0, g.hash())));
+    assert!(matches!(
+        store.create_stream(&STREAM, &[key(1).address()], &g),
+        Err(StoreError::OutOfOrder(_))
+    ));
+    let m1 = next(Some(&g), vec![]);
+    assert!(matches!(
+        store.create_stream(&rill_protocol::StreamId([9; 32]), &[key(1).address()], &m1),
+        Err(StoreError::OutOfOrder(_))
+    ));
+    assert_eq!(store.stream_ids().unwrap(), vec![STREAM]);
+}
+
+#[test]
+fn a_removed_stream_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let g = genesis();
+    store
+        .create_stream(&STREAM, &[key(1).address()], &g)
+        .unwrap();
+    store.add_to_minipool(&STREAM, &message(&g, 1)).unwrap();
+    store.remove_stream(&STREAM).unwrap();
+    assert!(store.stream_ids().unwrap().is_empty());
+    assert_eq!(store.head(&STREAM).unwrap(), None);
+    assert!(store.minipool(&STREAM).unwrap().is_empty());
+    store
+        .create_stream(&STREAM, &[key(1).address()], &g)
+        .unwrap();
 }

@@ -3,14 +3,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use alloy_primitives::{Address, B256};
+mod views;
+
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use prost::Message as _;
-use rill_client::Client;
+use rill_client::{Client, DevnetFile};
 use rill_p2p::Multiaddr;
-use rill_protocol::{Limits, NodeKey, ParsedEvent, Payload, StreamId, pb};
+use rill_protocol::{NodeKey, ParsedEvent, StreamId, pb};
+use serde::Serialize;
 use serde_json::json;
+use views::{EventView, InfoView, MiniblockView, StreamView, hex0x};
 
 #[derive(Parser)]
 #[command(
@@ -116,8 +118,12 @@ enum MemberCommand {
 
 #[derive(Subcommand)]
 enum NodeCommand {
-    /// The node's address, peer id, peers, streams and chain head.
-    Info,
+    /// The node's address, peer id, peers, streams, minipools, miniblocks and chain head.
+    Info {
+        /// Also list the ids of the streams it holds.
+        #[arg(long)]
+        streams: bool,
+    },
 }
 
 fn default_key_path() -> PathBuf {
@@ -132,81 +138,12 @@ fn node_addr(cli: &Cli) -> anyhow::Result<Multiaddr> {
     if let Some(node) = &cli.node {
         return Ok(node.clone());
     }
-    let path = cli.devnet.join("devnet.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "no devnet at {} (start one with `scripts/devnet up`, or pass --node MULTIADDR)",
-            path.display()
-        )
-    })?;
-    let devnet: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a devnet file", path.display()))?;
-    let addr = devnet["nodes"][0]["multiaddr"]
-        .as_str()
-        .with_context(|| format!("{} lists no node", path.display()))?;
-    Ok(addr.parse()?)
-}
-
-fn hex0x(bytes: &[u8]) -> String {
-    format!("0x{}", hex::encode(bytes))
-}
-
-fn describe(event: &ParsedEvent) -> (&'static str, String) {
-    match event.payload() {
-        Payload::Inception(_) => ("inception", String::new()),
-        Payload::Member(m) => {
-            let join = m.op() == pb::member::Op::Join;
-            (if join { "join" } else { "leave" }, hex0x(&m.address))
-        }
-        Payload::Message(m) => ("message", String::from_utf8_lossy(&m.data).into_owned()),
-        Payload::MiniblockHeader(_) => ("header", String::new()),
-    }
-}
-
-fn event_json(envelope: &pb::Envelope) -> serde_json::Value {
-    match ParsedEvent::open(
-        envelope.clone(),
-        &Limits {
-            max_event_bytes: usize::MAX / 2,
-        },
-    ) {
-        Ok(event) => {
-            let (kind, text) = describe(&event);
-            json!({
-                "hash": hex0x(event.hash().as_slice()),
-                "creator": hex0x(event.creator().as_slice()),
-                "kind": kind,
-                "text": text,
-                "envelope": hex0x(&envelope.encode_to_vec()),
-            })
-        }
-        Err(e) => json!({ "hash": hex0x(&envelope.hash), "error": e.to_string() }),
-    }
-}
-
-fn miniblock_json(miniblock: &pb::Miniblock) -> serde_json::Value {
-    let header = miniblock.header.clone().unwrap_or_default();
-    let fields = pb::StreamEvent::decode(header.event.as_slice()).ok();
-    let producer = fields
-        .as_ref()
-        .map(|f| hex0x(&f.creator))
-        .unwrap_or_default();
-    let (num, prev) = match fields.and_then(|f| f.payload) {
-        Some(Payload::MiniblockHeader(h)) => (h.num, h.prev_hash),
-        _ => (0, vec![]),
-    };
-    let prev = if prev.is_empty() {
-        B256::ZERO.to_vec()
-    } else {
-        prev
-    };
-    json!({
-        "num": num,
-        "hash": hex0x(&header.hash),
-        "prev_hash": hex0x(&prev),
-        "producer": producer,
-        "events": miniblock.events.iter().map(event_json).collect::<Vec<_>>(),
-    })
+    let devnet = DevnetFile::load(&cli.devnet)?;
+    let node = devnet
+        .nodes
+        .first()
+        .with_context(|| format!("{} lists no node", DevnetFile::path(&cli.devnet).display()))?;
+    Ok(node.multiaddr.parse()?)
 }
 
 fn ack(wait: Wait) -> pb::Ack {
@@ -286,38 +223,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stream(StreamCommand::Get { stream }) => {
             let client = connect(&cli).await?;
-            let got = client.get_stream(*stream).await?;
-            let value = json!({
-                "stream_id": hex0x(&got.stream_id),
-                "served_by": hex0x(&got.served_by),
-                "nodes": got.nodes.iter().map(|n| hex0x(n)).collect::<Vec<_>>(),
-                "miniblocks": got.miniblocks.iter().map(miniblock_json).collect::<Vec<_>>(),
-                "minipool": got.minipool.iter().map(|e| hex0x(&e.hash)).collect::<Vec<_>>(),
-            });
+            let view = StreamView::new(&client.get_stream(*stream).await?);
             if cli.json {
-                println!("{value}");
+                print_json(&view);
             } else {
-                println!(
-                    "stream    {}\nserved by {}",
-                    value["stream_id"], value["served_by"]
-                );
-                for mb in got.miniblocks.iter().map(miniblock_json) {
-                    println!(
-                        "miniblock #{} {} by {}",
-                        mb["num"],
-                        mb["hash"].as_str().unwrap_or(""),
-                        mb["producer"].as_str().unwrap_or("")
-                    );
-                    for e in mb["events"].as_array().into_iter().flatten() {
-                        println!(
-                            "  {} {} {}",
-                            e["kind"].as_str().unwrap_or(""),
-                            e["creator"].as_str().unwrap_or(""),
-                            e["text"].as_str().unwrap_or("")
-                        );
-                    }
-                }
-                println!("minipool  {} event(s)", got.minipool.len());
+                view.print();
             }
         }
         Command::Stream(StreamCommand::Watch { stream }) => {
@@ -327,32 +237,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let batch = client.watch(*stream, after, 20_000).await?;
                 for update in batch.updates {
                     after = after.max(update.seq);
-                    let value = match update.kind {
+                    let seq = update.seq;
+                    match update.kind {
                         Some(pb::stream_update::Kind::Event(e)) => {
-                            json!({ "seq": update.seq, "event": event_json(&e) })
+                            let event = EventView::new(&e);
+                            if cli.json {
+                                print_json(&json!({ "seq": seq, "event": event }));
+                            } else {
+                                println!("event     {}", event.line());
+                            }
                         }
                         Some(pb::stream_update::Kind::Miniblock(m)) => {
-                            json!({ "seq": update.seq, "miniblock": miniblock_json(&m) })
+                            let miniblock = MiniblockView::new(&m);
+                            if cli.json {
+                                print_json(&json!({ "seq": seq, "miniblock": miniblock }));
+                            } else {
+                                println!(
+                                    "miniblock #{} {} ({} events)",
+                                    miniblock.num,
+                                    miniblock.hash,
+                                    miniblock.events.len()
+                                );
+                            }
                         }
-                        None => continue,
-                    };
-                    if cli.json {
-                        println!("{value}");
-                    } else if let Some(e) = value.get("event") {
-                        println!(
-                            "event     {} {} {}",
-                            e["kind"].as_str().unwrap_or(""),
-                            e["creator"].as_str().unwrap_or(""),
-                            e["text"].as_str().unwrap_or("")
-                        );
-                    } else {
-                        let m = &value["miniblock"];
-                        println!(
-                            "miniblock #{} {} ({} events)",
-                            m["num"],
-                            m["hash"].as_str().unwrap_or(""),
-                            m["events"].as_array().map_or(0, Vec::len)
-                        );
+                        None => {}
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -372,40 +280,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let (event, response) = client.membership(*stream, join, pb::Ack::Miniblock).await?;
             print_added(cli.json, &event, &response);
         }
-        Command::Node(NodeCommand::Info) => {
+        Command::Node(NodeCommand::Info { streams }) => {
             let client = connect(&cli).await?;
-            let info = client.info().await?;
-            let address = Address::try_from(info.address.as_slice()).unwrap_or_default();
-            let streams: Vec<String> = info.streams.iter().map(|s| hex0x(s)).collect();
+            let view = InfoView::new(client.info(*streams).await?);
             if cli.json {
-                println!(
-                    "{}",
-                    json!({ "address": address.to_string(), "peer_id": info.peer_id, "peers": info.peers, "streams": streams, "chain_head": info.chain_head, "version": info.version })
-                );
+                print_json(&view);
             } else {
-                println!(
-                    "address    {address}\npeer id    {}\npeers      {}\nstreams    {}\nchain head {}",
-                    info.peer_id,
-                    info.peers.len(),
-                    streams.len(),
-                    info.chain_head
-                );
-                for s in streams {
-                    println!("  {s}");
-                }
+                view.print();
             }
         }
     }
     Ok(())
 }
 
+fn print_json(value: &impl Serialize) {
+    println!("{}", serde_json::to_string(value).expect("views serialize"));
+}
+
 fn print_added(json_out: bool, event: &ParsedEvent, response: &pb::AddEventResponse) {
     let hash = hex0x(event.hash().as_slice());
     if json_out {
-        println!(
-            "{}",
-            json!({ "hash": hash, "miniblock": response.miniblock_num })
-        );
+        print_json(&json!({ "hash": hash, "miniblock": response.miniblock_num }));
     } else {
         match response.miniblock_num {
             Some(num) => println!("{hash} in miniblock {num}"),

@@ -1,0 +1,153 @@
+//! What goes into the engine: inputs that only cause effects, and the requests and responses of
+//! the node-to-node protocols.
+
+use alloy_primitives::{Address, B256};
+use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId};
+
+/// The leader's request for a replica's proposal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProposalRequest {
+    /// The miniblock number being built.
+    pub num: u64,
+    /// The head it builds on.
+    pub prev_hash: B256,
+    /// The leader's minipool hashes.
+    pub hashes: Vec<B256>,
+    /// The chain block that elected the leader.
+    pub chain_block: u64,
+}
+
+/// A replica's proposal.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProposalReply {
+    /// The number the replica would build next.
+    pub num: u64,
+    /// The replica's head.
+    pub prev_hash: B256,
+    /// The replica's minipool hashes.
+    pub hashes: Vec<B256>,
+    /// Whether the replica thinks a snapshot is due.
+    pub snapshot_vote: bool,
+    /// Events the replica holds and the leader lacks.
+    pub missing: Vec<ParsedEvent>,
+}
+
+/// A request this node sends to another node of a stream. The node turns it into its wire
+/// form, sends it, and hands the answer back as [`Input::Response`].
+#[derive(Clone, Debug)]
+pub enum Request {
+    /// `ProposeMiniblock`: the leader asks a replica for its proposal.
+    Proposal(ProposalRequest),
+    /// `SaveMiniblockCandidate`: the leader hands its candidate to a replica.
+    SaveCandidate(ParsedMiniblock),
+    /// `GetEvents`: events this node lacks.
+    GetEvents(Vec<B256>),
+    /// `GetMiniblocks`: promoted miniblocks `from ..= to` and the candidates after them.
+    GetMiniblocks {
+        /// First number.
+        from: u64,
+        /// Last number.
+        to: u64,
+    },
+}
+
+impl Request {
+    /// What kind of request this is (how a failure is reported back).
+    pub fn kind(&self) -> RequestKind {
+        match self {
+            Request::Proposal(_) => RequestKind::Proposal,
+            Request::SaveCandidate(miniblock) => RequestKind::SaveCandidate(miniblock.hash()),
+            Request::GetEvents(_) => RequestKind::GetEvents,
+            Request::GetMiniblocks { .. } => RequestKind::GetMiniblocks,
+        }
+    }
+}
+
+/// A request's kind, without its body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `ProposeMiniblock`.
+    Proposal,
+    /// `SaveMiniblockCandidate` of the candidate with this hash.
+    SaveCandidate(B256),
+    /// `GetEvents`.
+    GetEvents,
+    /// `GetMiniblocks`.
+    GetMiniblocks,
+}
+
+/// The answer to one of this node's [`Request`]s.
+#[derive(Clone, Debug)]
+pub enum Response {
+    /// A replica's proposal.
+    Proposal(ProposalReply),
+    /// The replica stored the candidate with this hash durably.
+    CandidateSaved(B256),
+    /// The replica did not store the candidate with this hash.
+    CandidateRefused(B256),
+    /// Events, opened (some of the asked ones may be missing).
+    Events(Vec<ParsedEvent>),
+    /// Miniblocks, opened, in any order.
+    Miniblocks(Vec<ParsedMiniblock>),
+    /// The peer did not answer (unreachable, timeout, refusal, or an answer that did not open).
+    Failed(RequestKind),
+}
+
+/// Gossip from another node of a stream, opened.
+#[derive(Clone, Debug)]
+pub enum PeerGossip {
+    /// `NewEventReceived`: full events.
+    Events(Vec<ParsedEvent>),
+    /// `NewEventInPool`: the sender holds these events.
+    InPool(Vec<B256>),
+}
+
+/// An input to the engine that only causes effects.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// The registry allocated a stream; `genesis` is its miniblock 0.
+    StreamAllocated {
+        /// The stream.
+        stream: StreamId,
+        /// Its nodes, in registry order.
+        nodes: Vec<Address>,
+        /// Its genesis miniblock.
+        genesis: ParsedMiniblock,
+    },
+    /// Time passed (timers: fetch delays, proposal timeouts, catch-up retries).
+    Tick,
+    /// A new chain block.
+    ChainBlock {
+        /// Its number.
+        number: u64,
+        /// Its randomness.
+        prevrandao: B256,
+    },
+    /// The registry logged a registered miniblock head (or reported the current head).
+    MiniblockRegistered {
+        /// The stream.
+        stream: StreamId,
+        /// Its number.
+        num: u64,
+        /// Its hash.
+        hash: B256,
+    },
+    /// The registry refused this node's registration of a candidate.
+    RegistrationRejected {
+        /// The stream.
+        stream: StreamId,
+        /// The number.
+        num: u64,
+        /// The hash.
+        hash: B256,
+    },
+    /// The answer to one of this node's requests.
+    Response {
+        /// The peer that was asked.
+        from: Address,
+        /// The stream.
+        stream: StreamId,
+        /// What it said.
+        response: Response,
+    },
+}

@@ -1,0 +1,144 @@
+//! Admission: a client's event or a peer's events into the minipool, and peer events parked
+//! until this node has promoted what their sender had.
+
+use alloy_primitives::{Address, B256};
+use rill_protocol::ParsedEvent;
+
+use super::{Ctx, Replica};
+use crate::{Gossip, Notification, Reject, StoreOp, Verdict};
+
+/// How many promotions a parked event may wait.
+const PARK_MINIBLOCKS: u64 = 3;
+/// At most this many parked events per stream.
+const MAX_PARKED: usize = 10_000;
+
+/// A peer's event waiting for this node to catch up with the sender's view of the stream.
+#[derive(Debug)]
+struct ParkedEvent {
+    event: ParsedEvent,
+    from: Address,
+    at_head: u64,
+}
+
+/// Peer events that failed a check that depends on state this node may lag behind on.
+#[derive(Debug, Default)]
+pub(super) struct Parked(Vec<ParkedEvent>);
+
+impl Replica {
+    /// Whether `event` may enter the minipool now.
+    fn check_new(&self, ctx: &Ctx<'_>, event: &ParsedEvent) -> Result<(), Reject> {
+        self.stream.check(event, &ctx.config.rules())?;
+        if self.pool.contains(&event.hash()) {
+            return Err(Reject::Duplicate(event.hash()));
+        }
+        Ok(())
+    }
+
+    /// A client's event: admitted into the minipool and gossiped, or refused.
+    pub(crate) fn add_client_event(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        event: ParsedEvent,
+    ) -> Result<(), Reject> {
+        self.check_new(ctx, &event)?;
+        self.admit(ctx, event.clone());
+        ctx.gossip(self.id(), Gossip::EventReceived(event));
+        Ok(())
+    }
+
+    /// Events from a peer of the stream (gossiped or fetched).
+    pub(crate) fn peer_events(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: Address,
+        events: Vec<ParsedEvent>,
+    ) -> Verdict {
+        if !self.is_node(&from) {
+            ctx.rejected(self.id(), Some(from), Reject::NotAStreamNode(from));
+            return Verdict::Reject;
+        }
+        let mut verdict = Verdict::Accept;
+        for event in events {
+            let hash = event.hash();
+            self.missing.forget(&hash);
+            if self.pool.contains(&hash) {
+                self.hold(ctx, hash, from);
+                continue;
+            }
+            match self.stream.check(&event, &ctx.config.rules()) {
+                Ok(()) => self.admit_from_peer(ctx, event, from),
+                Err(Reject::Duplicate(_)) => {}
+                Err(reason) if reason.may_pass_later(self.stream.head.num) => {
+                    // The sender may have promoted a miniblock this node has not yet (a join,
+                    // the event's base): keep the event and check it again after promotions.
+                    self.park(event, from);
+                }
+                Err(reason) => {
+                    ctx.rejected(self.id(), Some(from), reason);
+                    verdict = Verdict::Reject;
+                }
+            }
+        }
+        verdict
+    }
+
+    fn admit_from_peer(&mut self, ctx: &mut Ctx<'_>, event: ParsedEvent, from: Address) {
+        let hash = event.hash();
+        self.admit(ctx, event);
+        self.hold(ctx, hash, from);
+        ctx.gossip(self.id(), Gossip::EventInPool(hash));
+    }
+
+    /// Stores the event in the minipool and tells subscribers.
+    pub(super) fn admit(&mut self, ctx: &mut Ctx<'_>, event: ParsedEvent) {
+        let hash = event.hash();
+        if !self.pool.insert(event.clone(), ctx.me) {
+            return;
+        }
+        self.missing.forget(&hash);
+        let stream = self.id();
+        ctx.store(StoreOp::AddToMinipool {
+            stream,
+            event: event.clone(),
+        });
+        ctx.notify(Notification::EventAdmitted { stream, event });
+        self.hold(ctx, hash, ctx.me);
+    }
+
+    /// `who` holds `hash`; waiting clients are told once more than half the nodes do.
+    pub(super) fn hold(&mut self, ctx: &mut Ctx<'_>, hash: B256, who: Address) {
+        if self.pool.hold(&hash, who, self.stream.nodes.len()) {
+            let stream = self.id();
+            ctx.notify(Notification::EventQuorum { stream, hash });
+        }
+    }
+
+    fn park(&mut self, event: ParsedEvent, from: Address) {
+        let parked = &mut self.parked.0;
+        if parked.len() < MAX_PARKED && !parked.iter().any(|p| p.event.hash() == event.hash()) {
+            parked.push(ParkedEvent {
+                event,
+                from,
+                at_head: self.stream.head.num,
+            });
+        }
+    }
+
+    /// After a promotion: admits parked events that became admissible, keeps those that may
+    /// still pass for a few more miniblocks, and drops the rest.
+    pub(super) fn unpark(&mut self, ctx: &mut Ctx<'_>) {
+        let head = self.stream.head.num;
+        for parked in std::mem::take(&mut self.parked.0) {
+            match self.check_new(ctx, &parked.event) {
+                Ok(()) => self.admit_from_peer(ctx, parked.event, parked.from),
+                Err(reason)
+                    if reason.may_pass_later(head) && head < parked.at_head + PARK_MINIBLOCKS =>
+                {
+                    self.parked.0.push(parked);
+                }
+                Err(Reject::Duplicate(_)) => {}
+                Err(reason) => ctx.rejected(self.id(), Some(parked.from), reason),
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! One stream as this node replicates it: its promoted state, its minipool, and the protocol
+//! state of each phase. Each phase has its own file and adds its methods to [`Replica`]:
+//!
+//! - `admission`: client and peer events into the minipool; events parked until this node
+//!   catches up with the sender;
+//! - `fetch`: announcements of events this node lacks, and fetching them;
+//! - `round`: leading a miniblock (proposals, the quorum cut, the signed candidate) and
+//!   answering another leader's proposal request;
+//! - `candidate`: a replica's checks of a leader's candidate;
+//! - `promotion`: registered heads and promoting candidates;
+//! - `catch_up`: fetching registered miniblocks this node lacks.
+
+mod admission;
+mod candidate;
+mod catch_up;
+mod fetch;
+mod promotion;
+mod round;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use alloy_primitives::{Address, B256};
+use rill_protocol::{NodeKey, ParsedEvent, ParsedMiniblock, StreamId};
+
+use crate::chain::ChainBlocks;
+use crate::minipool::Minipool;
+use crate::stream::{Head, Stream};
+use crate::{Effect, EngineConfig, Gossip, Notification, Reject, Request, StoreOp};
+
+/// What every phase needs besides the stream: who this node is, the parameters, the chain
+/// blocks it has seen, the time, and where effects go.
+pub(crate) struct Ctx<'a> {
+    pub(crate) me: Address,
+    pub(crate) key: &'a NodeKey,
+    pub(crate) config: &'a EngineConfig,
+    pub(crate) blocks: &'a ChainBlocks,
+    pub(crate) now_ms: u64,
+    pub(crate) effects: Vec<Effect>,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn store(&mut self, op: StoreOp) {
+        self.effects.push(Effect::Store(op));
+    }
+
+    pub(crate) fn gossip(&mut self, stream: StreamId, message: Gossip) {
+        self.effects.push(Effect::Gossip { stream, message });
+    }
+
+    pub(crate) fn send(&mut self, to: Address, stream: StreamId, request: Request) {
+        self.effects.push(Effect::Send {
+            to,
+            stream,
+            request,
+        });
+    }
+
+    pub(crate) fn notify(&mut self, notification: Notification) {
+        self.effects.push(Effect::Notify(notification));
+    }
+
+    pub(crate) fn rejected(&mut self, stream: StreamId, from: Option<Address>, reason: Reject) {
+        tracing::debug!(?from, %reason, "refused");
+        self.effects.push(Effect::Rejected {
+            stream,
+            from,
+            reason,
+        });
+    }
+}
+
+/// A read-only view of a stream for the node (status, `GetStream`).
+pub trait StreamView {
+    /// The head.
+    fn head(&self) -> Head;
+    /// The nodes, in registry order.
+    fn nodes(&self) -> &[Address];
+    /// Members as of the head.
+    fn members(&self) -> &BTreeSet<Address>;
+    /// Minipool hashes in arrival order.
+    fn minipool_hashes(&self) -> Vec<B256>;
+    /// How many events wait in the minipool.
+    fn minipool_len(&self) -> usize;
+    /// An event of the minipool.
+    fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent>;
+}
+
+/// One stream's replica on this node.
+#[derive(Debug)]
+pub(crate) struct Replica {
+    pub(crate) stream: Stream,
+    pub(crate) pool: Minipool,
+    missing: fetch::MissingEvents,
+    candidates: candidate::Candidates,
+    round: Option<round::Round>,
+    parked: admission::Parked,
+    registered: BTreeMap<u64, B256>,
+    catch_up: Option<catch_up::CatchUp>,
+}
+
+impl Replica {
+    pub(crate) fn new(stream: Stream) -> Self {
+        Self {
+            stream,
+            pool: Minipool::default(),
+            missing: Default::default(),
+            candidates: Default::default(),
+            round: None,
+            parked: Default::default(),
+            registered: BTreeMap::new(),
+            catch_up: None,
+        }
+    }
+
+    pub(crate) fn id(&self) -> StreamId {
+        self.stream.id
+    }
+
+    pub(crate) fn is_node(&self, address: &Address) -> bool {
+        self.stream.nodes.contains(address)
+    }
+
+    /// The other nodes of the stream.
+    pub(crate) fn peers(&self, me: Address) -> impl Iterator<Item = Address> + '_ {
+        self.stream.nodes.iter().copied().filter(move |n| *n != me)
+    }
+
+    /// Restores a stored candidate after a restart.
+    pub(crate) fn restore_candidate(&mut self, candidate: ParsedMiniblock) {
+        if candidate.num() == self.stream.head.num + 1 {
+            self.candidates.keep(candidate);
+        }
+    }
+
+    /// Time passed: fetches that are due, catch-up retries, late proposal rounds.
+    pub(crate) fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
+        self.fetch_due(ctx);
+        self.catch_up_due(ctx);
+        self.round_timeout(ctx);
+    }
+
+    /// A new chain block: candidates that waited for it, then perhaps a round to lead.
+    pub(crate) fn on_block(&mut self, ctx: &mut Ctx<'_>, number: u64, prevrandao: B256) {
+        self.recheck_deferred(ctx);
+        self.maybe_lead(ctx, number, prevrandao);
+    }
+}
+
+impl StreamView for Replica {
+    fn head(&self) -> Head {
+        self.stream.head
+    }
+
+    fn nodes(&self) -> &[Address] {
+        &self.stream.nodes
+    }
+
+    fn members(&self) -> &BTreeSet<Address> {
+        &self.stream.members
+    }
+
+    fn minipool_hashes(&self) -> Vec<B256> {
+        self.pool.hashes().to_vec()
+    }
+
+    fn minipool_len(&self) -> usize {
+        self.pool.len()
+    }
+
+    fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent> {
+        self.pool.get(hash)
+    }
+}

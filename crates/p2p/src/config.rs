@@ -1,0 +1,71 @@
+//! Network settings.
+
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+
+use crate::P2pMetrics;
+
+/// Whether this peer is a node (serves node protocols, has a gossip inbox) or a client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A registered node.
+    Node,
+    /// A client: only makes client requests.
+    Client,
+}
+
+/// Network settings.
+#[derive(Clone, Debug)]
+pub struct P2pConfig {
+    /// Node or client.
+    pub role: Role,
+    /// Addresses to listen on (e.g. `/ip4/127.0.0.1/tcp/0`, `/ip4/127.0.0.1/udp/0/quic-v1`).
+    pub listen: Vec<Multiaddr>,
+    /// The registry's `maxEventBytes`: bounds gossip messages.
+    pub max_event_bytes: usize,
+    /// Largest request-response message (miniblocks, streams).
+    pub max_message_bytes: usize,
+    /// How long a request may wait for its response.
+    pub request_timeout: Duration,
+    /// How long unpublished gossip keeps being retried while its destination is not
+    /// subscribed (not connected, or its subscription has not arrived yet).
+    pub publish_retry_for: Duration,
+    /// Room in the channel of network events to the node. When it is full, gossip is ignored
+    /// (peers carry it again) and requests are answered "busy": the swarm never waits.
+    pub event_capacity: usize,
+    /// Room in the channel of commands to the swarm; senders wait when it is full.
+    pub command_capacity: usize,
+    /// Inbound requests (per peer and protocol) that may be open at once.
+    pub max_concurrent_requests: usize,
+    /// Where the network counts what it sheds and refuses.
+    pub metrics: P2pMetrics,
+}
+
+impl P2pConfig {
+    /// Defaults for a node listening on `listen`.
+    pub fn node(listen: Vec<Multiaddr>) -> Self {
+        Self {
+            role: Role::Node,
+            listen,
+            max_event_bytes: 64 * 1024,
+            max_message_bytes: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(10),
+            publish_retry_for: Duration::from_secs(30),
+            event_capacity: 4096,
+            command_capacity: 4096,
+            max_concurrent_requests: 256,
+            metrics: P2pMetrics::default(),
+        }
+    }
+
+    /// Defaults for a client (listens nowhere).
+    pub fn client() -> Self {
+        Self {
+            role: Role::Client,
+            listen: Vec::new(),
+            event_capacity: 64,
+            ..Self::node(Vec::new())
+        }
+    }
+}

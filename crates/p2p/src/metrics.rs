@@ -1,0 +1,65 @@
+//! What the network counts: shed load, dropped gossip, refused peers.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
+
+/// The network's counters. Cheap to clone (shared handles); register them with the node's
+/// registry to serve them.
+#[derive(Clone, Debug, Default)]
+pub struct P2pMetrics {
+    /// Gossip messages received.
+    pub gossip_received: Counter,
+    /// Gossip messages published.
+    pub gossip_published: Counter,
+    /// Gossip ignored because the node's queue was full.
+    pub gossip_shed: Counter,
+    /// Gossip rejected at the edge: from a non-node, relayed, or malformed.
+    pub gossip_refused: Counter,
+    /// Gossip given up on because its destination never subscribed in time.
+    pub gossip_expired: Counter,
+    /// Requests answered "busy" because the node's queue was full.
+    pub requests_shed: Counter,
+    /// Node-protocol requests refused because the peer is not a registered node.
+    pub requests_not_a_node: Counter,
+}
+
+impl P2pMetrics {
+    /// Registers every counter under `registry` (prefix it with `p2p` at the call site).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "gossip_received",
+            "Gossip messages received from nodes",
+            self.gossip_received.clone(),
+        );
+        registry.register(
+            "gossip_published",
+            "Gossip messages published to node inboxes",
+            self.gossip_published.clone(),
+        );
+        registry.register(
+            "gossip_shed",
+            "Gossip messages ignored because the node's queue was full",
+            self.gossip_shed.clone(),
+        );
+        registry.register(
+            "gossip_refused",
+            "Gossip messages rejected at the edge (not from a node, relayed, or malformed)",
+            self.gossip_refused.clone(),
+        );
+        registry.register(
+            "gossip_expired",
+            "Gossip messages dropped because their destination never subscribed in time",
+            self.gossip_expired.clone(),
+        );
+        registry.register(
+            "requests_shed",
+            "Requests answered busy because the node's queue was full",
+            self.requests_shed.clone(),
+        );
+        registry.register(
+            "requests_not_a_node",
+            "Node-protocol requests refused because the peer is not a registered node",
+            self.requests_not_a_node.clone(),
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! The client service: serves `/rill/client/1` on its own task. Streams this node holds are
+//! served here (events are opened on the worker pool and admitted through the node's loop;
+//! reads go to the read server); the others are forwarded to one of their nodes, the next one
+//! if that one does not answer. It owns the acknowledgement waiters and the watch logs, which
+//! the loop wakes.
+
+mod acks;
+mod forward;
+mod watch;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use alloy_primitives::Address;
+use prost::Message as _;
+use rill_chain::{ChainError, Registrar, RegistrarError};
+use rill_engine::Reject;
+use rill_p2p::{P2p, PeerId, Responder};
+use rill_protocol::{Limits, NodeKey, ParsedEvent, ParsedMiniblock, StreamId, pb};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+pub(crate) use acks::{Acks, Wait};
+pub(crate) use watch::Watch;
+
+use crate::convert::error;
+use crate::directory::{SharedDirectory, read};
+use crate::durability::Durability;
+use crate::event_loop::{LoopMsg, Status};
+use crate::reads::{Found, Query, Reads};
+use crate::workers::Workers;
+
+/// Client requests handled at once; more wait in the queue.
+const CONCURRENT_REQUESTS: usize = 512;
+/// How long an add waits for its quorum or miniblock.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client request, as the router hands it over.
+pub(crate) struct ClientJob {
+    pub(crate) peer: PeerId,
+    pub(crate) request: pb::ClientRequest,
+    pub(crate) responder: Responder<pb::ClientResponse>,
+}
+
+/// What the client service needs.
+pub(crate) struct ClientService {
+    pub(crate) me: Address,
+    pub(crate) key: NodeKey,
+    pub(crate) directory: SharedDirectory,
+    pub(crate) mailbox: mpsc::Sender<LoopMsg>,
+    pub(crate) workers: Workers,
+    pub(crate) reads: Reads,
+    pub(crate) acks: Acks,
+    pub(crate) watch: Watch,
+    pub(crate) registrar: Registrar,
+    pub(crate) durability: Durability,
+    pub(crate) p2p: P2p,
+    pub(crate) status: tokio::sync::watch::Receiver<Status>,
+}
+
+/// The wire code for an engine refusal.
+pub(crate) fn code(reject: &Reject) -> pb::ErrorCode {
+    use pb::ErrorCode as C;
+    match reject {
+        Reject::UnknownStream(_) => C::UnknownStream,
+        Reject::NotAMember(_) => C::NotAMember,
+        Reject::StaleMiniblock { .. } | Reject::UnknownMiniblock { .. } => C::StaleMiniblock,
+        Reject::Duplicate(_) => C::Duplicate,
+        Reject::TooLarge { .. } => C::TooLarge,
+        Reject::AlreadyMember(_) => C::AlreadyExists,
+        Reject::BadPayload(_) | Reject::Malformed(_) | Reject::BadGenesis(_) => C::Malformed,
+        Reject::NotAStreamNode(_) => C::NotANode,
+        _ => C::BadCandidate,
+    }
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn ok(kind: pb::client_response::Kind) -> pb::ClientResponse {
+    pb::ClientResponse {
+        kind: Some(kind),
+        error: None,
+    }
+}
+
+fn fail(error: pb::Error) -> pb::ClientResponse {
+    pb::ClientResponse {
+        kind: None,
+        error: Some(error),
+    }
+}
+
+fn stream_id(bytes: &[u8]) -> Result<StreamId, pb::Error> {
+    StreamId::from_slice(bytes)
+        .ok_or_else(|| error(pb::ErrorCode::Malformed, "a stream id is 32 bytes"))
+}
+
+fn stopping() -> pb::Error {
+    error(pb::ErrorCode::Unavailable, "the node is stopping")
+}
+
+impl ClientService {
+    /// Runs the service until its queue closes; requests are handled concurrently, up to a
+    /// limit.
+    pub(crate) async fn run(self, mut jobs: mpsc::Receiver<ClientJob>) {
+        let service = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
+        while let Some(job) = jobs.recv().await {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                service.handle(job).await;
+                drop(permit);
+            });
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_event_bytes: read(&self.directory).network().max_event_bytes as usize,
+        }
+    }
+
+    fn holds(&self, stream: &StreamId) -> bool {
+        read(&self.directory).holds(stream)
+    }
+
+    async fn handle(&self, job: ClientJob) {
+        use pb::client_request::Kind;
+        let ClientJob {
+            peer,
+            request,
+            responder,
+        } = job;
+        tracing::trace!(%peer, "client request");
+        let Some(kind) = request.kind.clone() else {
+            return responder
+                .send(fail(error(pb::ErrorCode::Malformed, "empty request")))
+                .await;
+        };
+        let response = match kind {
+            Kind::Subscribe(sub) => match stream_id(&sub.stream_id) {
+                Ok(stream) if self.holds(&stream) => {
+                    let wait = Duration::from_millis(u64::from(sub.wait_ms).min(30_000));
+                    self.watch
+                        .poll(stream, sub.after_seq, Instant::now() + wait, responder);
+                    return;
+                }
+                Ok(stream) => self.forward(stream, request).await,
+                Err(e) => fail(e),
+            },
+            Kind::CreateStream(create) => self.create_stream(create).await,
+            Kind::Info(info) => self.info(info.list_streams).await,
+            Kind::AddEvent(add) => match stream_id(&add.stream_id) {
+                Ok(stream) if self.holds(&stream) => self.add_event(stream, add).await,
+                Ok(stream) => self.forward(stream, request).await,
+                Err(e) => fail(e),
+            },
+            Kind::GetStream(get) => match stream_id(&get.stream_id) {
+                Ok(stream) if self.holds(&stream) => match self.reads.ask(Query::Stream(get)).await
+                {
+                    Ok(Found::Stream(mut got)) => {
+                        got.served_by = self.me.to_vec();
+                        ok(pb::client_response::Kind::GetStream(got))
+                    }
+                    Ok(_) => unreachable!("a stream query finds a stream"),
+                    Err(e) => fail(e),
+                },
+                Ok(stream) => self.forward(stream, request).await,
+                Err(e) => fail(e),
+            },
+            Kind::GetMiniblocks(get) => match stream_id(&get.stream_id) {
+                Ok(stream) if self.holds(&stream) => {
+                    match self.reads.ask(Query::Miniblocks(get)).await {
+                        Ok(Found::Miniblocks(m)) => ok(pb::client_response::Kind::GetMiniblocks(m)),
+                        Ok(_) => unreachable!("a miniblocks query finds miniblocks"),
+                        Err(e) => fail(e),
+                    }
+                }
+                Ok(stream) => self.forward(stream, request).await,
+                Err(e) => fail(e),
+            },
+        };
+        responder.send(response).await;
+    }
+
+    /// Opens the event on the workers, admits it through the loop, and answers once it is
+    /// durable here (and, if asked, held by a quorum or promoted).
+    async fn add_event(&self, stream: StreamId, add: pb::AddEventRequest) -> pb::ClientResponse {
+        let ack = pb::Ack::try_from(add.ack).unwrap_or(pb::Ack::Local);
+        let limits = self.limits();
+        let envelope = add.envelope.unwrap_or_default();
+        let Some(opened) = self
+            .workers
+            .run(move || ParsedEvent::open(envelope, &limits))
+            .await
+        else {
+            return fail(stopping());
+        };
+        let event = match opened {
+            Ok(event) => event,
+            Err(e) => {
+                let _ = self.mailbox.send(LoopMsg::ClientRefused(e.name())).await;
+                return fail(e.to_pb());
+            }
+        };
+        let hash = event.hash();
+        let waiting = match ack {
+            pb::Ack::Local => None,
+            pb::Ack::Quorum => Some(self.acks.wait(hash, Wait::Quorum)),
+            pb::Ack::Miniblock => Some(self.acks.wait(hash, Wait::Miniblock)),
+        };
+        let (reply, admitted) = oneshot::channel();
+        let message = LoopMsg::AddEvent {
+            stream,
+            event,
+            reply,
+        };
+        if self.mailbox.send(message).await.is_err() {
+            return fail(stopping());
+        }
+        match admitted.await {
+            Ok(Ok(())) => {}
+            Ok(Err(reject)) => {
+                drop(waiting);
+                self.acks.cancel(&hash);
+                return fail(error(code(&reject), reject.to_string()));
+            }
+            Err(_) => return fail(stopping()),
+        }
+        // Acknowledge only what is on disk (one flush serves every write since the last).
+        if !self.durability.mark().await {
+            return fail(error(pb::ErrorCode::Internal, "the store cannot flush"));
+        }
+        let miniblock_num = match waiting {
+            None => None,
+            Some(waiting) => match tokio::time::timeout(ACK_TIMEOUT, waiting).await {
+                Ok(Ok(num)) => num.filter(|_| ack == pb::Ack::Miniblock),
+                _ => {
+                    self.acks.cancel(&hash);
+                    return fail(error(
+                        pb::ErrorCode::Timeout,
+                        format!(
+                            "event {hash} is in this node's minipool but was not {ack:?}-acknowledged within {}s; check `rill stream get`",
+                            ACK_TIMEOUT.as_secs()
+                        ),
+                    ));
+                }
+            },
+        };
+        ok(pb::client_response::Kind::AddEvent(pb::AddEventResponse {
+            hash: hash.to_vec(),
+            miniblock_num,
+        }))
+    }
+
+    /// Builds and signs the genesis, places the stream, and allocates it in the registry.
+    async fn create_stream(&self, create: pb::CreateStreamRequest) -> pb::ClientResponse {
+        let limits = self.limits();
+        let opened = self
+            .workers
+            .run(move || {
+                std::iter::once(create.inception.unwrap_or_default())
+                    .chain(create.events)
+                    .map(|e| ParsedEvent::open(e, &limits))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        let events = match opened {
+            None => return fail(stopping()),
+            Some(Err(e)) => return fail(e.to_pb()),
+            Some(Ok(events)) => events,
+        };
+        let Some(stream) = events[0].inception_stream() else {
+            return fail(error(
+                pb::ErrorCode::Malformed,
+                "the first event of a stream is an inception",
+            ));
+        };
+        let nodes = {
+            let directory = read(&self.directory);
+            if directory.stream_nodes(&stream).is_some() {
+                return fail(error(
+                    pb::ErrorCode::AlreadyExists,
+                    format!("stream {stream} exists"),
+                ));
+            }
+            directory.place(&stream)
+        };
+        if nodes.is_empty() {
+            return fail(error(
+                pb::ErrorCode::Unavailable,
+                "no operational node is registered",
+            ));
+        }
+        let chain_block = self.status.borrow().chain_head;
+        let genesis = match ParsedMiniblock::genesis(events, wall_ms(), chain_block, &self.key) {
+            Ok(genesis) => genesis,
+            Err(e) => return fail(error(pb::ErrorCode::Malformed, e.to_string())),
+        };
+        if let Err(reject) = rill_engine::check_genesis(stream, &nodes, &genesis) {
+            return fail(error(code(&reject), reject.to_string()));
+        }
+        let bytes = genesis.to_pb().encode_to_vec();
+        let block = match self
+            .registrar
+            .allocate_stream(stream, nodes.clone(), genesis.hash(), bytes)
+            .await
+        {
+            Ok(block) => block,
+            Err(RegistrarError::Chain(e)) if matches!(*e, ChainError::Reverted(_)) => {
+                return fail(error(
+                    pb::ErrorCode::AlreadyExists,
+                    format!("the registry refused: {e}"),
+                ));
+            }
+            Err(e) => {
+                return fail(error(
+                    pb::ErrorCode::Unavailable,
+                    format!("allocation failed: {e}"),
+                ));
+            }
+        };
+        // Answer once this node has seen the allocation, so the next request finds it.
+        let mut status = self.status.clone();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(30),
+            status.wait_for(|s| s.chain_head >= block),
+        )
+        .await;
+        ok(pb::client_response::Kind::CreateStream(
+            pb::CreateStreamResponse {
+                stream_id: stream.0.to_vec(),
+                genesis_hash: genesis.hash().to_vec(),
+                nodes: nodes.iter().map(|a| a.to_vec()).collect(),
+            },
+        ))
+    }
+
+    async fn info(&self, list_streams: bool) -> pb::ClientResponse {
+        let status = self.status.borrow().clone();
+        let connected = self.p2p.connected_peers().await;
+        let (node_peers, streams) = {
+            let directory = read(&self.directory);
+            let node_peers = connected
+                .iter()
+                .filter(|p| directory.is_node_peer(p))
+                .count();
+            let streams = if list_streams {
+                directory.mine().iter().map(|s| s.0.to_vec()).collect()
+            } else {
+                Vec::new()
+            };
+            (node_peers, streams)
+        };
+        ok(pb::client_response::Kind::Info(pb::InfoResponse {
+            address: self.me.to_vec(),
+            peer_id: self.p2p.peer_id().to_string(),
+            peers: connected.iter().map(ToString::to_string).collect(),
+            streams,
+            chain_head: status.chain_head,
+            version: env!("CARGO_PKG_VERSION").into(),
+            streams_held: status.streams_held,
+            streams_loaded: status.streams_loaded,
+            minipool_events: status.minipool_events,
+            miniblocks_promoted: status.miniblocks_promoted,
+            miniblocks_produced: status.miniblocks_produced,
+            node_peers: node_peers as u64,
+        }))
+    }
+}

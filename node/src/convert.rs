@@ -1,0 +1,102 @@
+//! Between the engine's types and their protobuf wire form. Opening (hash and signature
+//! checks) happens on the worker pool, never here.
+
+use alloy_primitives::B256;
+use rill_engine::{ProposalReply, ProposalRequest, Request};
+use rill_p2p::NodeRequest;
+use rill_protocol::{Limits, ParsedEvent, StreamId, pb};
+
+/// 32-byte hashes from their wire form; `None` if one is not 32 bytes.
+pub(crate) fn hashes(wire: &[Vec<u8>]) -> Option<Vec<B256>> {
+    wire.iter()
+        .map(|h| B256::try_from(h.as_slice()).ok())
+        .collect()
+}
+
+pub(crate) fn hashes_to_pb(hashes: &[B256]) -> Vec<Vec<u8>> {
+    hashes.iter().map(|h| h.to_vec()).collect()
+}
+
+/// The wire form of one of the engine's requests.
+pub(crate) fn request_to_pb(stream: StreamId, request: Request) -> NodeRequest {
+    use pb::miniblock_request::Kind;
+    let stream_id = stream.0.to_vec();
+    let miniblock = |kind| NodeRequest::Miniblock(pb::MiniblockRequest { kind: Some(kind) });
+    match request {
+        Request::Proposal(p) => miniblock(Kind::Propose(pb::ProposeMiniblockRequest {
+            stream_id,
+            num: p.num,
+            prev_hash: p.prev_hash.to_vec(),
+            hashes: hashes_to_pb(&p.hashes),
+            chain_block: p.chain_block,
+        })),
+        Request::SaveCandidate(candidate) => {
+            miniblock(Kind::SaveCandidate(pb::SaveMiniblockCandidateRequest {
+                stream_id,
+                candidate: Some(candidate.to_pb()),
+            }))
+        }
+        Request::GetEvents(hashes) => NodeRequest::Events(pb::GetEventsRequest {
+            stream_id,
+            hashes: hashes_to_pb(&hashes),
+        }),
+        Request::GetMiniblocks { from, to } => {
+            miniblock(Kind::GetMiniblocks(pb::GetMiniblocksRequest {
+                stream_id,
+                from,
+                to,
+                include_candidate: true,
+            }))
+        }
+    }
+}
+
+/// A proposal request from the wire; `None` if a hash is not 32 bytes.
+pub(crate) fn proposal_request(p: &pb::ProposeMiniblockRequest) -> Option<ProposalRequest> {
+    Some(ProposalRequest {
+        num: p.num,
+        prev_hash: B256::try_from(p.prev_hash.as_slice()).ok()?,
+        hashes: hashes(&p.hashes)?,
+        chain_block: p.chain_block,
+    })
+}
+
+pub(crate) fn reply_to_pb(reply: ProposalReply) -> pb::ProposeMiniblockResponse {
+    pb::ProposeMiniblockResponse {
+        num: reply.num,
+        prev_hash: reply.prev_hash.to_vec(),
+        hashes: hashes_to_pb(&reply.hashes),
+        snapshot_vote: reply.snapshot_vote,
+        missing: reply
+            .missing
+            .into_iter()
+            .map(ParsedEvent::into_envelope)
+            .collect(),
+    }
+}
+
+/// A replica's proposal from the wire, its events opened; `None` if anything is malformed.
+pub(crate) fn reply_from_pb(
+    reply: pb::ProposeMiniblockResponse,
+    limits: &Limits,
+) -> Option<ProposalReply> {
+    Some(ProposalReply {
+        num: reply.num,
+        prev_hash: B256::try_from(reply.prev_hash.as_slice()).ok()?,
+        hashes: hashes(&reply.hashes)?,
+        snapshot_vote: reply.snapshot_vote,
+        missing: reply
+            .missing
+            .into_iter()
+            .map(|e| ParsedEvent::open(e, limits).ok())
+            .collect::<Option<_>>()?,
+    })
+}
+
+/// A typed error for a response.
+pub(crate) fn error(code: pb::ErrorCode, message: impl Into<String>) -> pb::Error {
+    pb::Error {
+        code: code as i32,
+        message: message.into(),
+    }
+}

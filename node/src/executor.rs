@@ -1,0 +1,262 @@
+//! The executor: carries out the engine's effects, in order. Store operations become store
+//! writes, gossip goes to the outbox, requests to the request driver, registrations to the
+//! registrar (once the candidate is durable), notifications to waiting clients and watchers,
+//! refusals to the metrics.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use alloy_primitives::{Address, B256};
+use rill_chain::{MiniblockRegistration, Registrar, RegistrationOutcome};
+use rill_engine::{Effect, Notification, Registration, StoreOp};
+use rill_p2p::P2p;
+use rill_protocol::pb;
+use rill_store::{Store, Write};
+use tracing::{debug, warn};
+
+use crate::client::{Acks, Watch};
+use crate::directory::{SharedDirectory, read};
+use crate::durability::Durability;
+use crate::faults::{Action, Hook, MessageKind};
+use crate::metrics::{Metrics, Origin, OriginLabels};
+use crate::outbox::Outbox;
+use crate::requests::Requests;
+
+/// When things this node started happened, for the latency histograms.
+#[derive(Default)]
+struct Timings {
+    /// Client events admitted here and not yet promoted.
+    client_events: HashMap<B256, Instant>,
+    /// Candidates built here and not yet promoted.
+    candidates: HashMap<B256, Instant>,
+}
+
+/// Carries out effects.
+pub(crate) struct Executor {
+    pub(crate) me: Address,
+    pub(crate) store: Store,
+    pub(crate) durability: Durability,
+    pub(crate) outbox: Outbox,
+    pub(crate) requests: Requests,
+    pub(crate) registrar: Registrar,
+    pub(crate) p2p: P2p,
+    pub(crate) acks: Acks,
+    pub(crate) watch: Watch,
+    pub(crate) metrics: Metrics,
+    pub(crate) directory: SharedDirectory,
+    pub(crate) faults: Hook,
+    timings: Timings,
+}
+
+impl Executor {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        me: Address,
+        store: Store,
+        durability: Durability,
+        requests: Requests,
+        registrar: Registrar,
+        p2p: P2p,
+        acks: Acks,
+        watch: Watch,
+        metrics: Metrics,
+        directory: SharedDirectory,
+        faults: Hook,
+    ) -> Self {
+        Self {
+            me,
+            store,
+            durability,
+            outbox: Outbox::default(),
+            requests,
+            registrar,
+            p2p,
+            acks,
+            watch,
+            metrics,
+            directory,
+            faults,
+            timings: Timings::default(),
+        }
+    }
+
+    /// The next event admitted with this hash came from a client of this node.
+    pub(crate) fn client_event(&mut self, hash: B256) {
+        self.timings.client_events.insert(hash, Instant::now());
+    }
+
+    /// Carries out `effects`, in order.
+    pub(crate) fn run(&mut self, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Store(op) => self.store(op),
+                Effect::Gossip { stream, message } => {
+                    let to: Vec<Address> = read(&self.directory)
+                        .stream_nodes(&stream)
+                        .unwrap_or_default()
+                        .iter()
+                        .copied()
+                        .filter(|n| *n != self.me)
+                        .collect();
+                    self.outbox.add(&to, stream, &message);
+                }
+                Effect::Send {
+                    to,
+                    stream,
+                    request,
+                } => self.requests.send(to, stream, request),
+                Effect::Register(registration) => self.register(registration),
+                Effect::Notify(notification) => self.notify(notification),
+                Effect::Rejected { reason, .. } => self.metrics.reject(reason.code()),
+            }
+        }
+    }
+
+    fn store(&mut self, op: StoreOp) {
+        let write = match op {
+            StoreOp::CreateStream {
+                stream,
+                nodes,
+                genesis,
+            } => Write::CreateStream {
+                stream,
+                nodes,
+                genesis,
+            },
+            StoreOp::AddToMinipool { stream, event } => {
+                let origin = if self.timings.client_events.contains_key(&event.hash()) {
+                    Origin::Client
+                } else {
+                    Origin::Peer
+                };
+                self.metrics
+                    .events_admitted
+                    .get_or_create(&OriginLabels { origin })
+                    .inc();
+                Write::AddToMinipool { stream, event }
+            }
+            StoreOp::DropFromMinipool { stream, hashes } => {
+                for hash in &hashes {
+                    self.timings.client_events.remove(hash);
+                }
+                Write::DropFromMinipool { stream, hashes }
+            }
+            StoreOp::StoreCandidate { stream, miniblock } => {
+                Write::StoreCandidate { stream, miniblock }
+            }
+            StoreOp::Promote { stream, miniblock } => Write::Promote { stream, miniblock },
+        };
+        if let Err(e) = self.store.write(&write) {
+            // The engine moved on; the store did not. A restart reloads from the store and
+            // catches up from peers.
+            warn!(%e, "store write failed");
+        }
+    }
+
+    /// Queues a registration once this node's copy of the candidate is durable.
+    fn register(&mut self, registration: Registration) {
+        self.metrics.miniblocks_produced.inc();
+        self.timings
+            .candidates
+            .insert(registration.hash, Instant::now());
+        let durable = self.durability.mark();
+        let registrar = self.registrar.clone();
+        let entry = MiniblockRegistration {
+            stream_id: registration.stream,
+            prev_hash: registration.prev_hash,
+            hash: registration.hash,
+            num: registration.num,
+            sealed: false,
+        };
+        tokio::spawn(async move {
+            if !durable.await {
+                return;
+            }
+            match registrar.register(entry).await {
+                Ok(RegistrationOutcome::Registered { .. }) => {}
+                Ok(RegistrationOutcome::Rejected { reason, .. }) => {
+                    debug!(stream = %entry.stream_id, num = entry.num, %reason, "registration refused");
+                }
+                Err(e) => {
+                    warn!(stream = %entry.stream_id, num = entry.num, %e, "registration failed");
+                }
+            }
+        });
+    }
+
+    fn notify(&mut self, notification: Notification) {
+        match notification {
+            Notification::EventAdmitted { stream, event } => {
+                if self.watch.watched(&stream) {
+                    let update = pb::stream_update::Kind::Event(event.envelope().clone());
+                    self.watch.push(stream, update);
+                }
+            }
+            Notification::EventQuorum { hash, .. } => {
+                if let Some(at) = self.timings.client_events.get(&hash) {
+                    self.metrics
+                        .add_to_quorum
+                        .observe(at.elapsed().as_secs_f64());
+                }
+                self.acks.quorum(&hash);
+            }
+            Notification::MiniblockPromoted { stream, miniblock } => {
+                self.metrics.miniblocks_promoted.inc();
+                for event in miniblock.events() {
+                    if let Some(at) = self.timings.client_events.remove(&event.hash()) {
+                        self.metrics
+                            .add_to_promoted
+                            .observe(at.elapsed().as_secs_f64());
+                    }
+                }
+                if let Some(at) = self.timings.candidates.remove(&miniblock.hash()) {
+                    self.metrics
+                        .candidate_to_registered
+                        .observe(at.elapsed().as_secs_f64());
+                }
+                self.acks.promoted(&miniblock);
+                if self.watch.watched(&stream) {
+                    let update = pb::stream_update::Kind::Miniblock(miniblock.to_pb());
+                    self.watch.push(stream, update);
+                }
+            }
+        }
+    }
+
+    /// Forgets timings of candidates that will never be promoted (the registry took another).
+    pub(crate) fn candidate_rejected(&mut self, hash: &B256) {
+        self.timings.candidates.remove(hash);
+    }
+
+    /// Sends what the outbox gathered, once everything this node wrote is durable: a node
+    /// announces events, and counts toward their quorum, only once its copy is on disk.
+    pub(crate) fn flush_gossip(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let mut batches = self.outbox.take();
+        for (to, batch) in &mut batches {
+            if self.faults.action(MessageKind::GossipEvents, self.me, *to) == Action::Drop {
+                batch.received.clear();
+            }
+            if self
+                .faults
+                .action(MessageKind::GossipAnnouncements, self.me, *to)
+                == Action::Drop
+            {
+                batch.in_pool.clear();
+            }
+        }
+        batches.retain(|(_, batch)| !batch.is_empty());
+        let durable = self.durability.mark();
+        let p2p = self.p2p.clone();
+        tokio::spawn(async move {
+            if !durable.await {
+                return;
+            }
+            for (to, batch) in batches {
+                p2p.gossip(to, batch).await;
+            }
+        });
+    }
+}

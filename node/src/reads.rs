@@ -1,0 +1,154 @@
+//! The read server: `GetEvents`, `GetMiniblocks` and `GetStream` served from the store on
+//! their own task (and blocking threads), never on the node's loop. Its queue is bounded: when
+//! it is full the asker is told the node is busy.
+
+use std::sync::Arc;
+
+use alloy_primitives::B256;
+use rill_protocol::{StreamId, pb};
+use rill_store::{Store, StoreError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::warn;
+
+use crate::convert::error;
+use crate::workers::Busy;
+
+/// Reads served at once (each on a blocking thread).
+const CONCURRENT_READS: usize = 4;
+/// At most this many miniblocks in one answer: the asker comes back for more.
+const MAX_MINIBLOCKS_PER_ANSWER: u64 = 1_000;
+
+/// A read.
+#[derive(Debug)]
+pub(crate) enum Query {
+    /// Events by hash, from minipools and miniblocks.
+    Events(pb::GetEventsRequest),
+    /// Promoted miniblocks of a range, and the candidates after them.
+    Miniblocks(pb::GetMiniblocksRequest),
+    /// A stream: its nodes, miniblocks and minipool.
+    Stream(pb::GetStreamRequest),
+}
+
+/// What a read found.
+#[derive(Debug)]
+pub(crate) enum Found {
+    Events(Vec<pb::Envelope>),
+    Miniblocks(pb::GetMiniblocksResponse),
+    Stream(pb::GetStreamResponse),
+}
+
+type Reply = oneshot::Sender<Result<Found, pb::Error>>;
+
+/// Handle to the read server.
+#[derive(Clone, Debug)]
+pub(crate) struct Reads {
+    queue: mpsc::Sender<(Query, Reply)>,
+}
+
+impl Reads {
+    /// Starts the read server on its own handle to the store.
+    pub(crate) fn spawn(store: Store, capacity: usize) -> (Self, impl Future<Output = ()>) {
+        let (queue, jobs) = mpsc::channel(capacity.max(1));
+        (Self { queue }, serve(store, jobs))
+    }
+
+    /// Queues a read if there is room.
+    pub(crate) fn try_ask(
+        &self,
+        query: Query,
+    ) -> Result<oneshot::Receiver<Result<Found, pb::Error>>, Busy> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.try_send((query, reply)).map_err(|_| Busy)?;
+        Ok(answer)
+    }
+
+    /// Reads, waiting for room in the queue.
+    pub(crate) async fn ask(&self, query: Query) -> Result<Found, pb::Error> {
+        let (reply, answer) = oneshot::channel();
+        let stopped = || error(pb::ErrorCode::Unavailable, "the node is stopping");
+        self.queue
+            .send((query, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn serve(store: Store, mut jobs: mpsc::Receiver<(Query, Reply)>) {
+    let permits = Arc::new(Semaphore::new(CONCURRENT_READS));
+    while let Some((query, reply)) = jobs.recv().await {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let found = read(&store, query).map_err(|e| {
+                warn!(%e, "store read failed");
+                error(pb::ErrorCode::Internal, format!("store: {e}"))
+            });
+            drop(permit);
+            let _ = reply.send(found.and_then(|f| f));
+        });
+    }
+}
+
+fn stream_id(bytes: &[u8]) -> Result<StreamId, pb::Error> {
+    StreamId::from_slice(bytes)
+        .ok_or_else(|| error(pb::ErrorCode::Malformed, "a stream id is 32 bytes"))
+}
+
+/// Serves one query. The outer error is the store's, the inner one the asker's.
+fn read(store: &Store, query: Query) -> Result<Result<Found, pb::Error>, StoreError> {
+    Ok(match query {
+        Query::Events(request) => {
+            let hashes: Vec<B256> = request
+                .hashes
+                .iter()
+                .filter_map(|h| B256::try_from(h.as_slice()).ok())
+                .collect();
+            Ok(Found::Events(store.events(&hashes)?))
+        }
+        Query::Miniblocks(request) => match stream_id(&request.stream_id) {
+            Err(e) => Err(e),
+            Ok(stream) => {
+                let to = request
+                    .to
+                    .min(request.from.saturating_add(MAX_MINIBLOCKS_PER_ANSWER - 1));
+                let miniblocks = store.miniblocks(&stream, request.from, to)?;
+                let candidates = if request.include_candidate {
+                    store.candidates(&stream)?
+                } else {
+                    Vec::new()
+                };
+                Ok(Found::Miniblocks(pb::GetMiniblocksResponse {
+                    miniblocks,
+                    candidates,
+                }))
+            }
+        },
+        Query::Stream(request) => match stream_id(&request.stream_id) {
+            Err(e) => Err(e),
+            Ok(stream) => {
+                let Some((head, _)) = store.head(&stream)? else {
+                    return Ok(Err(error(
+                        pb::ErrorCode::UnknownStream,
+                        format!("stream {stream} is not stored here"),
+                    )));
+                };
+                let from = if request.head_only { head } else { 0 };
+                let nodes = store.nodes(&stream)?;
+                Ok(Found::Stream(pb::GetStreamResponse {
+                    stream_id: stream.0.to_vec(),
+                    served_by: Vec::new(),
+                    nodes: nodes.iter().map(|a| a.to_vec()).collect(),
+                    miniblocks: store.miniblocks(&stream, from, head)?,
+                    minipool: if request.head_only {
+                        Vec::new()
+                    } else {
+                        store.minipool(&stream)?
+                    },
+                }))
+            }
+        },
+    })
+}

@@ -1,0 +1,154 @@
+//! The one request driver: every request the engine sends to another node goes out here, and
+//! its answer (opened on the worker pool) or its failure comes back to the loop as
+//! `Input::Response`. A request that cannot be sent, times out or gets an answer that does not
+//! open counts as failed: the engine always hears back.
+
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use rill_engine::{Input, Request, RequestKind, Response};
+use rill_p2p::{NodeResponse, P2p};
+use rill_protocol::{Limits, ParsedEvent, ParsedMiniblock, StreamId, pb};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::convert;
+use crate::directory::{SharedDirectory, read};
+use crate::event_loop::LoopMsg;
+use crate::faults::{Action, Hook, MessageKind};
+use crate::metrics::{KindLabels, Metrics};
+use crate::workers::Workers;
+
+/// Sends the engine's requests.
+#[derive(Clone)]
+pub(crate) struct Requests {
+    pub(crate) me: Address,
+    pub(crate) p2p: P2p,
+    pub(crate) mailbox: mpsc::Sender<LoopMsg>,
+    pub(crate) workers: Workers,
+    pub(crate) directory: SharedDirectory,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Metrics,
+    pub(crate) faults: Hook,
+    /// How long a request waits for its answer (the transport's timeout).
+    pub(crate) timeout: Duration,
+}
+
+fn fault_kind(kind: RequestKind) -> MessageKind {
+    match kind {
+        RequestKind::Proposal => MessageKind::Proposal,
+        RequestKind::SaveCandidate(_) => MessageKind::Candidate,
+        RequestKind::GetEvents => MessageKind::GetEvents,
+        RequestKind::GetMiniblocks => MessageKind::GetMiniblocks,
+    }
+}
+
+impl Requests {
+    /// Sends `request` to `to` about `stream`; the answer comes back to the loop.
+    pub(crate) fn send(&self, to: Address, stream: StreamId, request: Request) {
+        let kind = request.kind();
+        self.metrics
+            .requests
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .inc();
+        let peer = read(&self.directory).node(&to).map(|r| r.peer);
+        let action = self.faults.action(fault_kind(kind), self.me, to);
+        let this = self.clone();
+        tokio::spawn(async move {
+            let response = match (peer, action) {
+                (None, _) => {
+                    debug!(%to, "no address for the node");
+                    None
+                }
+                (Some(_), Action::Drop) => {
+                    // Lost on the way: the asker hears nothing until its timeout.
+                    tokio::time::sleep(this.timeout).await;
+                    None
+                }
+                (Some(peer), action) => {
+                    if let Action::Delay(by) = action {
+                        tokio::time::sleep(by).await;
+                    }
+                    let wire = convert::request_to_pb(stream, request);
+                    match this.p2p.request(peer, wire).await {
+                        Ok(answer) => this.open(kind, answer).await,
+                        Err(e) => {
+                            debug!(%to, ?kind, %e, "request failed");
+                            None
+                        }
+                    }
+                }
+            };
+            let response = response.unwrap_or_else(|| {
+                this.metrics
+                    .request_failures
+                    .get_or_create(&KindLabels { kind: kind.into() })
+                    .inc();
+                Response::Failed(kind)
+            });
+            let input = Input::Response {
+                from: to,
+                stream,
+                response,
+            };
+            let _ = this.mailbox.send(LoopMsg::Input(input)).await;
+        });
+    }
+
+    /// Turns an answer into the engine's response, opening what it carries on the workers.
+    async fn open(&self, kind: RequestKind, answer: NodeResponse) -> Option<Response> {
+        use pb::miniblock_response::Kind;
+        let limits = self.limits;
+        match (kind, answer) {
+            (RequestKind::SaveCandidate(hash), NodeResponse::Miniblock(r)) => {
+                Some(match (r.error, r.kind) {
+                    (None, Some(Kind::SaveCandidate(_))) => Response::CandidateSaved(hash),
+                    _ => Response::CandidateRefused(hash),
+                })
+            }
+            (RequestKind::Proposal, NodeResponse::Miniblock(r)) => {
+                let Some(Kind::Propose(reply)) = r.kind else {
+                    return None;
+                };
+                let reply = self
+                    .workers
+                    .run(move || convert::reply_from_pb(reply, &limits))
+                    .await??;
+                Some(Response::Proposal(reply))
+            }
+            (RequestKind::GetEvents, NodeResponse::Events(r)) => {
+                if r.error.is_some() {
+                    return None;
+                }
+                let events = self
+                    .workers
+                    .run(move || {
+                        r.envelopes
+                            .into_iter()
+                            .filter_map(|e| ParsedEvent::open(e, &limits).ok())
+                            .collect()
+                    })
+                    .await?;
+                Some(Response::Events(events))
+            }
+            (RequestKind::GetMiniblocks, NodeResponse::Miniblock(r)) => {
+                let Some(Kind::GetMiniblocks(got)) = r.kind else {
+                    return None;
+                };
+                let miniblocks: Vec<ParsedMiniblock> = self
+                    .workers
+                    .run(move || {
+                        got.miniblocks
+                            .into_iter()
+                            .chain(got.candidates)
+                            .filter_map(|m| ParsedMiniblock::open(m, &limits).ok())
+                            .collect()
+                    })
+                    .await?;
+                self.metrics.catch_up_page.observe(miniblocks.len() as f64);
+                Some(Response::Miniblocks(miniblocks))
+            }
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! The router: turns network events into work for the engine, the read server or the client
+//! service, and reports gossip verdicts back to the network. Opening envelopes (hash and
+//! signature checks) happens on the worker pool; what the pool cannot take is shed (gossip
+//! ignored, requests answered "busy"), never queued without bound.
+
+use std::collections::HashSet;
+
+use alloy_primitives::{Address, B256};
+use rill_engine::{CandidateVerdict, Engine, PeerGossip, StreamView, Verdict};
+use rill_p2p::{GossipBatch, MessageId, NetworkEvent, P2p, PeerId, Responder, Validation};
+use rill_protocol::{
+    Limits, MiniblockError, OpenError, ParsedEvent, ParsedMiniblock, StreamId, pb,
+};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::client::ClientJob;
+use crate::convert::{self, error};
+use crate::durability::Durability;
+use crate::event_loop::LoopMsg;
+use crate::executor::Executor;
+use crate::metrics::{Metrics, VerdictLabel, VerdictLabels};
+use crate::reads::{Found, Query, Reads};
+use crate::workers::Workers;
+
+/// A gossip batch whose events were opened on the workers.
+pub(crate) struct OpenedGossip {
+    pub(crate) from: Address,
+    pub(crate) via: PeerId,
+    pub(crate) id: MessageId,
+    /// The verdict on the announcements, judged before the events were opened.
+    pub(crate) verdict: Verdict,
+    pub(crate) streams: Vec<(StreamId, Result<Vec<ParsedEvent>, OpenError>)>,
+}
+
+/// A leader's candidate, opened on the workers.
+pub(crate) struct OpenedCandidate {
+    pub(crate) from: Address,
+    pub(crate) stream: StreamId,
+    pub(crate) miniblock: Result<ParsedMiniblock, MiniblockError>,
+    pub(crate) responder: Responder<pb::MiniblockResponse>,
+}
+
+/// Worst of two verdicts: one reject rejects the message, one accept makes it useful.
+pub(crate) fn combine(a: Verdict, b: Verdict) -> Verdict {
+    match (a, b) {
+        (Verdict::Reject, _) | (_, Verdict::Reject) => Verdict::Reject,
+        (Verdict::Accept, _) | (_, Verdict::Accept) => Verdict::Accept,
+        _ => Verdict::Ignore,
+    }
+}
+
+/// Routes network events.
+pub(crate) struct Router {
+    pub(crate) p2p: P2p,
+    pub(crate) workers: Workers,
+    pub(crate) reads: Reads,
+    pub(crate) client: mpsc::Sender<ClientJob>,
+    pub(crate) mailbox: mpsc::Sender<LoopMsg>,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: Metrics,
+    pub(crate) durability: Durability,
+    pub(crate) connected: HashSet<PeerId>,
+}
+
+impl Router {
+    pub(crate) fn on_network(
+        &mut self,
+        event: NetworkEvent,
+        now_ms: u64,
+        engine: &mut Engine,
+        executor: &mut Executor,
+    ) {
+        match event {
+            NetworkEvent::Gossip {
+                from,
+                via,
+                id,
+                batch,
+            } => self.on_gossip(from, via, id, batch, now_ms, engine, executor),
+            NetworkEvent::EventsRequest {
+                request, responder, ..
+            } => self.read(Query::Events(request), responder, |found| match found {
+                Ok(Found::Events(envelopes)) => pb::GetEventsResponse {
+                    envelopes,
+                    error: None,
+                },
+                Ok(_) => unreachable!("an events query finds events"),
+                Err(e) => pb::GetEventsResponse {
+                    envelopes: vec![],
+                    error: Some(e),
+                },
+            }),
+            NetworkEvent::MiniblockRequest {
+                from,
+                request,
+                responder,
+            } => self.on_miniblock_request(from, request, responder, now_ms, engine, executor),
+            NetworkEvent::ClientRequest {
+                peer,
+                request,
+                responder,
+            } => {
+                let job = ClientJob {
+                    peer,
+                    request,
+                    responder,
+                };
+                if let Err(mpsc::error::TrySendError::Full(job)) = self.client.try_send(job) {
+                    self.metrics.client_requests_shed.inc();
+                    tokio::spawn(job.responder.send(pb::ClientResponse {
+                        kind: None,
+                        error: Some(busy()),
+                    }));
+                }
+            }
+            NetworkEvent::PeerConnected(peer) => {
+                self.connected.insert(peer);
+                self.metrics.peers.set(self.connected.len() as i64);
+            }
+            NetworkEvent::PeerDisconnected(peer) => {
+                self.connected.remove(&peer);
+                self.metrics.peers.set(self.connected.len() as i64);
+            }
+            NetworkEvent::Listening(addr) => debug!(%addr, "listening"),
+        }
+    }
+
+    /// Announcements are judged right away; events are opened on the workers first and come
+    /// back as [`OpenedGossip`].
+    #[allow(clippy::too_many_arguments)]
+    fn on_gossip(
+        &mut self,
+        from: Address,
+        via: PeerId,
+        id: MessageId,
+        batch: GossipBatch,
+        now_ms: u64,
+        engine: &mut Engine,
+        executor: &mut Executor,
+    ) {
+        let GossipBatch { received, in_pool } = batch;
+        let mut verdict = Verdict::Ignore;
+        for (stream, hashes) in in_pool {
+            let answer = engine.gossip(now_ms, from, stream, PeerGossip::InPool(hashes));
+            executor.run(answer.effects);
+            verdict = combine(verdict, answer.answer);
+        }
+        if received.is_empty() {
+            return self.report(id, via, verdict);
+        }
+        let (mailbox, limits) = (self.mailbox.clone(), self.limits);
+        let (shed_id, shed_via) = (id.clone(), via);
+        let open = move || {
+            let streams = received
+                .into_iter()
+                .map(|(stream, envelopes)| {
+                    let events = envelopes
+                        .into_iter()
+                        .map(|e| ParsedEvent::open(e, &limits))
+                        .collect();
+                    (stream, events)
+                })
+                .collect();
+            let opened = OpenedGossip {
+                from,
+                via,
+                id,
+                verdict,
+                streams,
+            };
+            let _ = mailbox.blocking_send(LoopMsg::Gossip(opened));
+        };
+        if self.workers.try_spawn(open).is_err() {
+            // Overloaded: the stream's nodes carry these events again.
+            self.report(shed_id, shed_via, Verdict::Ignore);
+        }
+    }
+
+    /// Gossip events, opened: judged by the engine, and the verdict reported.
+    pub(crate) fn on_opened_gossip(
+        &mut self,
+        opened: OpenedGossip,
+        now_ms: u64,
+        engine: &mut Engine,
+        executor: &mut Executor,
+    ) {
+        let mut verdict = opened.verdict;
+        for (stream, events) in opened.streams {
+            match events {
+                Ok(events) => {
+                    let answer =
+                        engine.gossip(now_ms, opened.from, stream, PeerGossip::Events(events));
+                    executor.run(answer.effects);
+                    verdict = combine(verdict, answer.answer);
+                }
+                Err(e) => {
+                    // A node forwards only events it opened: a bad one is the sender's fault.
+                    debug!(from = %opened.from, %stream, %e, "gossip carried an invalid event");
+                    self.metrics.reject(e.name());
+                    verdict = Verdict::Reject;
+                }
+            }
+        }
+        self.report(opened.id, opened.via, verdict);
+    }
+
+    /// A leader's candidate, opened: the engine's verdict goes back to the leader, a stored
+    /// candidate only once it is durable here (the leader counts it toward its write quorum).
+    pub(crate) fn on_opened_candidate(
+        &mut self,
+        opened: OpenedCandidate,
+        now_ms: u64,
+        engine: &mut Engine,
+        executor: &mut Executor,
+    ) {
+        let OpenedCandidate {
+            from,
+            stream,
+            miniblock,
+            responder,
+        } = opened;
+        let refuse = |responder: Responder<pb::MiniblockResponse>, code, message: String| {
+            tokio::spawn(responder.send(pb::MiniblockResponse {
+                kind: None,
+                error: Some(error(code, message)),
+            }));
+        };
+        let miniblock = match miniblock {
+            Ok(miniblock) => miniblock,
+            Err(e) => {
+                self.metrics.reject("malformed");
+                return refuse(responder, pb::ErrorCode::BadCandidate, e.to_string());
+            }
+        };
+        let answer = engine.candidate(now_ms, from, stream, miniblock);
+        executor.run(answer.effects);
+        match answer.answer {
+            CandidateVerdict::Stored => {
+                let durable = self.durability.mark();
+                tokio::spawn(async move {
+                    if durable.await {
+                        responder
+                            .send(pb::MiniblockResponse {
+                                kind: Some(pb::miniblock_response::Kind::SaveCandidate(
+                                    pb::SaveMiniblockCandidateResponse {},
+                                )),
+                                error: None,
+                            })
+                            .await;
+                    }
+                });
+            }
+            CandidateVerdict::Deferred => {
+                refuse(
+                    responder,
+                    pb::ErrorCode::Unavailable,
+                    "the candidate names a chain block this node has not seen yet".into(),
+                );
+            }
+            CandidateVerdict::Stale => {
+                refuse(
+                    responder,
+                    pb::ErrorCode::BadCandidate,
+                    "this node already promoted a miniblock of that number".into(),
+                );
+            }
+            CandidateVerdict::Refused(reject) => {
+                refuse(responder, pb::ErrorCode::BadCandidate, reject.to_string());
+            }
+        }
+    }
+
+    fn report(&self, id: MessageId, via: PeerId, verdict: Verdict) {
+        let (validation, label) = match verdict {
+            Verdict::Accept => (Validation::Accept, VerdictLabel::Accept),
+            Verdict::Ignore => (Validation::Ignore, VerdictLabel::Ignore),
+            Verdict::Reject => (Validation::Reject, VerdictLabel::Reject),
+        };
+        self.metrics
+            .gossip_verdicts
+            .get_or_create(&VerdictLabels { verdict: label })
+            .inc();
+        let p2p = self.p2p.clone();
+        tokio::spawn(async move { p2p.report_validation(id, via, validation).await });
+    }
+
+    /// Queues a read and answers with what it finds, or "busy" if the read server is full.
+    fn read<T: Respond>(
+        &self,
+        query: Query,
+        responder: Responder<T>,
+        answer: impl FnOnce(Result<Found, pb::Error>) -> T + Send + 'static,
+    ) where
+        Responder<T>: Send,
+    {
+        match self.reads.try_ask(query) {
+            Ok(found) => {
+                tokio::spawn(async move {
+                    let found = found
+                        .await
+                        .unwrap_or_else(|_| Err(error(pb::ErrorCode::Unavailable, "stopping")));
+                    T::respond(responder, answer(found)).await;
+                });
+            }
+            Err(_) => {
+                tokio::spawn(T::respond(responder, answer(Err(busy()))));
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_miniblock_request(
+        &mut self,
+        from: Address,
+        request: pb::MiniblockRequest,
+        responder: Responder<pb::MiniblockResponse>,
+        now_ms: u64,
+        engine: &mut Engine,
+        executor: &mut Executor,
+    ) {
+        use pb::miniblock_request::Kind;
+        let refuse = |responder: Responder<pb::MiniblockResponse>, e: pb::Error| {
+            tokio::spawn(responder.send(pb::MiniblockResponse {
+                kind: None,
+                error: Some(e),
+            }));
+        };
+        match request.kind {
+            Some(Kind::Propose(p)) => {
+                let (Some(stream), Some(request)) = (
+                    StreamId::from_slice(&p.stream_id),
+                    convert::proposal_request(&p),
+                ) else {
+                    return refuse(
+                        responder,
+                        error(pb::ErrorCode::Malformed, "stream id or hashes"),
+                    );
+                };
+                let answer = engine.propose(now_ms, from, stream, &request);
+                executor.run(answer.effects);
+                match answer.answer {
+                    Ok(reply) => {
+                        tokio::spawn(responder.send(pb::MiniblockResponse {
+                            kind: Some(pb::miniblock_response::Kind::Propose(
+                                convert::reply_to_pb(reply),
+                            )),
+                            error: None,
+                        }));
+                    }
+                    Err(reject) => refuse(
+                        responder,
+                        error(crate::client::code(&reject), reject.to_string()),
+                    ),
+                }
+            }
+            Some(Kind::SaveCandidate(c)) => {
+                let Some(stream) = StreamId::from_slice(&c.stream_id) else {
+                    return refuse(responder, error(pb::ErrorCode::Malformed, "stream id"));
+                };
+                let candidate = c.candidate.unwrap_or_default();
+                // Events this node already opened are not verified again.
+                let known: Vec<ParsedEvent> = engine
+                    .stream(&stream)
+                    .map(|view| {
+                        candidate
+                            .events
+                            .iter()
+                            .filter_map(|e| B256::try_from(e.hash.as_slice()).ok())
+                            .filter_map(|h| view.pool_event(&h).cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let (mailbox, limits) = (self.mailbox.clone(), self.limits);
+                let job = move || {
+                    let miniblock = ParsedMiniblock::open_reusing(candidate, &limits, |hash| {
+                        known.iter().find(|e| e.hash() == *hash).cloned()
+                    });
+                    let _ = mailbox.blocking_send(LoopMsg::Candidate(OpenedCandidate {
+                        from,
+                        stream,
+                        miniblock,
+                        responder,
+                    }));
+                };
+                if let Err(_busy) = self.workers.try_spawn(job) {
+                    // The responder went with the job and is dropped: the leader sees the
+                    // request fail and counts this replica out of the round.
+                    debug!(%from, %stream, "candidate shed: workers busy");
+                }
+            }
+            Some(Kind::GetMiniblocks(g)) => {
+                self.read(Query::Miniblocks(g), responder, |found| match found {
+                    Ok(Found::Miniblocks(m)) => pb::MiniblockResponse {
+                        kind: Some(pb::miniblock_response::Kind::GetMiniblocks(m)),
+                        error: None,
+                    },
+                    Ok(_) => unreachable!("a miniblocks query finds miniblocks"),
+                    Err(e) => pb::MiniblockResponse {
+                        kind: None,
+                        error: Some(e),
+                    },
+                });
+            }
+            None => refuse(responder, error(pb::ErrorCode::Malformed, "empty request")),
+        }
+    }
+}
+
+/// A response type the router can send on its responder.
+pub(crate) trait Respond: Sized + Send + 'static {
+    fn respond(responder: Responder<Self>, response: Self) -> impl Future<Output = ()> + Send;
+}
+
+impl Respond for pb::GetEventsResponse {
+    fn respond(responder: Responder<Self>, response: Self) -> impl Future<Output = ()> + Send {
+        responder.send(response)
+    }
+}
+
+impl Respond for pb::MiniblockResponse {
+    fn respond(responder: Responder<Self>, response: Self) -> impl Future<Output = ()> + Send {
+        responder.send(response)
+    }
+}
+
+pub(crate) fn busy() -> pb::Error {
+    error(
+        pb::ErrorCode::Unavailable,
+        "the node is busy; try again shortly",
+    )
+}

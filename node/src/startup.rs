@@ -1,0 +1,397 @@
+//! Startup: loads the key and the store, reads the registry, starts the network, the
+//! registrar, the chain monitor, the worker pool, the read server and the client service,
+//! restores every stream from the store (repairing what an older version left half-written),
+//! and runs the node's loop. [`Node`] is the running node: stop it gracefully, or (tests)
+//! crash it.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use alloy_primitives::Address;
+use rill_chain::{
+    ChainError, ChainMonitor, MonitorConfig, Registrar, RegistrarConfig, Registry, connect_with_key,
+};
+use rill_engine::{Engine, EngineConfig, Input, RestoredStream};
+use rill_p2p::{Multiaddr, P2pConfig, PeerId, SpawnError};
+use rill_protocol::{KeyError, Limits, NodeKey};
+use rill_store::{Store, StoreError, StoredStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{error, info, warn};
+
+use crate::NodeConfig;
+use crate::client::{Acks, ClientService, Watch};
+use crate::directory::Directory;
+use crate::durability::Durability;
+use crate::event_loop::{NodeLoop, PeerPlan, Status, apply_peer_plans, now_ms};
+use crate::executor::Executor;
+use crate::faults::Hook;
+use crate::metrics::{self, Metrics};
+use crate::reads::Reads;
+use crate::requests::Requests;
+use crate::router::Router;
+use crate::workers::Workers;
+
+/// Room in the loop's mailbox.
+const MAILBOX: usize = 8_192;
+/// Room in the client service's and the read server's queues.
+const QUEUE: usize = 4_096;
+/// Streams read from the registry per call.
+const STREAM_PAGE: u64 = 500;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The key file is missing or bad.
+    #[error("loading the node key {path} (create one with `rill-node keygen --out {path}`): {source}", path = path.display())]
+    Key {
+        /// The key file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: KeyError,
+    },
+    /// The store could not be opened or read.
+    #[error("the store in {path}: {source}", path = path.display())]
+    Store {
+        /// The data directory.
+        path: std::path::PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+    /// The chain could not be read.
+    #[error("reading the registry: {0}")]
+    Chain(#[from] ChainError),
+    /// The network could not start.
+    #[error("starting the network: {0}")]
+    Network(#[from] SpawnError),
+    /// The metrics endpoint could not be bound.
+    #[error("binding the metrics endpoint {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    address: Address,
+    peer_id: PeerId,
+    listen: Vec<Multiaddr>,
+    metrics: Option<SocketAddr>,
+    shutdown: Option<oneshot::Sender<()>>,
+    main: JoinHandle<Result<(), StoreError>>,
+    tasks: JoinSet<()>,
+}
+
+fn to_restored(stored: StoredStream) -> RestoredStream {
+    RestoredStream {
+        id: stored.id,
+        nodes: stored.nodes,
+        miniblocks: stored.miniblocks,
+        minipool: stored.minipool,
+        candidates: stored.candidates,
+    }
+}
+
+impl Node {
+    /// Starts a node; it serves once this returns.
+    pub async fn start(config: NodeConfig) -> Result<Self, StartError> {
+        let key = NodeKey::load(&config.key_file).map_err(|source| StartError::Key {
+            path: config.key_file.clone(),
+            source,
+        })?;
+        let me = key.address();
+        info!(address = %me, peer_id = %key.peer_id(), "starting");
+        let store_error = |source| StartError::Store {
+            path: config.data_dir.clone(),
+            source,
+        };
+        let store = Store::open(&config.data_dir).map_err(store_error)?;
+        let provider = connect_with_key(&config.rpc_url, &key)?;
+        let registry = Registry::new(config.registry, provider.clone());
+        let start_block = registry.block_number().await?;
+        let network = registry.config().await?;
+        let nodes = registry.nodes().await?;
+        let limits = Limits {
+            max_event_bytes: network.max_event_bytes as usize,
+        };
+        let engine_config = EngineConfig {
+            max_event_bytes: limits.max_event_bytes,
+            max_events_per_miniblock: network.max_events_per_miniblock as usize,
+            snapshot_interval: network.snapshot_interval,
+            ..EngineConfig::default()
+        };
+
+        let mut tasks = JoinSet::new();
+        let (metrics, prometheus) = Metrics::new();
+        let metrics_addr = match config.metrics {
+            Some(addr) => {
+                let listener = metrics::bind(addr)
+                    .await
+                    .map_err(|source| StartError::Metrics { addr, source })?;
+                let bound = listener.local_addr().ok();
+                tasks.spawn(metrics::serve(listener, Arc::new(prometheus)));
+                bound
+            }
+            None => None,
+        };
+        let p2p_config = P2pConfig {
+            max_event_bytes: limits.max_event_bytes,
+            metrics: metrics.p2p.clone(),
+            ..P2pConfig::node(vec![config.listen.clone()])
+        };
+        let request_timeout = p2p_config.request_timeout;
+        let (p2p, network_events) = rill_p2p::spawn(&key, p2p_config).await?;
+        let listen = p2p.listen_addrs().await;
+        let registrar = Registrar::spawn(
+            registry.clone(),
+            me,
+            RegistrarConfig {
+                flush_after: config.block_time / 4,
+                metrics: metrics.registrar.clone(),
+                ..RegistrarConfig::default()
+            },
+        );
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers = Workers::spawn(threads, QUEUE);
+        let durability = Durability::spawn(store.clone());
+        let directory = Arc::new(RwLock::new(Directory::new(me, nodes, network)));
+        let (mailbox_tx, mailbox) = mpsc::channel(MAILBOX);
+        let (acks, watch) = (Acks::default(), Watch::default());
+        let (status_tx, status) = watch::channel(Status {
+            chain_head: start_block,
+            ..Status::default()
+        });
+        let (peers, plans) = watch::channel(PeerPlan::default());
+        tasks.spawn(apply_peer_plans(p2p.clone(), plans));
+        #[cfg(feature = "faults")]
+        let faults = Hook::new(config.faults.clone());
+        #[cfg(not(feature = "faults"))]
+        let faults = Hook::default();
+
+        let requests = Requests {
+            me,
+            p2p: p2p.clone(),
+            mailbox: mailbox_tx.clone(),
+            workers: workers.clone(),
+            directory: directory.clone(),
+            limits,
+            metrics: metrics.clone(),
+            faults: faults.clone(),
+            timeout: request_timeout,
+        };
+        let executor = Executor::new(
+            me,
+            store.clone(),
+            durability.clone(),
+            requests,
+            registrar.clone(),
+            p2p.clone(),
+            acks.clone(),
+            watch.clone(),
+            metrics.clone(),
+            directory.clone(),
+            faults,
+        );
+        let (reads, read_server) = Reads::spawn(store.clone(), QUEUE);
+        tasks.spawn(read_server);
+        let (client_tx, client_jobs) = mpsc::channel(QUEUE);
+        let client = ClientService {
+            me,
+            key: key.clone(),
+            directory: directory.clone(),
+            mailbox: mailbox_tx.clone(),
+            workers: workers.clone(),
+            reads: reads.clone(),
+            acks,
+            watch: watch.clone(),
+            registrar,
+            durability: durability.clone(),
+            p2p: p2p.clone(),
+            status,
+        };
+        tasks.spawn(client.run(client_jobs));
+        let router = Router {
+            p2p: p2p.clone(),
+            workers,
+            reads,
+            client: client_tx,
+            mailbox: mailbox_tx,
+            limits,
+            metrics: metrics.clone(),
+            durability,
+            connected: Default::default(),
+        };
+        let last_block = store.last_block().map_err(store_error)?;
+        let from_block = last_block.map_or(start_block + 1, |b| b + 1);
+        let blocks = ChainMonitor::spawn(
+            provider,
+            config.registry,
+            MonitorConfig {
+                from_block: Some(from_block),
+                poll_interval: config.poll_interval,
+                ..MonitorConfig::default()
+            },
+        );
+        let mut node_loop = NodeLoop {
+            me,
+            engine: Engine::new(key.clone(), engine_config),
+            executor,
+            router,
+            directory,
+            store: store.clone(),
+            watch,
+            metrics: metrics.clone(),
+            limits,
+            mailbox,
+            network: network_events,
+            blocks,
+            status: status_tx,
+            peers,
+        };
+        restore(&mut node_loop, &store, &limits, &metrics).map_err(store_error)?;
+        follow_registry(&mut node_loop, &registry).await?;
+        node_loop.update_peers();
+        info!(
+            streams = node_loop.engine.stream_ids().count(),
+            from_block, "serving"
+        );
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let main = tokio::spawn(node_loop.run(async move {
+            let _ = stop.await;
+        }));
+        Ok(Self {
+            address: me,
+            peer_id: key.peer_id(),
+            listen,
+            metrics: metrics_addr,
+            shutdown: Some(shutdown),
+            main,
+            tasks,
+        })
+    }
+
+    /// The node's address.
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    /// The node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Where the node listens.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen
+    }
+
+    /// Where the node serves its metrics.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
+    /// Resolves when the node's loop ends on its own (a store failure).
+    pub async fn finished(&mut self) -> Result<(), StoreError> {
+        (&mut self.main).await.unwrap_or(Ok(()))
+    }
+
+    /// Stops the node: the loop ends, what was written is flushed, every task stops.
+    pub async fn stop(mut self) -> Result<(), StoreError> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let result = (&mut self.main).await.unwrap_or(Ok(()));
+        self.tasks.shutdown().await;
+        result
+    }
+
+    /// Stops every task of the node at once, without flushing (for tests of what survives).
+    pub async fn crash(mut self) {
+        self.main.abort();
+        let _ = (&mut self.main).await;
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Restores every stream in the store. A stream an older version recorded without its
+/// genesis, or one whose data no longer verifies, is removed: the registry pass takes it
+/// again and it is caught up from peers. One bad stream never stops the node.
+fn restore(
+    node: &mut NodeLoop,
+    store: &Store,
+    limits: &Limits,
+    metrics: &Metrics,
+) -> Result<(), StoreError> {
+    for id in store.stream_ids()? {
+        match store.load(&id, limits) {
+            Ok(stored) => {
+                if let Err(reject) = node.engine.restore(to_restored(stored)) {
+                    error!(stream = %id, %reject, "stored stream does not restore; taking it again from the registry");
+                    metrics.reject(reject.code());
+                    store.remove_stream(&id)?;
+                }
+            }
+            Err(e @ (StoreError::Incomplete(_) | StoreError::Corrupt(_))) => {
+                warn!(stream = %id, %e, "repairing: the stream is taken again from the registry and caught up from peers");
+                store.remove_stream(&id)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads every stream from the registry: the directory learns where they are, streams placed
+/// on this node that it does not have yet are taken from their genesis, and every held stream
+/// learns its registered head (and catches up to it).
+async fn follow_registry(node: &mut NodeLoop, registry: &Registry) -> Result<(), ChainError> {
+    let me = node.me;
+    for record in registry.streams(STREAM_PAGE).await? {
+        node.directory
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_stream(record.id, record.nodes.clone());
+        if !record.nodes.contains(&me) {
+            continue;
+        }
+        if node.engine.stream(&record.id).is_none()
+            && let Some((_, genesis)) = registry.stream_with_genesis(record.id).await?
+        {
+            node.allocated(record.id, record.nodes.clone(), &genesis);
+        }
+        let effects = node.engine.handle(
+            now_ms(),
+            Input::MiniblockRegistered {
+                stream: record.id,
+                num: record.last_miniblock_num,
+                hash: record.last_miniblock_hash,
+            },
+        );
+        node.executor.run(effects);
+    }
+    Ok(())
+}
+
+/// Runs a node until `shutdown` resolves (or its loop fails).
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let mut node = Node::start(config).await?;
+    tokio::select! {
+        () = shutdown => Ok(node.stop().await?),
+        result = node.finished() => Ok(result?),
+    }
+}
+
+/// Why a node stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// It did not start.
+    #[error(transparent)]
+    Start(#[from] StartError),
+    /// Its store failed.
+    #[error("the store failed: {0}")]
+    Store(#[from] StoreError),
+}

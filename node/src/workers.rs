@@ -1,0 +1,62 @@
+//! A fixed pool of threads for CPU-bound work (opening envelopes: hash and signature checks),
+//! fed by a bounded queue, so nothing per event runs on the node's loop and a flood of work
+//! waits (or is shed) instead of piling up.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use tokio::sync::{mpsc, oneshot};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The queue is full: the caller sheds the work.
+#[derive(Debug)]
+pub(crate) struct Busy;
+
+/// Handle to the pool. Cheap to clone; the threads end when every handle is gone.
+#[derive(Clone, Debug)]
+pub(crate) struct Workers {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Workers {
+    /// `threads` threads behind a queue of `capacity` jobs.
+    pub(crate) fn spawn(threads: usize, capacity: usize) -> Self {
+        let (jobs, receiver) = mpsc::channel::<Job>(capacity.max(1));
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..threads.max(1) {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("rill-worker-{index}"))
+                .spawn(move || {
+                    loop {
+                        let job = receiver.lock().expect("worker queue").blocking_recv();
+                        match job {
+                            Some(job) => job(),
+                            None => return,
+                        }
+                    }
+                })
+                .expect("spawning a worker thread");
+        }
+        Self { jobs }
+    }
+
+    /// Runs `work` on the pool and waits for its result (waiting for room in the queue).
+    pub(crate) async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Option<T> {
+        let (reply, result) = oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = reply.send(work());
+        });
+        self.jobs.send(job).await.ok()?;
+        result.await.ok()
+    }
+
+    /// Queues `work` if there is room; its result goes to `done`.
+    pub(crate) fn try_spawn(&self, work: impl FnOnce() + Send + 'static) -> Result<(), Busy> {
+        self.jobs.try_send(Box::new(work)).map_err(|_| Busy)
+    }
+}
