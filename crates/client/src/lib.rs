@@ -64,6 +64,8 @@ pub struct Client {
     node: PeerId,
     key: NodeKey,
     heads: std::sync::Arc<std::sync::Mutex<HashMap<StreamId, (u64, B256)>>>,
+    /// Kept so the swarm runs as long as the client (it stops when nobody listens).
+    _events: std::sync::Arc<tokio::sync::mpsc::Receiver<rill_p2p::NetworkEvent>>,
 }
 
 fn now_ms() -> u64 {
@@ -82,7 +84,7 @@ impl Client {
                 _ => None,
             })
             .ok_or_else(|| ClientError::NoPeerId(addr.clone()))?;
-        let (p2p, _events) = rill_p2p::spawn(&key, P2pConfig::client()).await?;
+        let (p2p, events) = rill_p2p::spawn(&key, P2pConfig::client()).await?;
         p2p.dial(node, Some(addr))
             .await
             .map_err(ClientError::Unreachable)?;
@@ -91,6 +93,7 @@ impl Client {
             node,
             key,
             heads: Default::default(),
+            _events: std::sync::Arc::new(events),
         })
     }
 

@@ -8,21 +8,22 @@ use std::time::Duration;
 use alloy_primitives::Address;
 use futures::StreamExt;
 use libp2p::gossipsub::{self, PublishError, TopicHash, TopicScoreParams};
-use libp2p::request_response::{self, OutboundRequestId, ResponseChannel};
+use libp2p::request_response::{OutboundRequestId, ResponseChannel};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{DialError, SwarmEvent};
 use libp2p::{PeerId, Swarm, identify, noise, tcp, yamux};
 use rill_protocol::{NodeKey, pb};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::gossip::inbox_topic;
 use crate::handle::{Command, NetworkEvent, NodeEntry, NodeRequest, NodeResponse, P2p, Responder};
+use crate::inbound::{
+    EventsProtocol, MiniblockProtocol, NodeProtocol, Reply, busy, inbound, not_a_node,
+};
 use crate::{GossipBatch, P2pConfig, RequestError, Role, SpawnError};
-
-type Reply<T> = oneshot::Sender<Result<T, RequestError>>;
 
 /// How often peers the node wants to stay connected to are dialled again.
 const REDIAL_EVERY: Duration = Duration::from_secs(2);
@@ -163,6 +164,14 @@ impl EventLoop {
                 },
                 _ = retry.tick(), if !self.unpublished.is_empty() => self.retry_unpublished(),
                 _ = redial.tick() => self.redial(),
+                // The node is gone: send what it queued last, then stop and free the listen
+                // addresses.
+                () = self.events.closed() => {
+                    while let Ok(command) = self.command_rx.try_recv() {
+                        self.on_command(command);
+                    }
+                    return;
+                }
             }
         }
     }
@@ -328,14 +337,14 @@ impl EventLoop {
                 if let Some((peer, request, channel)) =
                     inbound(event, &mut self.pending_events, NodeResponse::Events)
                 {
-                    self.on_events_request(peer, request, channel);
+                    self.on_node_request::<EventsProtocol>(peer, request, channel);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Miniblock(event)) => {
                 if let Some((peer, request, channel)) =
                     inbound(event, &mut self.pending_miniblock, NodeResponse::Miniblock)
                 {
-                    self.on_miniblock_request(peer, request, channel);
+                    self.on_node_request::<MiniblockProtocol>(peer, request, channel);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Client(event)) => {
@@ -412,74 +421,30 @@ impl EventLoop {
         }
     }
 
-    fn on_events_request(
+    /// A node-protocol request: refused for a peer that is not a node, handed to the node,
+    /// or answered "busy" if the node's queue is full.
+    fn on_node_request<P: NodeProtocol>(
         &mut self,
         peer: PeerId,
-        request: pb::GetEventsRequest,
-        channel: ResponseChannel<pb::GetEventsResponse>,
+        request: P::Request,
+        channel: ResponseChannel<P::Response>,
     ) {
-        let refusal = |error| pb::GetEventsResponse {
-            envelopes: vec![],
-            error: Some(error),
-        };
         let Some(from) = self.nodes.get(&peer).copied() else {
             self.config.metrics.requests_not_a_node.inc();
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .events
-                .send_response(channel, refusal(not_a_node(&peer)));
+            let refusal = P::refusal(not_a_node(&peer));
+            P::send(self.swarm.behaviour_mut(), channel, refusal);
             return;
         };
-        let event = NetworkEvent::EventsRequest {
-            from,
-            request,
-            responder: self.responder(channel),
-        };
-        if let Err(NetworkEvent::EventsRequest { responder, .. }) = self.emit(event).map_err(|e| *e)
+        let event = P::event(from, request, self.responder(channel));
+        if let Err(event) = self.emit(event)
+            && let Some(responder) = P::responder(*event)
         {
             self.config.metrics.requests_shed.inc();
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .events
-                .send_response(responder.channel, refusal(busy()));
-        }
-    }
-
-    fn on_miniblock_request(
-        &mut self,
-        peer: PeerId,
-        request: pb::MiniblockRequest,
-        channel: ResponseChannel<pb::MiniblockResponse>,
-    ) {
-        let refusal = |error| pb::MiniblockResponse {
-            kind: None,
-            error: Some(error),
-        };
-        let Some(from) = self.nodes.get(&peer).copied() else {
-            self.config.metrics.requests_not_a_node.inc();
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .miniblock
-                .send_response(channel, refusal(not_a_node(&peer)));
-            return;
-        };
-        let event = NetworkEvent::MiniblockRequest {
-            from,
-            request,
-            responder: self.responder(channel),
-        };
-        if let Err(NetworkEvent::MiniblockRequest { responder, .. }) =
-            self.emit(event).map_err(|e| *e)
-        {
-            self.config.metrics.requests_shed.inc();
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .miniblock
-                .send_response(responder.channel, refusal(busy()));
+            P::send(
+                self.swarm.behaviour_mut(),
+                responder.channel,
+                P::refusal(busy()),
+            );
         }
     }
 
@@ -560,58 +525,5 @@ impl EventLoop {
             }
             _ => {}
         }
-    }
-}
-
-/// Routes a request-response event: completes our outbound requests and returns an inbound one.
-fn inbound<Req, Resp, Out>(
-    event: request_response::Event<Req, Resp>,
-    pending: &mut HashMap<OutboundRequestId, Reply<Out>>,
-    wrap: impl FnOnce(Resp) -> Out,
-) -> Option<(PeerId, Req, ResponseChannel<Resp>)> {
-    match event {
-        request_response::Event::Message { peer, message, .. } => match message {
-            request_response::Message::Request {
-                request, channel, ..
-            } => Some((peer, request, channel)),
-            request_response::Message::Response {
-                request_id,
-                response,
-            } => {
-                if let Some(reply) = pending.remove(&request_id) {
-                    let _ = reply.send(Ok(wrap(response)));
-                }
-                None
-            }
-        },
-        request_response::Event::OutboundFailure {
-            request_id, error, ..
-        } => {
-            if let Some(reply) = pending.remove(&request_id) {
-                let _ = reply.send(Err(error.into()));
-            }
-            None
-        }
-        request_response::Event::InboundFailure { peer, error, .. } => {
-            debug!(%peer, %error, "inbound request failed");
-            None
-        }
-        request_response::Event::ResponseSent { .. } => None,
-    }
-}
-
-fn not_a_node(peer: &PeerId) -> pb::Error {
-    pb::Error {
-        code: pb::ErrorCode::NotANode as i32,
-        message: format!(
-            "peer {peer} is not a registered node; node protocols are for nodes (clients use /rill/client/1)"
-        ),
-    }
-}
-
-fn busy() -> pb::Error {
-    pb::Error {
-        code: pb::ErrorCode::Unavailable as i32,
-        message: "the node is busy; try again shortly".into(),
     }
 }

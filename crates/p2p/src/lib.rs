@@ -9,6 +9,8 @@
 //! channels to and from the node are bounded, and the swarm never waits on the node: what
 //! the node cannot take is shed (gossip ignored, requests answered "busy") and counted.
 //!
+//! The loop ends, freeing its listen addresses, when the node drops the event receiver.
+//!
 //! It must not decide anything about streams: whether gossip is valid is the node's call,
 //! which it reports back with [`P2p::report_validation`].
 
@@ -19,6 +21,7 @@ mod error;
 mod event_loop;
 mod gossip;
 mod handle;
+mod inbound;
 mod metrics;
 
 pub use codec::ProtoCodec;

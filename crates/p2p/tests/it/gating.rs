@@ -123,6 +123,8 @@ async fn the_client_protocol_is_open_to_everyone() {
                 error: None,
             })
             .await;
+        // Kept running until the client has its answer.
+        node0
     });
     let request = pb::ClientRequest {
         kind: Some(pb::client_request::Kind::Info(pb::InfoRequest::default())),
@@ -135,7 +137,7 @@ async fn the_client_protocol_is_open_to_everyone() {
     assert!(
         matches!(answer.kind, Some(pb::client_response::Kind::Info(info)) if info.version == "test")
     );
-    server.await.unwrap();
+    drop(server.await.unwrap());
 }
 
 #[tokio::test]

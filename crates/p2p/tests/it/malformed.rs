@@ -161,6 +161,8 @@ async fn oversized_and_malformed_requests_close_the_stream_and_the_node_keeps_se
                 error: None,
             })
             .await;
+        // Kept running until the asker has its answer.
+        node0
     });
     let answer = asker
         .request(
@@ -173,5 +175,5 @@ async fn oversized_and_malformed_requests_close_the_stream_and_the_node_keeps_se
         .await
         .expect("still served");
     assert!(matches!(answer, NodeResponse::Events(e) if e.error.is_none()));
-    server.await.unwrap();
+    drop(server.await.unwrap());
 }

@@ -4,5 +4,4 @@
 mod membership;
 mod replicas;
 mod restart;
-mod support;
 mod watch;

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use rill_protocol::{NodeKey, StreamId, pb};
 
-use crate::support::{Net, chain, eventually};
+use rill_tests::{Net, chain, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_events_from_two_clients_end_identical_on_every_replica_and_registered() {

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use rill_protocol::{NodeKey, StreamId, pb};
 
-use crate::support::Net;
+use rill_tests::Net;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rill_stream_watch_shows_events_and_miniblocks() {
@@ -14,7 +14,7 @@ async fn rill_stream_watch_shows_events_and_miniblocks() {
     let created = client.create_stream(None).await.unwrap();
     let stream = StreamId::from_slice(&created.stream_id).unwrap();
     let key_file = net.dir.path().join("watcher.key");
-    let mut watcher = Command::new(env!("CARGO_BIN_EXE_rill"))
+    let mut watcher = Command::new(&rill_tests::binaries().cli)
         .args(["--node", &net.nodes[1].node.multiaddr, "--key"])
         .arg(&key_file)
         .args(["stream", "watch", &stream.to_string()])

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use rill_protocol::{NodeKey, StreamId, pb};
 
-use crate::support::{Net, chain, eventually};
+use rill_tests::{Net, chain, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_killed_mid_stream_restarts_catches_up_and_loses_nothing_acknowledged() {

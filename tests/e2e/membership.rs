@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use rill_protocol::{NodeKey, StreamId, pb};
 
-use crate::support::{Net, chain, eventually};
+use rill_tests::{Net, chain, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_member_is_refused_until_its_join_is_promoted() {

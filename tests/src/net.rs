@@ -1,7 +1,6 @@
-//! A devnet per test, in a temporary directory.
+//! A devnet of `rill-node` processes per scenario, in a temporary directory.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::Duration;
 
 use alloy_primitives::B256;
@@ -10,20 +9,26 @@ use rill_client::Client;
 use rill_devnet::{DevnetChain, DevnetConfig, NodeProcess, bootstrap, wait_serving};
 use rill_protocol::{NodeKey, StreamId, pb};
 
-pub(crate) const BLOCK_TIME: Duration = Duration::from_millis(500);
+/// The devnets' block time.
+pub const BLOCK_TIME: Duration = Duration::from_millis(500);
 
 /// One devnet at a time: each is anvil plus four node processes.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub(crate) struct Net {
-    pub(crate) chain: DevnetChain,
-    pub(crate) nodes: Vec<NodeProcess>,
-    pub(crate) dir: tempfile::TempDir,
+/// A devnet: anvil with the registry, and `rill-node` processes.
+pub struct Net {
+    /// anvil and the devnet file.
+    pub chain: DevnetChain,
+    /// The node processes, in registration order.
+    pub nodes: Vec<NodeProcess>,
+    /// The devnet directory.
+    pub dir: tempfile::TempDir,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 impl Net {
-    pub(crate) async fn start(count: usize, replication: u64) -> Self {
+    /// Starts `count` nodes with `replication` nodes per stream and waits until each serves.
+    pub async fn start(count: usize, replication: u64) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
         let dir = tempfile::tempdir().unwrap();
         let config = DevnetConfig {
@@ -36,7 +41,7 @@ impl Net {
             },
         };
         let chain = bootstrap(&config).await.expect("chain");
-        let binary = Path::new(env!("CARGO_BIN_EXE_rill-node"));
+        let binary = &crate::binaries().node;
         let nodes: Vec<NodeProcess> = (0..count)
             .map(|i| NodeProcess::start(binary, &chain.file, i, BLOCK_TIME).expect("node starts"))
             .collect();
@@ -53,7 +58,8 @@ impl Net {
         }
     }
 
-    pub(crate) async fn client(&self, node: usize, key: &NodeKey) -> Client {
+    /// A client of node `node` signing with `key`.
+    pub async fn client(&self, node: usize, key: &NodeKey) -> Client {
         let addr = self.nodes[node].node.multiaddr.parse().unwrap();
         Client::connect(addr, key.clone())
             .await
@@ -61,17 +67,15 @@ impl Net {
     }
 
     /// Indexes of the stream's nodes and of one node that does not hold it.
-    pub(crate) fn placement(
-        &self,
-        created: &pb::CreateStreamResponse,
-    ) -> (Vec<usize>, Option<usize>) {
+    pub fn placement(&self, created: &pb::CreateStreamResponse) -> (Vec<usize>, Option<usize>) {
         let holders: HashSet<Vec<u8>> = created.nodes.iter().cloned().collect();
         let (inside, outside): (Vec<usize>, Vec<usize>) = (0..self.nodes.len())
             .partition(|i| holders.contains(&self.nodes[*i].node.address.to_vec()));
         (inside, outside.first().copied())
     }
 
-    pub(crate) fn registry(&self) -> Registry {
+    /// The registry, read-only.
+    pub fn registry(&self) -> Registry {
         Registry::new(
             self.chain.file.registry,
             connect(&self.chain.file.rpc_url).unwrap(),
@@ -80,14 +84,19 @@ impl Net {
 }
 
 /// The (num, hash) of every miniblock and the message texts, in order, as `client`'s node holds them.
-pub(crate) struct Chain {
-    pub(crate) hashes: Vec<B256>,
-    pub(crate) messages: Vec<String>,
-    pub(crate) event_hashes: Vec<B256>,
-    pub(crate) minipool: usize,
+pub struct Chain {
+    /// Miniblock hashes, from the genesis on.
+    pub hashes: Vec<B256>,
+    /// The texts of the messages, in order.
+    pub messages: Vec<String>,
+    /// Every event hash, in order.
+    pub event_hashes: Vec<B256>,
+    /// Events waiting in the minipool.
+    pub minipool: usize,
 }
 
-pub(crate) async fn chain(client: &Client, stream: StreamId) -> Option<Chain> {
+/// The stream as `client`'s node holds it.
+pub async fn chain(client: &Client, stream: StreamId) -> Option<Chain> {
     let got = client.get_stream(stream).await.ok()?;
     let mut out = Chain {
         hashes: vec![],
@@ -113,7 +122,7 @@ pub(crate) async fn chain(client: &Client, stream: StreamId) -> Option<Chain> {
 }
 
 /// Polls until `check` holds, or panics with `what` after `within`.
-pub(crate) async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

@@ -1,0 +1,329 @@
+//! An in-process testnet for the node's own tests: the real node code started N times in one
+//! process, over real libp2p on 127.0.0.1, against one real anvil with a freshly deployed
+//! registry, each node with its own sled directory.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let mut net = rill_testnet::Testnet::builder().nodes(4).replication(3).start().await;
+//! net.crash(2).await;                       // abort node 2 without flushing
+//! net.faults().drop(None, Some(net.address(0)), None); // node 0's messages are lost
+//! net.restart(2).await;                     // same key, same data directory
+//! # }
+//! ```
+//!
+//! Fault hooks: crash and restart a node with its data directory, wipe a node's data, drop or
+//! delay one kind of message between two nodes, partition, pause the chain. Expectations:
+//! [`Testnet::expect_finalized`] checks the promise (every acknowledged event in exactly one
+//! miniblock on every replica, identical chains, the registry's head equal to theirs).
+//!
+//! It owns nothing but test scaffolding; what it tests is the node, unchanged.
+
+mod expect;
+mod load;
+
+use std::path::Path;
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use rill_chain::{NetworkConfig, Registry, connect};
+use rill_client::Client;
+use rill_devnet::{DevnetChain, DevnetConfig, bootstrap};
+use rill_node::{Node, NodeConfig};
+use rill_protocol::{NodeKey, pb};
+
+pub use expect::Finalized;
+pub use load::{Acked, Load};
+pub use rill_node::faults::{Faults, MessageKind};
+
+/// One testnet at a time per test binary: each is anvil plus N nodes on two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// How a testnet is set up.
+#[derive(Clone, Debug)]
+pub struct Builder {
+    nodes: usize,
+    block_time: Duration,
+    network: NetworkConfig,
+}
+
+impl Builder {
+    /// How many nodes (default 4).
+    pub fn nodes(mut self, nodes: usize) -> Self {
+        self.nodes = nodes;
+        self
+    }
+
+    /// Nodes per stream (default 3).
+    pub fn replication(mut self, factor: u64) -> Self {
+        self.network.replication_factor = factor;
+        self
+    }
+
+    /// The chain's block time (default 1 s).
+    pub fn block_time(mut self, block_time: Duration) -> Self {
+        self.block_time = block_time;
+        self
+    }
+
+    /// Changes the registry's network config.
+    pub fn network(mut self, change: impl FnOnce(&mut NetworkConfig)) -> Self {
+        change(&mut self.network);
+        self
+    }
+
+    /// Starts anvil, deploys the registry, registers the nodes and starts them all.
+    pub async fn start(self) -> Testnet {
+        let turn = ONE_AT_A_TIME.lock().await;
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = DevnetConfig {
+            dir: dir.path().to_owned(),
+            nodes: self.nodes,
+            block_time: self.block_time,
+            network: self.network,
+        };
+        let chain = bootstrap(&config).await.expect("the chain bootstraps");
+        let faults = Faults::default();
+        let configs: Vec<NodeConfig> = chain
+            .file
+            .nodes
+            .iter()
+            .map(|node| {
+                let mut config = NodeConfig::new(
+                    node.key_file.clone(),
+                    node.data_dir.clone(),
+                    node.listen.parse().expect("a listen multiaddr"),
+                    chain.file.rpc_url.clone(),
+                    chain.file.registry,
+                );
+                config.block_time = self.block_time;
+                config.metrics = Some("127.0.0.1:0".parse().expect("an address"));
+                config.faults = Some(faults.clone());
+                config
+            })
+            .collect();
+        let mut net = Testnet {
+            nodes: configs.iter().map(|_| None).collect(),
+            configs,
+            faults,
+            block_time: self.block_time,
+            chain,
+            _dir: dir,
+            _turn: turn,
+        };
+        for i in 0..net.len() {
+            net.restart(i).await;
+        }
+        net
+    }
+}
+
+/// A running testnet. Dropping it stops everything.
+pub struct Testnet {
+    chain: DevnetChain,
+    nodes: Vec<Option<Node>>,
+    configs: Vec<NodeConfig>,
+    faults: Faults,
+    block_time: Duration,
+    _dir: tempfile::TempDir,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+impl Testnet {
+    /// A builder with 4 nodes, replication 3 and 1 s blocks.
+    pub fn builder() -> Builder {
+        Builder {
+            nodes: 4,
+            block_time: Duration::from_secs(1),
+            network: NetworkConfig::default(),
+        }
+    }
+
+    /// How many nodes.
+    pub fn len(&self) -> usize {
+        self.configs.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.configs.is_empty()
+    }
+
+    /// Node `i`'s address.
+    pub fn address(&self, i: usize) -> Address {
+        self.chain.file.nodes[i].address
+    }
+
+    /// The addresses of nodes `indexes`.
+    pub fn addresses(&self, indexes: &[usize]) -> Vec<Address> {
+        indexes.iter().map(|i| self.address(*i)).collect()
+    }
+
+    /// The index of the node with `address`.
+    pub fn index_of(&self, address: &Address) -> Option<usize> {
+        (0..self.len()).find(|i| self.address(*i) == *address)
+    }
+
+    /// The fault rules every node checks its outgoing messages against.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// The registry, read-only.
+    pub fn registry(&self) -> Registry {
+        Registry::new(
+            self.chain.file.registry,
+            connect(&self.chain.file.rpc_url).expect("the RPC URL"),
+        )
+    }
+
+    /// The chain's block time.
+    pub fn block_time(&self) -> Duration {
+        self.block_time
+    }
+
+    /// Node `i`, if running.
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes[i].as_ref()
+    }
+
+    /// Whether node `i` is running.
+    pub fn is_up(&self, i: usize) -> bool {
+        self.nodes[i].is_some()
+    }
+
+    /// Node `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.configs[i].data_dir
+    }
+
+    /// A client of node `i` with a new key.
+    pub async fn client(&self, i: usize) -> Client {
+        self.client_with(i, NodeKey::generate()).await
+    }
+
+    /// A client of node `i` signing with `key`.
+    pub async fn client_with(&self, i: usize, key: NodeKey) -> Client {
+        let addr = self.chain.file.nodes[i]
+            .multiaddr
+            .parse()
+            .expect("a node multiaddr");
+        Client::connect(addr, key)
+            .await
+            .expect("the client connects")
+    }
+
+    /// Indexes of a new stream's nodes and of one node that does not hold it.
+    pub fn placement(&self, created: &pb::CreateStreamResponse) -> (Vec<usize>, Option<usize>) {
+        let nodes: Vec<Address> = created
+            .nodes
+            .iter()
+            .map(|n| Address::from_slice(n))
+            .collect();
+        let (inside, outside): (Vec<usize>, Vec<usize>) =
+            (0..self.len()).partition(|i| nodes.contains(&self.address(*i)));
+        (inside, outside.first().copied())
+    }
+
+    /// Aborts node `i` at once: no flush, no goodbye (its sled data stays as written).
+    pub async fn crash(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.crash().await;
+        }
+    }
+
+    /// Stops node `i` gracefully.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.stop().await.expect("the node stops cleanly");
+        }
+    }
+
+    /// Deletes node `i`'s data (the node must be down): it lost its disk.
+    pub fn wipe(&mut self, i: usize) {
+        assert!(self.nodes[i].is_none(), "wipe a node that is down");
+        let dir = &self.configs[i].data_dir;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).expect("removing the data directory");
+        }
+    }
+
+    /// Starts node `i` (again), with its key and data directory. Waits until the previous
+    /// run has released the store and the listen port.
+    pub async fn restart(&mut self, i: usize) {
+        self.crash(i).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match Node::start(self.configs[i].clone()).await {
+                Ok(node) => {
+                    self.nodes[i] = Some(node);
+                    return;
+                }
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(node = i, %e, "node not startable yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("node {i} does not start: {e}"),
+            }
+        }
+    }
+
+    /// Stops the chain from producing blocks.
+    pub async fn pause_chain(&self) {
+        self.mining(0).await;
+    }
+
+    /// Lets the chain produce blocks again (at whole-second intervals: anvil's interval
+    /// mining takes seconds).
+    pub async fn resume_chain(&self) {
+        let seconds = self.block_time.as_secs_f64().ceil().max(1.0) as u64;
+        self.mining(seconds).await;
+    }
+
+    async fn mining(&self, interval_seconds: u64) {
+        use alloy::providers::Provider;
+        let provider = connect(&self.chain.file.rpc_url).expect("the RPC URL");
+        provider
+            .raw_request::<_, ()>("evm_setIntervalMining".into(), (interval_seconds,))
+            .await
+            .expect("anvil takes evm_setIntervalMining");
+    }
+
+    /// Node `i`'s Prometheus metrics, as served on its `/metrics` endpoint.
+    pub async fn metrics(&self, i: usize) -> String {
+        let addr = self.nodes[i]
+            .as_ref()
+            .and_then(Node::metrics_addr)
+            .expect("a running node with a metrics endpoint");
+        scrape(addr).await
+    }
+
+    /// The value of a metric line starting with `name` (labels included), 0 if absent.
+    pub async fn metric(&self, i: usize, name: &str) -> f64 {
+        self.metrics(i)
+            .await
+            .lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the metrics endpoint accepts");
+    socket
+        .write_all(b"GET /metrics HTTP/1.0\r\nhost: localhost\r\n\r\n")
+        .await
+        .expect("request written");
+    let mut response = String::new();
+    socket
+        .read_to_string(&mut response)
+        .await
+        .expect("response read");
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default()
+}

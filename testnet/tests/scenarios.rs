@@ -1,0 +1,116 @@
+//! Whole nodes in one process, over real libp2p and a real anvil, under faults.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rill_protocol::{NodeKey, StreamId, pb};
+use rill_testnet::{MessageKind, Testnet};
+
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+async fn stream(net: &Testnet, creator: &NodeKey) -> (StreamId, Vec<usize>) {
+    let created = net
+        .client_with(0, creator.clone())
+        .await
+        .create_stream(None)
+        .await
+        .expect("the stream is created");
+    let (replicas, _) = net.placement(&created);
+    (StreamId::from_slice(&created.stream_id).unwrap(), replicas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_crashed_under_load_restarts_and_every_acknowledged_event_is_finalized() {
+    logs();
+    let mut net = Testnet::builder().nodes(4).replication(3).start().await;
+    let creator = NodeKey::generate();
+    let (stream, replicas) = stream(&net, &creator).await;
+    let load = net.load(stream, &creator, &replicas, 4, pb::Ack::Quorum, 64);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = replicas[1];
+    net.crash(victim).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    net.restart(victim).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let acked = load.stop().await;
+    assert!(
+        acked.events.len() > 50,
+        "the load made progress: {} acknowledged",
+        acked.events.len()
+    );
+    let finalized = net
+        .expect_finalized(stream, &acked.events, Duration::from_secs(60))
+        .await;
+    assert!(finalized.chain.len() > 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_never_gets_full_events_fetches_the_announced_ones() {
+    logs();
+    let net = Testnet::builder().nodes(3).replication(3).start().await;
+    let creator = NodeKey::generate();
+    let (stream, _) = stream(&net, &creator).await;
+    let deaf = 2;
+    // Node 2 never receives NewEventReceived; it hears NewEventInPool from node 1.
+    net.faults().drop(
+        Some(MessageKind::GossipEvents),
+        None,
+        Some(net.address(deaf)),
+    );
+    let client = net.client_with(0, creator.clone()).await;
+    let mut acked = HashSet::new();
+    for i in 0..10 {
+        let (event, _) = client
+            .add_message(stream, &format!("m{i}"), pb::Ack::Quorum)
+            .await
+            .expect("acknowledged by nodes 0 and 1");
+        acked.insert(event.hash());
+    }
+    net.expect_finalized(stream, &acked, Duration::from_secs(30))
+        .await;
+    let fetches = net
+        .metric(deaf, "rill_requests_total{kind=\"GetEvents\"}")
+        .await;
+    assert!(
+        fetches >= 1.0,
+        "node 2 fetched the events it was told about"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_have_latency_histograms_of_the_path_of_an_event() {
+    logs();
+    let net = Testnet::builder().nodes(3).replication(3).start().await;
+    let creator = NodeKey::generate();
+    let (stream, _) = stream(&net, &creator).await;
+    let client = net.client_with(0, creator.clone()).await;
+    for i in 0..5 {
+        client
+            .add_message(stream, &format!("m{i}"), pb::Ack::Miniblock)
+            .await
+            .expect("in a miniblock");
+    }
+    let metrics = net.metrics(0).await;
+    for family in [
+        "rill_add_to_quorum_seconds_bucket",
+        "rill_add_to_promoted_seconds_bucket",
+        "rill_candidate_to_registered_seconds_bucket",
+        "rill_registration_batch_size_bucket",
+        "rill_p2p_gossip_published_total",
+    ] {
+        assert!(metrics.contains(family), "{family} is served:\n{metrics}");
+    }
+    let mut produced = 0.0;
+    for i in 0..net.len() {
+        produced += net
+            .metric(i, "rill_candidate_to_registered_seconds_count")
+            .await;
+    }
+    assert!(produced >= 1.0, "some node observed a registration");
+    assert!(net.metric(0, "rill_add_to_promoted_seconds_count").await >= 5.0);
+}

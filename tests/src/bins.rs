@@ -1,0 +1,53 @@
+//! The workspace's binaries, built once per test run in the profile the tests run in.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Where the binaries are.
+#[derive(Debug)]
+pub struct Binaries {
+    /// `rill-node`, with the fault hooks compiled in.
+    pub node: PathBuf,
+    /// The `rill` CLI.
+    pub cli: PathBuf,
+}
+
+/// Builds `rill-node` (with `--features faults`) and `rill` once, next to the test binary,
+/// and returns their paths. Cargo is not running while tests run, so this is a plain build
+/// (a no-op when nothing changed).
+pub fn binaries() -> &'static Binaries {
+    static BINARIES: OnceLock<Binaries> = OnceLock::new();
+    BINARIES.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        // target/<profile>/deps/<test> → target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("the test binary lives in target/<profile>/deps")
+            .to_owned();
+        let release = profile_dir.file_name().is_some_and(|p| p == "release");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args([
+                "build",
+                "--locked",
+                "-p",
+                "rill-node",
+                "--features",
+                "faults",
+                "--bins",
+            ]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build");
+        assert!(status.success(), "building rill-node and rill failed");
+        Binaries {
+            node: profile_dir.join("rill-node"),
+            cli: profile_dir.join("rill"),
+        }
+    })
+}

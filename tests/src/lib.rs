@@ -1,0 +1,11 @@
+//! Support for the end-to-end and fault scenarios over real processes: the workspace's
+//! binaries, a devnet of `rill-node` processes per scenario, and what to wait for.
+//!
+//! The scenarios run the real `rill-node` and `rill` binaries, built once per test run with
+//! the fault hooks compiled in (`RILL_FAULTS`), against a real anvil.
+
+mod bins;
+mod net;
+
+pub use bins::{Binaries, binaries};
+pub use net::{BLOCK_TIME, Chain, Net, chain, eventually};
