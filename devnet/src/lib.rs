@@ -30,7 +30,9 @@ pub struct DevnetConfig {
 
 pub use rill_client::{DevnetFile, DevnetNode};
 
+pub mod load;
 mod nodes;
+pub mod promise;
 pub use nodes::{NodeProcess, NodeStatusRow, status, wait_serving};
 
 /// A bootstrapped chain: anvil keeps running while this lives.

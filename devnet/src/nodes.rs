@@ -16,6 +16,7 @@ use crate::{DevnetFile, DevnetNode};
 pub struct NodeProcess {
     binary: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
     /// The node as the devnet file describes it.
@@ -52,6 +53,7 @@ impl NodeProcess {
         let mut process = Self {
             binary: binary.to_owned(),
             args,
+            env: Vec::new(),
             log,
             child: None,
             node,
@@ -72,12 +74,44 @@ impl NodeProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
         self.child = Some(child);
+        Ok(())
+    }
+
+    /// Sets an environment variable for the next (re)start, e.g. `RILL_FAULTS` for a node
+    /// built with the fault hooks; `None` removes it.
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(value) = value {
+            self.env.push((key.to_owned(), value.to_owned()));
+        }
+    }
+
+    /// Whether the process runs.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Deletes the node's data directory (the process must be down): it lost its disk.
+    pub fn wipe(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "wipe a node that is down");
+        if self.node.data_dir.exists() {
+            std::fs::remove_dir_all(&self.node.data_dir)?;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped process again (no-op if it runs).
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.is_none() {
+            self.spawn()?;
+        }
         Ok(())
     }
 

@@ -108,7 +108,8 @@ impl Directory {
                 self.network.apply(key, *value);
                 return false;
             }
-            RegistryEvent::MiniblockRegistered { .. }
+            RegistryEvent::StreamAllocationFailed { .. }
+            | RegistryEvent::MiniblockRegistered { .. }
             | RegistryEvent::MiniblockRegistrationFailed { .. } => return false,
         }
         self.refresh_nodes();

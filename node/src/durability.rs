@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use prometheus_client::metrics::histogram::Histogram;
 use rill_store::Store;
 use tokio::sync::{mpsc, watch};
 use tracing::warn;
@@ -21,7 +22,7 @@ pub(crate) struct Durability {
 }
 
 impl Durability {
-    pub(crate) fn spawn(store: Store) -> Self {
+    pub(crate) fn spawn(store: Store, flushes: Histogram) -> Self {
         let marked = Arc::new(AtomicU64::new(0));
         let (wake, mut woken) = mpsc::channel(1);
         let (flushed_tx, flushed) = watch::channel(0);
@@ -32,8 +33,10 @@ impl Durability {
                 let target = task_marked.load(Ordering::Acquire);
                 while target > *flushed_tx.borrow() {
                     let store = store.clone();
+                    let started = std::time::Instant::now();
                     match tokio::task::spawn_blocking(move || store.flush()).await {
                         Ok(Ok(())) => {
+                            flushes.observe(started.elapsed().as_secs_f64());
                             let _ = flushed_tx.send(target);
                         }
                         other => {

@@ -1,5 +1,5 @@
 //! The node's loop: the one owner of the engine. It only routes: chain blocks to the chain
-//! follower below, network events to the router, finished work (opened events, answers to the
+//! follower (`chain_follower.rs`), network events to the router, finished work (opened events, answers to the
 //! node's requests, client events) to the engine, timers to the engine and the outbox; the
 //! executor carries out what the engine decides. The chain always goes first and every other
 //! source is served at most `BUDGET` items at a time, so a gossip or client flood cannot
@@ -8,15 +8,15 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::Address;
-use prost::Message as _;
-use rill_chain::{ChainBlock, RegistryEvent};
+use rill_chain::ChainBlock;
 use rill_engine::{Engine, Input, Reject, StreamView};
 use rill_p2p::{NetworkEvent, P2p};
-use rill_protocol::{Limits, ParsedEvent, ParsedMiniblock, StreamId, pb};
+use rill_protocol::{Limits, ParsedEvent, StreamId};
 use rill_store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::info;
 
+use crate::blocks::Blocks;
 use crate::client::Watch;
 use crate::directory::{SharedDirectory, read};
 use crate::executor::Executor;
@@ -76,6 +76,7 @@ pub(crate) struct NodeLoop {
     pub(crate) watch: Watch,
     pub(crate) metrics: Metrics,
     pub(crate) limits: Limits,
+    pub(crate) blocks_seen: Blocks,
     pub(crate) mailbox: mpsc::Receiver<LoopMsg>,
     pub(crate) network: mpsc::Receiver<NetworkEvent>,
     pub(crate) blocks: mpsc::Receiver<ChainBlock>,
@@ -220,103 +221,6 @@ impl NodeLoop {
             s.miniblocks_promoted = promoted;
             s.miniblocks_produced = produced;
         });
-    }
-
-    /// A chain block: the registry's logs in it, in order, then the block itself.
-    fn on_block(&mut self, block: ChainBlock) {
-        let now = now_ms();
-        let number = block.block.number;
-        let _span = tracing::debug_span!("block", number).entered();
-        for event in block.events {
-            let nodes_changed = self
-                .directory
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .apply(&event);
-            if nodes_changed {
-                self.update_peers();
-            }
-            let input = match event {
-                RegistryEvent::StreamAllocated {
-                    stream_id,
-                    nodes,
-                    genesis,
-                    ..
-                } if nodes.contains(&self.me) => {
-                    self.allocated(stream_id, nodes, &genesis);
-                    continue;
-                }
-                RegistryEvent::MiniblockRegistered {
-                    stream_id,
-                    hash,
-                    num,
-                    ..
-                } => Input::MiniblockRegistered {
-                    stream: stream_id,
-                    num,
-                    hash,
-                },
-                RegistryEvent::MiniblockRegistrationFailed {
-                    stream_id,
-                    hash,
-                    num,
-                    ..
-                } => {
-                    self.executor.candidate_rejected(&hash);
-                    Input::RegistrationRejected {
-                        stream: stream_id,
-                        num,
-                        hash,
-                    }
-                }
-                RegistryEvent::ConfigUpdated { key, value } => {
-                    info!(%key, value, "registry config changed (applies at restart)");
-                    continue;
-                }
-                _ => continue,
-            };
-            let effects = self.engine.handle(now, input);
-            self.executor.run(effects);
-        }
-        let effects = self.engine.handle(
-            now,
-            Input::ChainBlock {
-                number,
-                prevrandao: block.block.prevrandao,
-            },
-        );
-        self.executor.run(effects);
-        if let Err(e) = self.store.set_last_block(number) {
-            warn!(%e, "cannot record the chain position");
-        }
-        self.metrics.chain_head.set(number as i64);
-        self.status.send_modify(|s| s.chain_head = number);
-    }
-
-    /// The registry allocated a stream on this node: its genesis goes to the engine, which
-    /// checks it before anything is stored.
-    pub(crate) fn allocated(&mut self, stream: StreamId, nodes: Vec<Address>, genesis: &[u8]) {
-        let opened = pb::Miniblock::decode(genesis)
-            .ok()
-            .and_then(|m| ParsedMiniblock::open(m, &self.limits).ok());
-        let Some(genesis) = opened else {
-            warn!(%stream, "allocated with a genesis that does not open; not taken");
-            self.metrics.reject("bad_genesis");
-            return;
-        };
-        let effects = self.engine.handle(
-            now_ms(),
-            Input::StreamAllocated {
-                stream,
-                nodes,
-                genesis,
-            },
-        );
-        self.executor.run(effects);
-        if self.engine.stream(&stream).is_some() {
-            info!(%stream, "holding a new stream");
-            self.update_peers();
-        }
     }
 
     /// Hands the network the registered nodes and the peers to stay connected to.

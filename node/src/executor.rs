@@ -100,6 +100,11 @@ impl Executor {
                         .collect();
                     self.outbox.add(&to, stream, &message);
                 }
+                Effect::GossipTo {
+                    to,
+                    stream,
+                    message,
+                } => self.outbox.add(&[to], stream, &message),
                 Effect::Send {
                     to,
                     stream,
@@ -146,7 +151,12 @@ impl Executor {
             }
             StoreOp::Promote { stream, miniblock } => Write::Promote { stream, miniblock },
         };
-        if let Err(e) = self.store.write(&write) {
+        let started = Instant::now();
+        let written = self.store.write(&write);
+        self.metrics
+            .store_write
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = written {
             // The engine moved on; the store did not. A restart reloads from the store and
             // catches up from peers.
             warn!(%e, "store write failed");

@@ -12,6 +12,8 @@
 //! Protocol rules live in `rill-engine`; this crate must not decide what is valid, only move
 //! bytes between the engine and the world.
 
+mod blocks;
+mod chain_follower;
 mod client;
 mod config;
 mod convert;

@@ -100,6 +100,8 @@ pub(crate) struct Metrics {
     pub(crate) add_to_promoted: Histogram,
     pub(crate) candidate_to_registered: Histogram,
     pub(crate) catch_up_page: Histogram,
+    pub(crate) store_write: Histogram,
+    pub(crate) store_flush: Histogram,
     pub(crate) p2p: P2pMetrics,
     pub(crate) registrar: RegistrarMetrics,
 }
@@ -125,6 +127,8 @@ impl Metrics {
             add_to_promoted: seconds(),
             candidate_to_registered: seconds(),
             catch_up_page: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            store_write: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
+            store_flush: seconds(),
             p2p: P2pMetrics::default(),
             registrar: RegistrarMetrics::default(),
         };
@@ -214,6 +218,16 @@ impl Metrics {
             "catch_up_page_miniblocks",
             "Miniblocks per catch-up page received",
             self.catch_up_page.clone(),
+        );
+        r.register(
+            "store_write_seconds",
+            "One store write (on the node's loop)",
+            self.store_write.clone(),
+        );
+        r.register(
+            "store_flush_seconds",
+            "One group-commit flush of the store",
+            self.store_flush.clone(),
         );
         self.p2p.register(r.sub_registry_with_prefix("p2p"));
         self.registrar

@@ -10,10 +10,13 @@ use rill_engine::Gossip;
 use rill_p2p::GossipBatch;
 use rill_protocol::{StreamId, pb};
 
-/// At most this many bytes of events in one gossip message (a larger event goes alone).
-const MAX_BATCH_BYTES: usize = 256 * 1024;
-/// At most this many announced hashes in one gossip message.
-const MAX_BATCH_HASHES: usize = 4_096;
+/// At most this many bytes in one gossip message, everything counted (a larger event goes
+/// alone); the network accepts messages of this size plus one maximal event.
+pub(crate) const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// What one announced hash costs in a message.
+const HASH_BYTES: usize = 34;
+/// What naming a stream costs in a message.
+const STREAM_BYTES: usize = 40;
 
 #[derive(Default)]
 struct Pending {
@@ -48,43 +51,70 @@ impl Outbox {
         self.pending.is_empty()
     }
 
-    /// Everything queued, as batches per destination, each within the size limits.
+    /// Everything queued, as batches per destination, each within [`MAX_BATCH_BYTES`].
     pub(crate) fn take(&mut self) -> Vec<(Address, GossipBatch)> {
         let mut out = Vec::new();
         for (to, streams) in std::mem::take(&mut self.pending) {
-            let mut batch = GossipBatch::default();
-            let (mut bytes, mut hashes) = (0, 0);
+            let mut batch = Batcher::default();
             for (stream, pending) in streams {
-                let mut events = Vec::new();
                 for envelope in pending.events {
-                    let len = envelope.encoded_len();
-                    if bytes + len > MAX_BATCH_BYTES && (bytes > 0 || !events.is_empty()) {
-                        if !events.is_empty() {
-                            batch.received.push((stream, std::mem::take(&mut events)));
-                        }
-                        out.push((to, std::mem::take(&mut batch)));
-                        (bytes, hashes) = (0, 0);
-                    }
-                    bytes += len;
-                    events.push(envelope);
+                    let size = envelope.encoded_len() + 4;
+                    batch.room(size + STREAM_BYTES, to, &mut out);
+                    batch.event(stream, envelope, size);
                 }
-                if !events.is_empty() {
-                    batch.received.push((stream, events));
-                }
-                for chunk in pending.hashes.chunks(MAX_BATCH_HASHES) {
-                    if hashes + chunk.len() > MAX_BATCH_HASHES && !batch.is_empty() {
-                        out.push((to, std::mem::take(&mut batch)));
-                        (bytes, hashes) = (0, 0);
-                    }
-                    hashes += chunk.len();
-                    batch.in_pool.push((stream, chunk.to_vec()));
+                for hash in pending.hashes {
+                    batch.room(HASH_BYTES + STREAM_BYTES, to, &mut out);
+                    batch.hash(stream, hash);
                 }
             }
-            if !batch.is_empty() {
-                out.push((to, batch));
-            }
+            batch.finish(to, &mut out);
         }
         out
+    }
+}
+
+/// Fills one message at a time.
+#[derive(Default)]
+struct Batcher {
+    batch: GossipBatch,
+    bytes: usize,
+}
+
+impl Batcher {
+    /// Makes room for `size` more bytes, sending the current message if it would not fit.
+    fn room(&mut self, size: usize, to: Address, out: &mut Vec<(Address, GossipBatch)>) {
+        if self.bytes > 0 && self.bytes + size > MAX_BATCH_BYTES {
+            self.finish(to, out);
+        }
+    }
+
+    fn event(&mut self, stream: StreamId, envelope: pb::Envelope, size: usize) {
+        match self.batch.received.last_mut() {
+            Some((last, events)) if *last == stream => events.push(envelope),
+            _ => {
+                self.batch.received.push((stream, vec![envelope]));
+                self.bytes += STREAM_BYTES;
+            }
+        }
+        self.bytes += size;
+    }
+
+    fn hash(&mut self, stream: StreamId, hash: B256) {
+        match self.batch.in_pool.last_mut() {
+            Some((last, hashes)) if *last == stream => hashes.push(hash),
+            _ => {
+                self.batch.in_pool.push((stream, vec![hash]));
+                self.bytes += STREAM_BYTES;
+            }
+        }
+        self.bytes += HASH_BYTES;
+    }
+
+    fn finish(&mut self, to: Address, out: &mut Vec<(Address, GossipBatch)>) {
+        if !self.batch.is_empty() {
+            out.push((to, std::mem::take(&mut self.batch)));
+        }
+        self.bytes = 0;
     }
 }
 
@@ -97,6 +127,42 @@ mod tests {
             hash: vec![0; 32],
             signature: vec![0; 65],
             event: vec![1; size],
+        }
+    }
+
+    #[test]
+    fn events_and_announcements_together_stay_within_one_message() {
+        let mut outbox = Outbox::default();
+        let to = Address::repeat_byte(1);
+        let stream = StreamId([1; 32]);
+        let pending = outbox
+            .pending
+            .entry(to)
+            .or_default()
+            .entry(stream)
+            .or_default();
+        for i in 0..6u8 {
+            pending.events.push(envelope(40 * 1024));
+            pending.hashes.push(B256::repeat_byte(i));
+        }
+        for i in 0..5_000u32 {
+            let mut hash = [0u8; 32];
+            hash[..4].copy_from_slice(&i.to_be_bytes());
+            pending.hashes.push(B256::from(hash));
+        }
+        let batches = outbox.take();
+        let hashes: usize = batches
+            .iter()
+            .flat_map(|(_, b)| &b.in_pool)
+            .map(|(_, h)| h.len())
+            .sum();
+        assert_eq!(hashes, 5_006);
+        for (_, batch) in &batches {
+            assert!(
+                batch.encoded_len() <= MAX_BATCH_BYTES,
+                "{}",
+                batch.encoded_len()
+            );
         }
     }
 

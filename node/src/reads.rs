@@ -1,6 +1,7 @@
 //! The read server: `GetEvents`, `GetMiniblocks` and `GetStream` served from the store on
-//! their own task (and blocking threads), never on the node's loop. Its queue is bounded: when
-//! it is full the asker is told the node is busy.
+//! their own task (and blocking threads), never on the node's loop. Every answer is bounded in
+//! bytes, far below the transport's frame limit: the asker pages through the rest. Its queue
+//! is bounded: when it is full the asker is told the node is busy.
 
 use std::sync::Arc;
 
@@ -15,8 +16,9 @@ use crate::workers::Busy;
 
 /// Reads served at once (each on a blocking thread).
 const CONCURRENT_READS: usize = 4;
-/// At most this many miniblocks in one answer: the asker comes back for more.
-const MAX_MINIBLOCKS_PER_ANSWER: u64 = 1_000;
+/// Bytes of events or miniblocks in one answer (at least one item, which the rules bound to
+/// `maxMiniblockBytes`); the frame limit is 16 MiB.
+pub(crate) const PAGE_BYTES: usize = 2 * 1024 * 1024;
 
 /// A read.
 #[derive(Debug)]
@@ -106,16 +108,15 @@ fn read(store: &Store, query: Query) -> Result<Result<Found, pb::Error>, StoreEr
                 .iter()
                 .filter_map(|h| B256::try_from(h.as_slice()).ok())
                 .collect();
-            Ok(Found::Events(store.events(&hashes)?))
+            Ok(Found::Events(store.events_page(&hashes, PAGE_BYTES)?))
         }
         Query::Miniblocks(request) => match stream_id(&request.stream_id) {
             Err(e) => Err(e),
             Ok(stream) => {
-                let to = request
-                    .to
-                    .min(request.from.saturating_add(MAX_MINIBLOCKS_PER_ANSWER - 1));
-                let miniblocks = store.miniblocks(&stream, request.from, to)?;
-                let candidates = if request.include_candidate {
+                let (miniblocks, complete) =
+                    store.miniblocks_page(&stream, request.from, request.to, PAGE_BYTES)?;
+                // Candidates come with the page that reaches the end.
+                let candidates = if request.include_candidate && complete {
                     store.candidates(&stream)?
                 } else {
                     Vec::new()
@@ -128,27 +129,59 @@ fn read(store: &Store, query: Query) -> Result<Result<Found, pb::Error>, StoreEr
         },
         Query::Stream(request) => match stream_id(&request.stream_id) {
             Err(e) => Err(e),
-            Ok(stream) => {
-                let Some((head, _)) = store.head(&stream)? else {
-                    return Ok(Err(error(
-                        pb::ErrorCode::UnknownStream,
-                        format!("stream {stream} is not stored here"),
-                    )));
-                };
-                let from = if request.head_only { head } else { 0 };
-                let nodes = store.nodes(&stream)?;
-                Ok(Found::Stream(pb::GetStreamResponse {
-                    stream_id: stream.0.to_vec(),
-                    served_by: Vec::new(),
-                    nodes: nodes.iter().map(|a| a.to_vec()).collect(),
-                    miniblocks: store.miniblocks(&stream, from, head)?,
-                    minipool: if request.head_only {
-                        Vec::new()
-                    } else {
-                        store.minipool(&stream)?
-                    },
-                }))
-            }
+            Ok(stream) => read_stream(store, stream, &request)?,
         },
     })
+}
+
+/// A page of a stream: its miniblocks from `from` (or just the head), and the minipool with
+/// the page that reaches the head.
+fn read_stream(
+    store: &Store,
+    stream: StreamId,
+    request: &pb::GetStreamRequest,
+) -> Result<Result<Found, pb::Error>, StoreError> {
+    let Some((head, _)) = store.head(&stream)? else {
+        return Ok(Err(error(
+            pb::ErrorCode::UnknownStream,
+            format!("stream {stream} is not stored here"),
+        )));
+    };
+    let (from, to) = if request.head_only {
+        (head, head)
+    } else {
+        let to = if request.to == 0 {
+            head
+        } else {
+            request.to.min(head)
+        };
+        (request.from.min(to), to)
+    };
+    let (miniblocks, complete) = store.miniblocks_page(&stream, from, to, PAGE_BYTES)?;
+    let last = miniblocks.len() as u64;
+    let next_from = (!complete).then_some(from + last);
+    let minipool = if complete && to == head && !request.head_only {
+        let mut budget = PAGE_BYTES;
+        store
+            .minipool(&stream)?
+            .into_iter()
+            .take_while(|e| {
+                let size = e.event.len() + 100;
+                let fits = size <= budget;
+                budget = budget.saturating_sub(size);
+                fits
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Ok(Found::Stream(pb::GetStreamResponse {
+        stream_id: stream.0.to_vec(),
+        served_by: Vec::new(),
+        nodes: store.nodes(&stream)?.iter().map(|a| a.to_vec()).collect(),
+        miniblocks,
+        minipool,
+        head_num: head,
+        next_from,
+    })))
 }

@@ -12,6 +12,7 @@ use rill_protocol::{Limits, ParsedEvent, ParsedMiniblock, StreamId, pb};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::blocks::Blocks;
 use crate::convert;
 use crate::directory::{SharedDirectory, read};
 use crate::event_loop::LoopMsg;
@@ -30,6 +31,7 @@ pub(crate) struct Requests {
     pub(crate) limits: Limits,
     pub(crate) metrics: Metrics,
     pub(crate) faults: Hook,
+    pub(crate) blocks: Blocks,
     /// How long a request waits for its answer (the transport's timeout).
     pub(crate) timeout: Duration,
 }
@@ -101,8 +103,11 @@ impl Requests {
         let limits = self.limits;
         match (kind, answer) {
             (RequestKind::SaveCandidate(hash), NodeResponse::Miniblock(r)) => {
+                let deferred = pb::ErrorCode::Unavailable as i32;
                 Some(match (r.error, r.kind) {
                     (None, Some(Kind::SaveCandidate(_))) => Response::CandidateSaved(hash),
+                    // Not judged yet (its chain block), or the replica is busy: ask again.
+                    (Some(e), _) if e.code == deferred => Response::CandidateDeferred(hash),
                     _ => Response::CandidateRefused(hash),
                 })
             }
@@ -135,18 +140,27 @@ impl Requests {
                 let Some(Kind::GetMiniblocks(got)) = r.kind else {
                     return None;
                 };
-                let miniblocks: Vec<ParsedMiniblock> = self
+                let open = move |wire: Vec<pb::Miniblock>| -> Vec<ParsedMiniblock> {
+                    wire.into_iter()
+                        .filter_map(|m| ParsedMiniblock::open(m, &limits).ok())
+                        .collect()
+                };
+                let (miniblocks, candidates) = self
                     .workers
-                    .run(move || {
-                        got.miniblocks
-                            .into_iter()
-                            .chain(got.candidates)
-                            .filter_map(|m| ParsedMiniblock::open(m, &limits).ok())
-                            .collect()
-                    })
+                    .run(move || (open(got.miniblocks), open(got.candidates)))
                     .await?;
                 self.metrics.catch_up_page.observe(miniblocks.len() as f64);
-                Some(Response::Miniblocks(miniblocks))
+                let blocks = miniblocks
+                    .iter()
+                    .chain(&candidates)
+                    .map(|m| m.header().chain_block)
+                    .collect::<std::collections::BTreeSet<_>>();
+                let randomness = self.blocks.randomness(blocks.into_iter().collect()).await;
+                Some(Response::Miniblocks {
+                    miniblocks,
+                    candidates,
+                    randomness,
+                })
             }
             _ => None,
         }

@@ -4,22 +4,26 @@
 //! and runs the node's loop. [`Node`] is the running node: stop it gracefully, or (tests)
 //! crash it.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use alloy_primitives::Address;
 use rill_chain::{
-    ChainError, ChainMonitor, MonitorConfig, Registrar, RegistrarConfig, Registry, connect_with_key,
+    ChainError, ChainMonitor, MonitorConfig, NetworkConfig, Registrar, RegistrarConfig, Registry,
+    RegistryEvent, connect_with_key,
 };
 use rill_engine::{Engine, EngineConfig, Input, RestoredStream};
 use rill_p2p::{Multiaddr, P2pConfig, PeerId, SpawnError};
-use rill_protocol::{KeyError, Limits, NodeKey};
+use rill_protocol::{KeyError, Limits, NodeKey, StreamId};
 use rill_store::{Store, StoreError, StoredStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{error, info, warn};
 
 use crate::NodeConfig;
+use crate::blocks::Blocks;
+use crate::chain_follower;
 use crate::client::{Acks, ClientService, Watch};
 use crate::directory::Directory;
 use crate::durability::Durability;
@@ -38,6 +42,9 @@ const MAILBOX: usize = 8_192;
 const QUEUE: usize = 4_096;
 /// Streams read from the registry per call.
 const STREAM_PAGE: u64 = 500;
+/// The largest envelope accepted from another node before the engine judges it (the
+/// transport's frame limit).
+const NODE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -115,13 +122,14 @@ impl Node {
         let start_block = registry.block_number().await?;
         let network = registry.config().await?;
         let nodes = registry.nodes().await?;
+        // Envelopes from other nodes are opened with the transport's bound; the engine judges
+        // their size by the rules of their miniblock.
         let limits = Limits {
-            max_event_bytes: network.max_event_bytes as usize,
+            max_event_bytes: NODE_MESSAGE_BYTES,
         };
+        // The rules as deployed; the registry's history (replayed below) changes them.
         let engine_config = EngineConfig {
-            max_event_bytes: limits.max_event_bytes,
-            max_events_per_miniblock: network.max_events_per_miniblock as usize,
-            snapshot_interval: network.snapshot_interval,
+            params: chain_follower::params(&NetworkConfig::default()),
             ..EngineConfig::default()
         };
 
@@ -139,7 +147,7 @@ impl Node {
             None => None,
         };
         let p2p_config = P2pConfig {
-            max_event_bytes: limits.max_event_bytes,
+            max_event_bytes: network.max_event_bytes as usize,
             metrics: metrics.p2p.clone(),
             ..P2pConfig::node(vec![config.listen.clone()])
         };
@@ -157,7 +165,8 @@ impl Node {
         );
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = Workers::spawn(threads, QUEUE);
-        let durability = Durability::spawn(store.clone());
+        let durability = Durability::spawn(store.clone(), metrics.store_flush.clone());
+        let blocks_seen = Blocks::new(provider.clone());
         let directory = Arc::new(RwLock::new(Directory::new(me, nodes, network)));
         let (mailbox_tx, mailbox) = mpsc::channel(MAILBOX);
         let (acks, watch) = (Acks::default(), Watch::default());
@@ -182,6 +191,7 @@ impl Node {
             metrics: metrics.clone(),
             faults: faults.clone(),
             timeout: request_timeout,
+            blocks: blocks_seen.clone(),
         };
         let executor = Executor::new(
             me,
@@ -246,14 +256,20 @@ impl Node {
             watch,
             metrics: metrics.clone(),
             limits,
+            blocks_seen,
             mailbox,
             network: network_events,
             blocks,
             status: status_tx,
             peers,
         };
+        replay_rules(&mut node_loop, &registry, start_block).await?;
         restore(&mut node_loop, &store, &limits, &metrics).map_err(store_error)?;
         follow_registry(&mut node_loop, &registry).await?;
+        let effects = node_loop
+            .engine
+            .handle(now_ms(), Input::ChainHead(start_block));
+        node_loop.executor.run(effects);
         node_loop.update_peers();
         info!(
             streams = node_loop.engine.stream_ids().count(),
@@ -317,6 +333,40 @@ impl Node {
     }
 }
 
+/// Replays the registry's changes of rules and node statuses up to `to_block`, so the engine
+/// judges old miniblocks (caught up from peers) by the rules and electorate of their time.
+async fn replay_rules(
+    node: &mut NodeLoop,
+    registry: &Registry,
+    to_block: u64,
+) -> Result<(), ChainError> {
+    let mut config = NetworkConfig::default();
+    for (block, event) in registry.rule_history(0, to_block).await? {
+        let input = match event {
+            RegistryEvent::ConfigUpdated { key, value } => {
+                config.apply(&key, value);
+                Input::Params {
+                    from_block: block,
+                    params: chain_follower::params(&config),
+                }
+            }
+            RegistryEvent::NodeAdded(record) => Input::NodeStatus {
+                node: record.address,
+                from_block: block,
+                status: chain_follower::status(record.status),
+            },
+            RegistryEvent::NodeStatusUpdated { address, status } => Input::NodeStatus {
+                node: address,
+                from_block: block,
+                status: chain_follower::status(status),
+            },
+            _ => continue,
+        };
+        let _ = node.engine.handle(now_ms(), input);
+    }
+    Ok(())
+}
+
 /// Restores every stream in the store. A stream an older version recorded without its
 /// genesis, or one whose data no longer verifies, is removed: the registry pass takes it
 /// again and it is caught up from peers. One bad stream never stops the node.
@@ -350,7 +400,20 @@ fn restore(
 /// learns its registered head (and catches up to it).
 async fn follow_registry(node: &mut NodeLoop, registry: &Registry) -> Result<(), ChainError> {
     let me = node.me;
-    for record in registry.streams(STREAM_PAGE).await? {
+    let records = registry.streams(STREAM_PAGE).await?;
+    // Read after the records, so every stream among them was allocated by `head`.
+    let head = registry.block_number().await?;
+    let missing: Vec<StreamId> = records
+        .iter()
+        .filter(|r| r.nodes.contains(&me) && node.engine.stream(&r.id).is_none())
+        .map(|r| r.id)
+        .collect();
+    let mut genesis = if missing.is_empty() {
+        HashMap::new()
+    } else {
+        registry.genesis_of(&missing, head).await?
+    };
+    for record in records {
         node.directory
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -358,10 +421,13 @@ async fn follow_registry(node: &mut NodeLoop, registry: &Registry) -> Result<(),
         if !record.nodes.contains(&me) {
             continue;
         }
-        if node.engine.stream(&record.id).is_none()
-            && let Some((_, genesis)) = registry.stream_with_genesis(record.id).await?
-        {
-            node.allocated(record.id, record.nodes.clone(), &genesis);
+        if let Some(genesis) = genesis.remove(&record.id) {
+            node.allocated(
+                record.id,
+                record.nodes.clone(),
+                record.genesis_hash,
+                &genesis,
+            );
         }
         let effects = node.engine.handle(
             now_ms(),

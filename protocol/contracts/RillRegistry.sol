@@ -24,11 +24,21 @@ contract RillRegistry {
         uint64 lastMiniblockNum;
         uint64 flags;
         address[] nodes;
+        bytes32 genesisHash;
     }
 
     struct StreamWithId {
         bytes32 id;
         Stream stream;
+    }
+
+    /// A stream to allocate. Its genesis miniblock travels in the StreamAllocated log only (the
+    /// record keeps its hash): nodes take it from the log, or from a peer, checked against it.
+    struct NewStream {
+        bytes32 streamId;
+        address[] nodes;
+        bytes32 genesisHash;
+        bytes genesisMiniblock;
     }
 
     struct SetMiniblock {
@@ -48,6 +58,7 @@ contract RillRegistry {
     event NodeMultiaddrUpdated(address indexed nodeAddress, string multiaddr);
     event ConfigUpdated(string key, uint256 value);
     event StreamAllocated(bytes32 indexed streamId, address[] nodes, bytes32 genesisHash, bytes genesis);
+    event StreamAllocationFailed(bytes32 indexed streamId, string reason);
     event StreamLastMiniblockUpdated(
         bytes32 indexed streamId, bytes32 lastMiniblockHash, uint64 lastMiniblockNum, bool isSealed
     );
@@ -70,7 +81,6 @@ contract RillRegistry {
     address[] private nodeList;
 
     mapping(bytes32 => Stream) private streams;
-    mapping(bytes32 => bytes) private genesis;
     bytes32[] private streamIds;
 
     mapping(bytes32 => uint256) private configValues;
@@ -157,15 +167,19 @@ contract RillRegistry {
 
     // ----- streams -----
 
+    modifier onlyOperational() {
+        if (nodes[msg.sender].status != NodeStatus.Operational) revert NotOperationalNode(msg.sender);
+        _;
+    }
+
     /// Called by an operational node that placed a new stream on `streamNodes`; the genesis
-    /// miniblock (number 0) becomes the stream's head.
+    /// miniblock (number 0) becomes the stream's head. Reverts with the reason if it cannot.
     function allocateStream(
         bytes32 streamId,
         address[] calldata streamNodes,
         bytes32 genesisHash,
         bytes calldata genesisMiniblock
-    ) external {
-        if (nodes[msg.sender].status != NodeStatus.Operational) revert NotOperationalNode(msg.sender);
+    ) external onlyOperational {
         if (streams[streamId].nodes.length != 0) revert StreamAlreadyExists(streamId);
         if (streamNodes.length == 0) revert NoNodes();
         for (uint256 i = 0; i < streamNodes.length; i++) {
@@ -174,11 +188,61 @@ contract RillRegistry {
                 if (streamNodes[j] == streamNodes[i]) revert DuplicateNode(streamNodes[i]);
             }
         }
+        store(streamId, streamNodes, genesisHash, genesisMiniblock);
+    }
+
+    /// Allocates many streams. Each entry applies on its own: a failing entry emits
+    /// StreamAllocationFailed with its reason and the others still apply.
+    function allocateStreamBatch(NewStream[] calldata entries) external onlyOperational {
+        allocateEach(entries);
+    }
+
+    /// A node's whole batch in one transaction: new streams, then new miniblock heads, each
+    /// entry applying on its own. Only an operational node may allocate; a departing one may
+    /// still register heads of the streams it holds.
+    function submitBatch(NewStream[] calldata allocations, SetMiniblock[] calldata registrations) external {
+        if (allocations.length != 0 && nodes[msg.sender].status != NodeStatus.Operational) {
+            revert NotOperationalNode(msg.sender);
+        }
+        allocateEach(allocations);
+        registerEach(registrations);
+    }
+
+    function allocateEach(NewStream[] calldata entries) private {
+        for (uint256 i = 0; i < entries.length; i++) {
+            NewStream calldata e = entries[i];
+            string memory reason = checkNewStream(e);
+            if (bytes(reason).length != 0) {
+                emit StreamAllocationFailed(e.streamId, reason);
+                continue;
+            }
+            store(e.streamId, e.nodes, e.genesisHash, e.genesisMiniblock);
+        }
+    }
+
+    function checkNewStream(NewStream calldata e) private view returns (string memory) {
+        if (streams[e.streamId].nodes.length != 0) return "ALREADY_EXISTS";
+        if (e.nodes.length == 0) return "NO_NODES";
+        for (uint256 i = 0; i < e.nodes.length; i++) {
+            if (!isNode(e.nodes[i])) return "UNKNOWN_NODE";
+            for (uint256 j = 0; j < i; j++) {
+                if (e.nodes[j] == e.nodes[i]) return "DUPLICATE_NODE";
+            }
+        }
+        return "";
+    }
+
+    function store(
+        bytes32 streamId,
+        address[] calldata streamNodes,
+        bytes32 genesisHash,
+        bytes calldata genesisMiniblock
+    ) private {
         Stream storage s = streams[streamId];
         s.lastMiniblockHash = genesisHash;
         s.lastMiniblockNum = 0;
         s.nodes = streamNodes;
-        genesis[streamId] = genesisMiniblock;
+        s.genesisHash = genesisHash;
         streamIds.push(streamId);
         emit StreamAllocated(streamId, streamNodes, genesisHash, genesisMiniblock);
     }
@@ -186,10 +250,6 @@ contract RillRegistry {
     function getStream(bytes32 streamId) public view returns (Stream memory) {
         if (streams[streamId].nodes.length == 0) revert UnknownStream(streamId);
         return streams[streamId];
-    }
-
-    function getStreamWithGenesis(bytes32 streamId) external view returns (Stream memory, bytes memory) {
-        return (getStream(streamId), genesis[streamId]);
     }
 
     function getStreamCount() external view returns (uint256) {
@@ -216,6 +276,10 @@ contract RillRegistry {
     /// Registers new miniblock heads. Each entry applies on its own: a failing entry emits
     /// StreamLastMiniblockUpdateFailed with its reason and the others still apply.
     function setStreamLastMiniblockBatch(SetMiniblock[] calldata entries) external {
+        registerEach(entries);
+    }
+
+    function registerEach(SetMiniblock[] calldata entries) private {
         for (uint256 i = 0; i < entries.length; i++) {
             SetMiniblock calldata e = entries[i];
             string memory reason = checkEntry(e);

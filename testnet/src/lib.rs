@@ -18,21 +18,20 @@
 //!
 //! It owns nothing but test scaffolding; what it tests is the node, unchanged.
 
-mod expect;
-mod load;
-
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
 use alloy_primitives::Address;
+use alloy_primitives::B256;
 use rill_chain::{NetworkConfig, Registry, connect};
 use rill_client::Client;
 use rill_devnet::{DevnetChain, DevnetConfig, bootstrap};
 use rill_node::{Node, NodeConfig};
-use rill_protocol::{NodeKey, pb};
+use rill_protocol::{NodeKey, StreamId, pb};
 
-pub use expect::Finalized;
-pub use load::{Acked, Load};
+pub use rill_devnet::load::{Acked, Load};
+pub use rill_devnet::promise::Finalized;
 pub use rill_node::faults::{Faults, MessageKind};
 
 /// One testnet at a time per test binary: each is anvil plus N nodes on two cores.
@@ -168,6 +167,26 @@ impl Testnet {
         &self.faults
     }
 
+    /// The registry as its owner (anvil's dev account): nodes, config, statuses.
+    pub fn admin(&self) -> Registry {
+        Registry::new(
+            self.chain.file.registry,
+            rill_chain::connect_with_key(
+                &self.chain.file.rpc_url,
+                &rill_chain::anvil::Anvil::dev_key(),
+            )
+            .expect("the RPC URL"),
+        )
+    }
+
+    /// The registry, signing as `key` (which must be funded to send).
+    pub fn registry_as(&self, key: &NodeKey) -> Registry {
+        Registry::new(
+            self.chain.file.registry,
+            rill_chain::connect_with_key(&self.chain.file.rpc_url, key).expect("the RPC URL"),
+        )
+    }
+
     /// The registry, read-only.
     pub fn registry(&self) -> Registry {
         Registry::new(
@@ -286,6 +305,56 @@ impl Testnet {
             .raw_request::<_, ()>("evm_setIntervalMining".into(), (interval_seconds,))
             .await
             .expect("anvil takes evm_setIntervalMining");
+    }
+
+    /// Node `i`'s multiaddr (what clients and peers dial).
+    pub fn multiaddr(&self, i: usize) -> rill_client::p2p::Multiaddr {
+        self.chain.file.nodes[i]
+            .multiaddr
+            .parse()
+            .expect("a node multiaddr")
+    }
+
+    /// Starts `writers` writers adding `bytes`-byte messages to `stream` with `ack`, signed by
+    /// `key` (a member), through `nodes` in turn.
+    pub fn load(
+        &self,
+        stream: StreamId,
+        key: &NodeKey,
+        nodes: &[usize],
+        writers: usize,
+        ack: pb::Ack,
+        bytes: usize,
+    ) -> Load {
+        let addrs: Vec<_> = nodes.iter().map(|i| self.multiaddr(*i)).collect();
+        Load::start(stream, key, &addrs, writers, ack, bytes)
+    }
+
+    /// Waits (up to `within`) until the promise holds for `stream` on every running replica:
+    /// the same chain, the registry's head, and each of `acked` in exactly one miniblock.
+    /// Panics with what still fails.
+    pub async fn expect_finalized(
+        &self,
+        stream: StreamId,
+        acked: &HashSet<B256>,
+        within: Duration,
+    ) -> Finalized {
+        let record = self
+            .registry()
+            .stream(stream)
+            .await
+            .expect("the registry answers")
+            .expect("the stream is allocated");
+        let mut clients = Vec::new();
+        for address in &record.nodes {
+            match self.index_of(address) {
+                Some(i) if self.is_up(i) => clients.push(Some(self.client(i).await)),
+                _ => clients.push(None),
+            }
+        }
+        rill_devnet::promise::expect_finalized(&self.registry(), &clients, stream, acked, within)
+            .await
+            .unwrap_or_else(|problem| panic!("{problem}"))
     }
 
     /// Node `i`'s Prometheus metrics, as served on its `/metrics` endpoint.

@@ -4,8 +4,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use alloy_primitives::B256;
-use rill_chain::{NetworkConfig, Registry, connect};
+use rill_chain::anvil::Anvil;
+use rill_chain::{NetworkConfig, Registry, connect, connect_with_key};
 use rill_client::Client;
+use rill_client::p2p::Multiaddr;
+use rill_devnet::load::Load;
+use rill_devnet::promise::Finalized;
 use rill_devnet::{DevnetChain, DevnetConfig, NodeProcess, bootstrap, wait_serving};
 use rill_protocol::{NodeKey, StreamId, pb};
 
@@ -29,15 +33,26 @@ pub struct Net {
 impl Net {
     /// Starts `count` nodes with `replication` nodes per stream and waits until each serves.
     pub async fn start(count: usize, replication: u64) -> Self {
+        Self::start_with(count, |network| network.replication_factor = replication).await
+    }
+
+    /// Starts `count` nodes on a registry whose config `change` sets.
+    pub async fn start_with(count: usize, change: impl FnOnce(&mut NetworkConfig)) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
-        let dir = tempfile::tempdir().unwrap();
+        let mut dir = tempfile::tempdir().unwrap();
+        if std::env::var_os("RILL_KEEP_TEST_DIR").is_some() {
+            // Kept for reading the nodes' logs after a failure.
+            dir.disable_cleanup(true);
+            eprintln!("devnet directory: {}", dir.path().display());
+        }
         let config = DevnetConfig {
             dir: dir.path().to_owned(),
             nodes: count,
             block_time: BLOCK_TIME,
-            network: NetworkConfig {
-                replication_factor: replication,
-                ..NetworkConfig::default()
+            network: {
+                let mut network = NetworkConfig::default();
+                change(&mut network);
+                network
             },
         };
         let chain = bootstrap(&config).await.expect("chain");
@@ -72,6 +87,93 @@ impl Net {
         let (inside, outside): (Vec<usize>, Vec<usize>) = (0..self.nodes.len())
             .partition(|i| holders.contains(&self.nodes[*i].node.address.to_vec()));
         (inside, outside.first().copied())
+    }
+
+    /// The registry as its owner (anvil's dev account): config and node statuses.
+    pub fn admin(&self) -> Registry {
+        Registry::new(
+            self.chain.file.registry,
+            connect_with_key(&self.chain.file.rpc_url, &Anvil::dev_key()).unwrap(),
+        )
+    }
+
+    /// The multiaddrs of nodes `indexes`.
+    pub fn addrs(&self, indexes: &[usize]) -> Vec<Multiaddr> {
+        indexes
+            .iter()
+            .map(|i| self.nodes[*i].node.multiaddr.parse().unwrap())
+            .collect()
+    }
+
+    /// Writers adding `bytes`-byte messages to `stream` with `ack`, signed by `key`, through
+    /// `nodes` in turn (moving on when one is down).
+    pub fn load(
+        &self,
+        stream: StreamId,
+        key: &NodeKey,
+        nodes: &[usize],
+        writers: usize,
+        ack: pb::Ack,
+        bytes: usize,
+    ) -> Load {
+        Load::start(stream, key, &self.addrs(nodes), writers, ack, bytes)
+    }
+
+    /// Waits (up to `within`) until the promise holds for `stream` on every running replica:
+    /// the same chain, the registry's head, each of `acked` in exactly one miniblock.
+    pub async fn expect_finalized(
+        &self,
+        stream: StreamId,
+        acked: &HashSet<B256>,
+        within: Duration,
+    ) -> Finalized {
+        let record = self.registry().stream(stream).await.unwrap().unwrap();
+        let mut clients = Vec::new();
+        for address in &record.nodes {
+            let node = self.nodes.iter().position(|n| n.node.address == *address);
+            match node {
+                Some(i) if self.nodes[i].is_running() => {
+                    clients.push(Some(self.client(i, &NodeKey::generate()).await))
+                }
+                _ => clients.push(None),
+            }
+        }
+        match rill_devnet::promise::expect_finalized(
+            &self.registry(),
+            &clients,
+            stream,
+            acked,
+            within,
+        )
+        .await
+        {
+            Ok(finalized) => finalized,
+            Err(problem) => {
+                self.print_logs(40);
+                panic!("{problem}")
+            }
+        }
+    }
+
+    /// Prints the last `lines` warnings, errors and info lines of every node's log (after a
+    /// failure: what the nodes were doing).
+    pub fn print_logs(&self, lines: usize) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let log = node.node.data_dir.with_file_name("node.log");
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            eprintln!("---- node {i} ({}) log tail ----", log.display());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+
+    /// Waits until node `i` serves again after a (re)start.
+    pub async fn wait_serving(&self, i: usize) {
+        wait_serving(&self.nodes[i].node, Duration::from_secs(60))
+            .await
+            .expect("the node serves again");
     }
 
     /// The registry, read-only.

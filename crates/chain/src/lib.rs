@@ -1,5 +1,5 @@
 //! Rill's view of the EVM chain (alloy): the registry contract's bindings and typed reads and
-//! writes ([`Registry`]), the batched miniblock writer that is a node's one transaction sender
+//! writes ([`Registry`]), the batched writer of new streams and miniblock heads that is a node's one transaction sender
 //! ([`Registrar`]), the ordered, gap-free feed of blocks and registry logs ([`ChainMonitor`]),
 //! and a real anvil process for tests and devnets ([`anvil`]).
 //!
@@ -16,15 +16,16 @@ mod registry;
 mod types;
 
 pub use error::ChainError;
-pub use monitor::{BlockInfo, ChainBlock, ChainMonitor, MonitorConfig};
+pub use monitor::{BlockInfo, ChainBlock, ChainMonitor, MonitorConfig, block_info};
 pub use provider::{connect, connect_with_key, transfer};
 pub use registrar::{
-    Registrar, RegistrarConfig, RegistrarError, RegistrarMetrics, RegistrationOutcome,
+    AllocationOutcome, NewStream, Registrar, RegistrarConfig, RegistrarError, RegistrarMetrics,
+    RegistrationOutcome,
 };
 pub use registry::Registry;
 pub use types::{
-    MiniblockRegistration, NetworkConfig, NodeRecord, NodeStatus, RegistrationFailure,
-    RegistryEvent, StreamRecord,
+    AllocationFailure, MiniblockRegistration, NetworkConfig, NodeRecord, NodeStatus,
+    RegistrationFailure, RegistryEvent, StreamRecord,
 };
 
 /// The provider type every handle here holds: type-erased, cheap to clone.

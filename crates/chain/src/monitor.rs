@@ -38,6 +38,23 @@ pub struct ChainBlock {
     pub block: BlockInfo,
     /// The registry's events in this block.
     pub events: Vec<RegistryEvent>,
+    /// The chain's head when the block was delivered (blocks far behind it are catch-up).
+    pub head: u64,
+}
+
+/// Reads one block's header.
+pub async fn block_info(provider: &ChainProvider, number: u64) -> Result<BlockInfo, ChainError> {
+    let block = provider
+        .get_block_by_number(BlockNumberOrTag::Number(number))
+        .await?
+        .ok_or(ChainError::BlockNotFound(number))?;
+    let header = &block.header;
+    Ok(BlockInfo {
+        number,
+        hash: header.hash,
+        timestamp: header.timestamp,
+        prevrandao: header.mix_hash,
+    })
 }
 
 /// How the monitor polls.
@@ -132,17 +149,7 @@ async fn poll(
     logs.sort_by_key(|log| (log.block_number, log.log_index));
     let mut logs = logs.into_iter().peekable();
     for number in from..=to {
-        let block = provider
-            .get_block_by_number(BlockNumberOrTag::Number(number))
-            .await?
-            .ok_or(ChainError::BlockNotFound(number))?;
-        let header = &block.header;
-        let info = BlockInfo {
-            number,
-            hash: header.hash,
-            timestamp: header.timestamp,
-            prevrandao: header.mix_hash,
-        };
+        let info = block_info(provider, number).await?;
         let mut events = Vec::new();
         while let Some(log) = logs.next_if(|log| log.block_number == Some(number)) {
             match RegistryEvent::decode(&log.inner) {
@@ -154,6 +161,7 @@ async fn poll(
             .send(ChainBlock {
                 block: info,
                 events,
+                head,
             })
             .await
             .is_err()

@@ -4,6 +4,8 @@
 //! (deploy, config, node registration) and tests. A running node sends its transactions through
 //! its [`crate::Registrar`], the one owner of its nonce.
 
+use std::collections::HashMap;
+
 use alloy::contract::{CallBuilder, CallDecoder};
 use alloy::primitives::{Address, B256, Bytes, U256};
 use alloy::providers::Provider;
@@ -11,7 +13,9 @@ use alloy::rpc::types::TransactionReceipt;
 use rill_protocol::StreamId;
 
 use crate::bindings::RillRegistry::{self, RillRegistryInstance};
-use crate::{ChainError, ChainProvider, NetworkConfig, NodeRecord, NodeStatus, StreamRecord};
+use crate::{
+    ChainError, ChainProvider, NetworkConfig, NodeRecord, NodeStatus, RegistryEvent, StreamRecord,
+};
 
 /// The registry contract at one address.
 #[derive(Clone, Debug)]
@@ -92,6 +96,45 @@ impl Registry {
             config.apply(key, value.saturating_to());
         }
         Ok(config)
+    }
+
+    /// The changes of the network's rules and of node statuses (`ConfigUpdated`, `NodeAdded`,
+    /// `NodeStatusUpdated`) in blocks `from ..= to`, with the block of each, in order. A node
+    /// reads them at start so that it judges old miniblocks by the rules and electorate of
+    /// their time.
+    pub async fn rule_history(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, RegistryEvent)>, ChainError> {
+        use alloy::sol_types::SolEvent;
+        const RANGE: u64 = 10_000;
+        let signatures = vec![
+            RillRegistry::ConfigUpdated::SIGNATURE_HASH,
+            RillRegistry::NodeAdded::SIGNATURE_HASH,
+            RillRegistry::NodeStatusUpdated::SIGNATURE_HASH,
+        ];
+        let mut history = Vec::new();
+        let mut start = from;
+        while start <= to {
+            let end = to.min(start.saturating_add(RANGE - 1));
+            let filter = alloy::rpc::types::Filter::new()
+                .address(self.address())
+                .event_signature(signatures.clone())
+                .from_block(start)
+                .to_block(end);
+            let mut logs = self.provider().get_logs(&filter).await?;
+            logs.sort_by_key(|log| (log.block_number, log.log_index));
+            for log in logs {
+                if let (Some(block), Some(event)) =
+                    (log.block_number, RegistryEvent::decode(&log.inner))
+                {
+                    history.push((block, event));
+                }
+            }
+            start = end + 1;
+        }
+        Ok(history)
     }
 
     /// Registers a node (owner only).
@@ -176,20 +219,41 @@ impl Registry {
         }
     }
 
-    /// One stream and its encoded genesis miniblock.
-    pub async fn stream_with_genesis(
+    /// The encoded genesis miniblocks of `ids`, read from their `StreamAllocated` logs in
+    /// blocks `0 ..= to` (the registry keeps only their hashes). Streams not allocated by then
+    /// are missing from the answer.
+    pub async fn genesis_of(
         &self,
-        id: StreamId,
-    ) -> Result<Option<(StreamRecord, Vec<u8>)>, ChainError> {
-        match self.contract.getStreamWithGenesis(id.into()).call().await {
-            Ok(r) => Ok(Some((StreamRecord::from_contract(id, r._0), r._1.to_vec()))),
-            Err(e) => match ChainError::from(e) {
-                ChainError::Reverted(RillRegistry::RillRegistryErrors::UnknownStream(_)) => {
-                    Ok(None)
+        ids: &[StreamId],
+        to: u64,
+    ) -> Result<HashMap<StreamId, Vec<u8>>, ChainError> {
+        use alloy::sol_types::SolEvent;
+        const RANGE: u64 = 10_000;
+        const IDS_PER_FILTER: usize = 256;
+        let mut found = HashMap::new();
+        for chunk in ids.chunks(IDS_PER_FILTER) {
+            let topics: Vec<B256> = chunk.iter().map(|id| B256::from(*id)).collect();
+            let mut start = 0;
+            while start <= to && !chunk.iter().all(|id| found.contains_key(id)) {
+                let end = to.min(start.saturating_add(RANGE - 1));
+                let filter = alloy::rpc::types::Filter::new()
+                    .address(self.address())
+                    .event_signature(RillRegistry::StreamAllocated::SIGNATURE_HASH)
+                    .topic1(topics.clone())
+                    .from_block(start)
+                    .to_block(end);
+                for log in self.provider().get_logs(&filter).await? {
+                    if let Some(RegistryEvent::StreamAllocated {
+                        stream_id, genesis, ..
+                    }) = RegistryEvent::decode(&log.inner)
+                    {
+                        found.insert(stream_id, genesis);
+                    }
                 }
-                other => Err(other),
-            },
+                start = end + 1;
+            }
         }
+        Ok(found)
     }
 
     /// How many streams exist.

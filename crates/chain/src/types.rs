@@ -63,6 +63,8 @@ pub struct StreamRecord {
     pub last_miniblock_num: u64,
     /// Whether the stream takes no more miniblocks.
     pub sealed: bool,
+    /// Hash of its genesis miniblock (the miniblock itself is in the allocation log).
+    pub genesis_hash: B256,
 }
 
 impl StreamRecord {
@@ -73,6 +75,7 @@ impl StreamRecord {
             last_miniblock_hash: stream.lastMiniblockHash,
             last_miniblock_num: stream.lastMiniblockNum,
             sealed: stream.flags & SEALED_FLAG != 0,
+            genesis_hash: stream.genesisHash,
         }
     }
 }
@@ -116,6 +119,8 @@ pub struct NetworkConfig {
     pub max_events_per_miniblock: u64,
     /// Events larger than this are refused.
     pub max_event_bytes: u64,
+    /// At most this many bytes of events in one miniblock.
+    pub max_miniblock_bytes: u64,
 }
 
 impl NetworkConfig {
@@ -127,9 +132,11 @@ impl NetworkConfig {
     pub const MAX_EVENTS_PER_MINIBLOCK: &'static str = "maxEventsPerMiniblock";
     /// Registry key of [`Self::max_event_bytes`].
     pub const MAX_EVENT_BYTES: &'static str = "maxEventBytes";
+    /// Registry key of [`Self::max_miniblock_bytes`].
+    pub const MAX_MINIBLOCK_BYTES: &'static str = "maxMiniblockBytes";
 
     /// The settings as registry key/value pairs.
-    pub fn entries(&self) -> [(&'static str, u64); 4] {
+    pub fn entries(&self) -> [(&'static str, u64); 5] {
         [
             (Self::REPLICATION_FACTOR, self.replication_factor),
             (Self::SNAPSHOT_INTERVAL, self.snapshot_interval),
@@ -138,6 +145,7 @@ impl NetworkConfig {
                 self.max_events_per_miniblock,
             ),
             (Self::MAX_EVENT_BYTES, self.max_event_bytes),
+            (Self::MAX_MINIBLOCK_BYTES, self.max_miniblock_bytes),
         ]
     }
 
@@ -148,6 +156,7 @@ impl NetworkConfig {
             Self::SNAPSHOT_INTERVAL => &mut self.snapshot_interval,
             Self::MAX_EVENTS_PER_MINIBLOCK => &mut self.max_events_per_miniblock,
             Self::MAX_EVENT_BYTES => &mut self.max_event_bytes,
+            Self::MAX_MINIBLOCK_BYTES => &mut self.max_miniblock_bytes,
             _ => return false,
         };
         *slot = value;
@@ -162,6 +171,7 @@ impl Default for NetworkConfig {
             snapshot_interval: 16,
             max_events_per_miniblock: 10_000,
             max_event_bytes: 64 * 1024,
+            max_miniblock_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -216,6 +226,50 @@ impl RegistrationFailure {
     }
 }
 
+/// Why the registry refused one new stream of an allocation batch (the contract's reason).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AllocationFailure {
+    /// A stream with this id exists (`ALREADY_EXISTS`).
+    #[error("the stream already exists")]
+    AlreadyExists,
+    /// The entry names no nodes (`NO_NODES`).
+    #[error("the stream names no nodes")]
+    NoNodes,
+    /// One of the nodes is not registered (`UNKNOWN_NODE`).
+    #[error("a node of the stream is not registered")]
+    UnknownNode,
+    /// A node is named twice (`DUPLICATE_NODE`).
+    #[error("a node of the stream is named twice")]
+    DuplicateNode,
+    /// A reason this version does not know (a newer contract).
+    #[error("refused: {0}")]
+    Other(String),
+}
+
+impl AllocationFailure {
+    /// The contract's reason string, parsed.
+    pub fn from_contract(reason: &str) -> Self {
+        match reason {
+            "ALREADY_EXISTS" => AllocationFailure::AlreadyExists,
+            "NO_NODES" => AllocationFailure::NoNodes,
+            "UNKNOWN_NODE" => AllocationFailure::UnknownNode,
+            "DUPLICATE_NODE" => AllocationFailure::DuplicateNode,
+            other => AllocationFailure::Other(other.to_owned()),
+        }
+    }
+
+    /// A short stable name for metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AllocationFailure::AlreadyExists => "already_exists",
+            AllocationFailure::NoNodes => "no_nodes",
+            AllocationFailure::UnknownNode => "unknown_node",
+            AllocationFailure::DuplicateNode => "duplicate_node",
+            AllocationFailure::Other(_) => "other",
+        }
+    }
+}
+
 /// A registry log, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegistryEvent {
@@ -252,6 +306,13 @@ pub enum RegistryEvent {
         genesis_hash: B256,
         /// The genesis miniblock, encoded.
         genesis: Vec<u8>,
+    },
+    /// A new stream was refused.
+    StreamAllocationFailed {
+        /// The stream.
+        stream_id: StreamId,
+        /// The contract's reason.
+        reason: AllocationFailure,
     },
     /// A miniblock head was registered.
     MiniblockRegistered {
@@ -306,6 +367,10 @@ impl RegistryEvent {
                 nodes: e.nodes,
                 genesis_hash: e.genesisHash,
                 genesis: e.genesis.to_vec(),
+            },
+            E::StreamAllocationFailed(e) => RegistryEvent::StreamAllocationFailed {
+                stream_id: e.streamId.into(),
+                reason: AllocationFailure::from_contract(&e.reason),
             },
             E::StreamLastMiniblockUpdated(e) => RegistryEvent::MiniblockRegistered {
                 stream_id: e.streamId.into(),

@@ -234,9 +234,24 @@ impl Client {
         stream: StreamId,
         head_only: bool,
     ) -> Result<pb::GetStreamResponse, ClientError> {
+        self.get_stream_page(stream, head_only, 0, 0).await
+    }
+
+    /// One page of the stream: miniblocks `from ..= to` (`to` 0: the head) as far as the
+    /// node's page size allows, and the minipool with the page that reaches the head;
+    /// `next_from` says where the next page starts.
+    pub async fn get_stream_page(
+        &self,
+        stream: StreamId,
+        head_only: bool,
+        from: u64,
+        to: u64,
+    ) -> Result<pb::GetStreamResponse, ClientError> {
         let kind = pb::client_request::Kind::GetStream(pb::GetStreamRequest {
             stream_id: stream.0.to_vec(),
             head_only,
+            from,
+            to,
         });
         match self.call(kind).await? {
             pb::client_response::Kind::GetStream(r) => Ok(r),
@@ -244,9 +259,32 @@ impl Client {
         }
     }
 
-    /// The whole stream as the node holds it.
+    /// The whole stream as the node holds it: every miniblock (paging through them) and the
+    /// minipool.
     pub async fn get_stream(&self, stream: StreamId) -> Result<pb::GetStreamResponse, ClientError> {
-        self.get_stream_inner(stream, false).await
+        self.get_stream_range(stream, 0, 0).await
+    }
+
+    /// Miniblocks `from ..= to` (`to` 0: the head), paging through them, and the minipool if
+    /// the range reaches the head.
+    pub async fn get_stream_range(
+        &self,
+        stream: StreamId,
+        from: u64,
+        to: u64,
+    ) -> Result<pb::GetStreamResponse, ClientError> {
+        let mut whole = self.get_stream_page(stream, false, from, to).await?;
+        let end = if to == 0 { whole.head_num } else { to };
+        while let Some(next) = whole.next_from.take() {
+            let page = self.get_stream_page(stream, false, next, end).await?;
+            if page.miniblocks.is_empty() {
+                return Err(ClientError::Unexpected);
+            }
+            whole.miniblocks.extend(page.miniblocks);
+            whole.minipool = page.minipool;
+            whole.next_from = page.next_from;
+        }
+        Ok(whole)
     }
 
     /// Updates after `after_seq`, waiting up to `wait_ms` for one.

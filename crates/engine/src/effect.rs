@@ -109,6 +109,16 @@ pub enum Effect {
         /// What.
         message: Gossip,
     },
+    /// Gossip to one node of the stream (a push of what it has not confirmed holding, or a
+    /// confirmation to the node that pushed).
+    GossipTo {
+        /// The node.
+        to: Address,
+        /// The stream.
+        stream: StreamId,
+        /// What.
+        message: Gossip,
+    },
     /// Send a request to a node of the stream; its answer comes back as
     /// [`crate::Input::Response`].
     Send {

@@ -7,11 +7,13 @@ use alloy_primitives::Address;
 use rill_protocol::{NodeKey, ParsedEvent, ParsedMiniblock, StreamId};
 
 use crate::chain::ChainBlocks;
+use crate::config::Timeline;
+use crate::electorate::Electorate;
 use crate::replica::{Ctx, Replica, StreamView};
 use crate::stream::Stream;
 use crate::{
-    Answer, CandidateVerdict, Effect, EngineConfig, Input, Notification, PeerGossip, ProposalReply,
-    ProposalRequest, Reject, RequestKind, Response, StoreOp, Verdict,
+    Answer, CandidateVerdict, Effect, EngineConfig, Input, NetworkParams, Notification, PeerGossip,
+    ProposalReply, ProposalRequest, Reject, RequestKind, Response, StoreOp, Verdict,
 };
 
 /// A stream as the store holds it, to rebuild the engine after a restart.
@@ -45,6 +47,8 @@ pub struct Engine {
     key: NodeKey,
     me: Address,
     config: EngineConfig,
+    params: Timeline<NetworkParams>,
+    electorate: Electorate,
     streams: BTreeMap<StreamId, Replica>,
     blocks: ChainBlocks,
 }
@@ -55,10 +59,17 @@ impl Engine {
         Self {
             me: key.address(),
             key,
+            params: Timeline::new(config.params),
             config,
+            electorate: Electorate::default(),
             streams: BTreeMap::new(),
             blocks: ChainBlocks::default(),
         }
+    }
+
+    /// The network's rules in force now.
+    pub fn params(&self) -> NetworkParams {
+        self.params.latest()
     }
 
     /// This node's address.
@@ -94,6 +105,8 @@ impl Engine {
             me: self.me,
             key: &self.key,
             config: &self.config,
+            params: &self.params,
+            electorate: &self.electorate,
             blocks: &self.blocks,
             now_ms,
             effects: Vec::new(),
@@ -102,9 +115,10 @@ impl Engine {
         Some((out, ctx.effects))
     }
 
-    /// Rebuilds a stream from the store after a restart.
+    /// Rebuilds a stream from the store after a restart. Who holds its minipool's events is
+    /// forgotten, so they are pushed to the stream's other nodes at the first tick.
     pub fn restore(&mut self, restored: RestoredStream) -> Result<(), Reject> {
-        let rules = self.config.rules();
+        let rules = self.config.rules(&self.params.latest());
         let mut miniblocks = restored.miniblocks.into_iter();
         let genesis = miniblocks
             .next()
@@ -116,7 +130,7 @@ impl Engine {
         let mut replica = Replica::new(stream);
         for event in restored.minipool {
             if replica.stream.check(&event, &rules).is_ok() {
-                replica.pool.insert(event, self.me);
+                replica.pool.insert(event, self.me, 0);
             }
         }
         for candidate in restored.candidates {
@@ -216,6 +230,23 @@ impl Engine {
                     replica.on_block(ctx, number, prevrandao)
                 })
             }
+            Input::ChainHead(number) => {
+                self.blocks.head_at_least(number);
+                Vec::new()
+            }
+            Input::Params { from_block, params } => {
+                tracing::info!(from_block, ?params, "network rules change");
+                self.params.set(from_block, params);
+                Vec::new()
+            }
+            Input::NodeStatus {
+                node,
+                from_block,
+                status,
+            } => {
+                self.electorate.set(node, from_block, status);
+                Vec::new()
+            }
             Input::MiniblockRegistered { stream, num, hash } => self
                 .on_stream(now_ms, stream, |replica, ctx| {
                     replica.on_registered(ctx, num, hash)
@@ -232,12 +263,18 @@ impl Engine {
                 from,
                 stream,
                 response,
-            } => self
-                .on_stream(now_ms, stream, |replica, ctx| {
+            } => {
+                if let Response::Miniblocks { randomness, .. } = &response {
+                    for (number, prevrandao) in randomness {
+                        self.blocks.remember(*number, *prevrandao);
+                    }
+                }
+                self.on_stream(now_ms, stream, |replica, ctx| {
                     on_response(replica, ctx, from, response)
                 })
                 .map(|(_, effects)| effects)
-                .unwrap_or_default(),
+                .unwrap_or_default()
+            }
         }
     }
 
@@ -296,13 +333,19 @@ fn on_response(replica: &mut Replica, ctx: &mut Ctx<'_>, from: Address, response
             // Fetched events: the verdict only matters for gossip.
             let _ = replica.peer_events(ctx, from, events);
         }
-        Response::Miniblocks(miniblocks) => replica.on_fetched_miniblocks(ctx, from, miniblocks),
+        Response::Miniblocks {
+            miniblocks,
+            candidates,
+            ..
+        } => replica.on_fetched_miniblocks(ctx, from, miniblocks, candidates),
         Response::Failed(RequestKind::Proposal) => replica.on_proposal_failed(ctx, from),
-        // Fetches are retried on ticks; candidates are registered without waiting for them.
-        Response::CandidateSaved(_)
+        answer @ (Response::CandidateSaved(_)
+        | Response::CandidateDeferred(_)
         | Response::CandidateRefused(_)
-        | Response::Failed(
-            RequestKind::GetEvents | RequestKind::GetMiniblocks | RequestKind::SaveCandidate(_),
-        ) => {}
+        | Response::Failed(RequestKind::SaveCandidate(_))) => {
+            replica.on_candidate_answer(ctx, from, answer)
+        }
+        // Fetches are retried on ticks.
+        Response::Failed(RequestKind::GetEvents | RequestKind::GetMiniblocks) => {}
     }
 }

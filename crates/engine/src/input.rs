@@ -4,6 +4,8 @@
 use alloy_primitives::{Address, B256};
 use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId};
 
+use crate::{NetworkParams, NodeStatus};
+
 /// The leader's request for a replica's proposal.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProposalRequest {
@@ -83,12 +85,24 @@ pub enum Response {
     Proposal(ProposalReply),
     /// The replica stored the candidate with this hash durably.
     CandidateSaved(B256),
-    /// The replica did not store the candidate with this hash.
+    /// The replica cannot judge the candidate yet (it has not seen its chain block): ask again
+    /// shortly.
+    CandidateDeferred(B256),
+    /// The replica refused the candidate with this hash.
     CandidateRefused(B256),
-    /// Events, opened (some of the asked ones may be missing).
+    /// Events, opened (some of the asked ones may be missing: answers are bounded in bytes).
     Events(Vec<ParsedEvent>),
-    /// Miniblocks, opened, in any order.
-    Miniblocks(Vec<ParsedMiniblock>),
+    /// A page of the peer's promoted miniblocks (answers are bounded in bytes), the candidates
+    /// it holds after them, and the randomness of the chain blocks they name, to check who
+    /// produced them.
+    Miniblocks {
+        /// Promoted miniblocks, in order.
+        miniblocks: Vec<ParsedMiniblock>,
+        /// Candidates the peer holds (only with the last page).
+        candidates: Vec<ParsedMiniblock>,
+        /// `(number, prevrandao)` of chain blocks the miniblocks name.
+        randomness: Vec<(u64, B256)>,
+    },
     /// The peer did not answer (unreachable, timeout, refusal, or an answer that did not open).
     Failed(RequestKind),
 }
@@ -122,6 +136,25 @@ pub enum Input {
         number: u64,
         /// Its randomness.
         prevrandao: B256,
+    },
+    /// The chain's head is at least this block (blocks far behind it are not led).
+    ChainHead(u64),
+    /// The registry's network rules changed: in force for miniblocks elected from
+    /// `from_block` on.
+    Params {
+        /// The first chain block they apply to.
+        from_block: u64,
+        /// The rules.
+        params: NetworkParams,
+    },
+    /// A node's status changed in the registry, from `from_block` on.
+    NodeStatus {
+        /// The node.
+        node: Address,
+        /// The first chain block it applies to.
+        from_block: u64,
+        /// Its status.
+        status: NodeStatus,
     },
     /// The registry logged a registered miniblock head (or reported the current head).
     MiniblockRegistered {

@@ -17,6 +17,7 @@ mod chain;
 mod config;
 mod effect;
 mod election;
+mod electorate;
 mod engine;
 mod input;
 mod minipool;
@@ -25,11 +26,12 @@ mod reject;
 mod replica;
 mod stream;
 
-pub use config::EngineConfig;
+pub use config::{EngineConfig, NetworkParams};
 pub use effect::{
     Answer, CandidateVerdict, Effect, Gossip, Notification, Registration, StoreOp, Verdict,
 };
 pub use election::elect_leader;
+pub use electorate::NodeStatus;
 pub use engine::{Engine, RestoredStream, check_genesis};
 pub use input::{
     Input, PeerGossip, ProposalReply, ProposalRequest, Request, RequestKind, Response,

@@ -1,5 +1,6 @@
-//! A stream's minipool: the admitted events that wait for a miniblock, in arrival order, and
-//! which of the stream's nodes are known to hold each of them.
+//! A stream's minipool: the admitted events that wait for a miniblock, in arrival order, which
+//! of the stream's nodes are known to hold each of them, and when each is due to be pushed
+//! again to the nodes that have not confirmed holding it.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -13,6 +14,10 @@ struct Pooled {
     holders: BTreeSet<Address>,
     /// Whether waiting clients were told that a quorum holds it.
     quorum_told: bool,
+    /// When it is next pushed to the nodes not known to hold it.
+    next_push_ms: u64,
+    /// How many times it was pushed.
+    pushes: u32,
 }
 
 /// The minipool of one stream.
@@ -20,6 +25,8 @@ struct Pooled {
 pub(crate) struct Minipool {
     order: Vec<B256>,
     events: HashMap<B256, Pooled>,
+    /// No push is due before this (a lower bound).
+    next_push_ms: u64,
 }
 
 impl Minipool {
@@ -51,8 +58,9 @@ impl Minipool {
             .filter_map(|h| self.events.get(h).map(|p| &p.event))
     }
 
-    /// Adds an event held by `me`; returns false if it was already there.
-    pub(crate) fn insert(&mut self, event: ParsedEvent, me: Address) -> bool {
+    /// Adds an event held by `me`, first pushed at `push_at_ms` to the nodes that have not
+    /// confirmed holding it by then; returns false if it was already there.
+    pub(crate) fn insert(&mut self, event: ParsedEvent, me: Address, push_at_ms: u64) -> bool {
         let hash = event.hash();
         if self.events.contains_key(&hash) {
             return false;
@@ -64,9 +72,44 @@ impl Minipool {
                 event,
                 holders: BTreeSet::from([me]),
                 quorum_told: false,
+                next_push_ms: push_at_ms,
+                pushes: 0,
             },
         );
+        self.next_push_ms = self.next_push_ms.min(push_at_ms);
         true
+    }
+
+    /// The events due for a push at `now`, each with the `nodes` not known to hold it, in
+    /// arrival order; each is rescheduled after a doubling delay (from `delay_ms` up to
+    /// `max_delay_ms`). Costs nothing when nothing is due.
+    pub(crate) fn due_pushes(
+        &mut self,
+        now: u64,
+        nodes: &[Address],
+        delay_ms: u64,
+        max_delay_ms: u64,
+    ) -> Vec<(Address, ParsedEvent)> {
+        let mut due = Vec::new();
+        if now < self.next_push_ms {
+            return due;
+        }
+        let mut next = u64::MAX;
+        for hash in &self.order {
+            let Some(pooled) = self.events.get_mut(hash) else {
+                continue;
+            };
+            if pooled.next_push_ms <= now {
+                let lacking = nodes.iter().filter(|n| !pooled.holders.contains(*n));
+                due.extend(lacking.map(|n| (*n, pooled.event.clone())));
+                pooled.pushes = pooled.pushes.saturating_add(1);
+                let backoff = delay_ms.saturating_mul(1u64 << pooled.pushes.min(16));
+                pooled.next_push_ms = now + backoff.min(max_delay_ms);
+            }
+            next = next.min(pooled.next_push_ms);
+        }
+        self.next_push_ms = next;
+        due
     }
 
     /// Records that `who` holds `hash`. Returns true the first time more than half of

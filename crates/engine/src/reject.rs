@@ -89,6 +89,24 @@ pub enum Reject {
         /// The candidate's.
         got: u64,
     },
+    /// The timestamp is ahead of this node's clock by more than the allowed skew.
+    #[error("header timestamp {got} is more than {skew_ms} ms ahead of this node's clock ({now})")]
+    FutureTimestamp {
+        /// The header's.
+        got: u64,
+        /// This node's clock.
+        now: u64,
+        /// The allowed skew.
+        skew_ms: u64,
+    },
+    /// The candidate names a chain block too far behind the chain's head to lead.
+    #[error("candidate names chain block {block}, too old to lead at head {head}")]
+    StaleTurn {
+        /// The electing block.
+        block: u64,
+        /// The chain head.
+        head: u64,
+    },
     /// Event offset, snapshot or size fields are wrong.
     #[error("candidate header is inconsistent: {0}")]
     BadHeader(&'static str),
@@ -116,6 +134,37 @@ impl Reject {
         }
     }
 
+    /// Whether an honest node may send what was refused: a duplicate, an event this node
+    /// judges against a slightly different state (a miniblock ahead or behind, membership
+    /// changed, the rules just changed), a stream this node does not hold. Gossip refused for
+    /// such a reason is ignored; anything else is the sender's fault and penalised.
+    pub fn is_honest_race(&self) -> bool {
+        match self {
+            Reject::Duplicate(_)
+            | Reject::UnknownStream(_)
+            | Reject::NotAMember(_)
+            | Reject::AlreadyMember(_)
+            | Reject::StaleMiniblock { .. }
+            | Reject::TooLarge { .. } => true,
+            // One ahead of this node is parked, not refused: what is refused names a
+            // miniblock the registered chain does not have.
+            Reject::UnknownMiniblock { .. }
+            | Reject::NotAStreamNode(_)
+            | Reject::BadPayload(_)
+            | Reject::Malformed(_)
+            | Reject::WrongNum { .. }
+            | Reject::BadPrevHash { .. }
+            | Reject::WrongLeader { .. }
+            | Reject::UnknownChainBlock(_)
+            | Reject::BadTimestamp { .. }
+            | Reject::FutureTimestamp { .. }
+            | Reject::StaleTurn { .. }
+            | Reject::BadHeader(_)
+            | Reject::InadmissibleEvent { .. }
+            | Reject::BadGenesis(_) => false,
+        }
+    }
+
     /// A short stable name for metrics.
     pub fn code(&self) -> &'static str {
         match self {
@@ -134,6 +183,8 @@ impl Reject {
             Reject::WrongLeader { .. } => "wrong_leader",
             Reject::UnknownChainBlock(_) => "unknown_chain_block",
             Reject::BadTimestamp { .. } => "bad_timestamp",
+            Reject::FutureTimestamp { .. } => "future_timestamp",
+            Reject::StaleTurn { .. } => "stale_turn",
             Reject::BadHeader(_) => "bad_header",
             Reject::InadmissibleEvent { .. } => "inadmissible_event",
             Reject::BadGenesis(_) => "bad_genesis",

@@ -41,9 +41,9 @@ fn content_id(message: &gossipsub::Message) -> gossipsub::MessageId {
 
 impl Behaviour {
     pub(crate) fn new(key: &Keypair, config: &P2pConfig) -> Result<Self, SpawnError> {
-        // Room for a batch of events (nodes batch up to 256 KiB) or one maximal event, plus
-        // the gossip framing.
-        let max_gossip = config.max_event_bytes.max(256 * 1024) + 4096;
+        // Room for a batch (nodes fill messages up to 256 KiB) plus one maximal event (a batch
+        // that cannot take it whole sends it alone), plus the framing.
+        let max_gossip = 256 * 1024 + config.max_event_bytes + 4096;
         let gossip_config = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(Duration::from_millis(500))
             // Messages carry no signature: each is delivered by its sender over an

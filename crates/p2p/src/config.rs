@@ -28,9 +28,9 @@ pub struct P2pConfig {
     pub max_message_bytes: usize,
     /// How long a request may wait for its response.
     pub request_timeout: Duration,
-    /// How long unpublished gossip keeps being retried while its destination is not
-    /// subscribed (not connected, or its subscription has not arrived yet).
-    pub publish_retry_for: Duration,
+    /// How long gossip for a connected node waits for its inbox subscription to arrive.
+    /// Gossip for a node that is not connected is dropped (and counted) at once.
+    pub subscription_wait: Duration,
     /// Room in the channel of network events to the node. When it is full, gossip is ignored
     /// (peers carry it again) and requests are answered "busy": the swarm never waits.
     pub event_capacity: usize,
@@ -51,7 +51,7 @@ impl P2pConfig {
             max_event_bytes: 64 * 1024,
             max_message_bytes: 16 * 1024 * 1024,
             request_timeout: Duration::from_secs(10),
-            publish_retry_for: Duration::from_secs(30),
+            subscription_wait: Duration::from_secs(5),
             event_capacity: 4096,
             command_capacity: 4096,
             max_concurrent_requests: 256,

@@ -23,6 +23,7 @@ use crate::handle::{Command, NetworkEvent, NodeEntry, NodeRequest, NodeResponse,
 use crate::inbound::{
     EventsProtocol, MiniblockProtocol, NodeProtocol, Reply, busy, inbound, not_a_node,
 };
+use crate::outgoing::Outgoing;
 use crate::{GossipBatch, P2pConfig, RequestError, Role, SpawnError};
 
 /// How often peers the node wants to stay connected to are dialled again.
@@ -100,7 +101,8 @@ pub async fn spawn(
         pending_events: HashMap::new(),
         pending_miniblock: HashMap::new(),
         pending_client: HashMap::new(),
-        unpublished: Vec::new(),
+        outgoing: Outgoing::default(),
+        peers_of: HashMap::new(),
     };
     tokio::spawn(event_loop.run());
     Ok((P2p { commands, peer_id }, events))
@@ -147,13 +149,15 @@ struct EventLoop {
     pending_events: HashMap<OutboundRequestId, Reply<NodeResponse>>,
     pending_miniblock: HashMap<OutboundRequestId, Reply<NodeResponse>>,
     pending_client: HashMap<OutboundRequestId, Reply<pb::ClientResponse>>,
-    /// Gossip whose destination was not subscribed yet: (topic, bytes, give up at).
-    unpublished: Vec<(TopicHash, Vec<u8>, Instant)>,
+    /// Gossip on its way to node inboxes.
+    outgoing: Outgoing,
+    /// Registered nodes' peer ids by address.
+    peers_of: HashMap<Address, PeerId>,
 }
 
 impl EventLoop {
     async fn run(mut self) {
-        let mut retry = tokio::time::interval(Duration::from_millis(250));
+        let mut expire = tokio::time::interval(Duration::from_secs(1));
         let mut redial = tokio::time::interval(REDIAL_EVERY);
         loop {
             tokio::select! {
@@ -162,7 +166,10 @@ impl EventLoop {
                     Some(command) => self.on_command(command),
                     None => return,
                 },
-                _ = retry.tick(), if !self.unpublished.is_empty() => self.retry_unpublished(),
+                _ = expire.tick(), if self.outgoing.has_waiting() => {
+                    let dropped = self.outgoing.expire(Instant::now());
+                    self.config.metrics.gossip_undelivered.inc_by(dropped as u64);
+                }
                 _ = redial.tick() => self.redial(),
                 // The node is gone: send what it queued last, then stop and free the listen
                 // addresses.
@@ -194,12 +201,7 @@ impl EventLoop {
                 self.keep = peers.into_iter().collect();
                 self.redial();
             }
-            Command::Gossip(to, batch) => {
-                let data = batch.encode(self.me, self.seq);
-                self.seq += 1;
-                let topic = inbox_topic(&to).hash();
-                self.publish(topic, data, Instant::now() + self.config.publish_retry_for);
-            }
+            Command::Gossip(to, batch) => self.gossip(to, batch),
             Command::Report(id, via, verdict) => {
                 behaviour
                     .gossipsub
@@ -261,8 +263,10 @@ impl EventLoop {
     /// every other peer entirely, so an outsider can neither send nor receive stream gossip.
     fn set_nodes(&mut self, nodes: Vec<NodeEntry>) {
         self.nodes.clear();
+        self.peers_of.clear();
         for entry in nodes {
             self.nodes.insert(entry.peer, entry.address);
+            self.peers_of.insert(entry.address, entry.peer);
             if let Some(addr) = entry.addr {
                 self.swarm.add_peer_address(entry.peer, addr);
             }
@@ -299,34 +303,43 @@ impl EventLoop {
         }
     }
 
-    fn publish(&mut self, topic: TopicHash, data: Vec<u8>, give_up_at: Instant) {
+    /// Sends a batch to a node's inbox: now if it is subscribed; once it is, if it is
+    /// connected (for a few seconds at most); not at all if it is not connected (counted; the
+    /// node carries the events again when it is back).
+    fn gossip(&mut self, to: Address, batch: GossipBatch) {
+        let topic = inbox_topic(&to).hash();
+        let data = batch.encode(self.me, self.seq);
+        self.seq += 1;
+        if self.outgoing.is_subscribed(&topic) {
+            return self.publish(topic, data);
+        }
+        let connected = self
+            .peers_of
+            .get(&to)
+            .is_some_and(|peer| self.swarm.is_connected(peer));
+        if connected {
+            let until = Instant::now() + self.config.subscription_wait;
+            self.outgoing.wait(topic, data, until);
+        } else {
+            self.config.metrics.gossip_undelivered.inc();
+        }
+    }
+
+    fn publish(&mut self, topic: TopicHash, data: Vec<u8>) {
         match self
             .swarm
             .behaviour_mut()
             .gossipsub
-            .publish(topic.clone(), data.clone())
+            .publish(topic.clone(), data)
         {
             Ok(_) => {
                 self.config.metrics.gossip_published.inc();
             }
             Err(PublishError::Duplicate) => {}
-            Err(PublishError::NoPeersSubscribedToTopic | PublishError::AllQueuesFull(_)) => {
-                // Never lose it to a race with the subscription: keep it and try again.
-                self.unpublished.push((topic, data, give_up_at));
+            Err(e) => {
+                self.config.metrics.gossip_publish_failed.inc();
+                warn!(%e, %topic, "gossip publish failed");
             }
-            Err(e) => warn!(%e, %topic, "gossip publish failed"),
-        }
-    }
-
-    fn retry_unpublished(&mut self) {
-        let now = Instant::now();
-        for (topic, data, give_up_at) in std::mem::take(&mut self.unpublished) {
-            if now >= give_up_at {
-                self.config.metrics.gossip_expired.inc();
-                debug!(%topic, "destination never subscribed; gossip dropped (it is carried again)");
-                continue;
-            }
-            self.publish(topic, data, give_up_at);
         }
     }
 
@@ -401,6 +414,7 @@ impl EventLoop {
                 num_established: 0,
                 ..
             } => {
+                self.outgoing.gone(&peer_id);
                 let _ = self.emit(NetworkEvent::PeerDisconnected(peer_id));
             }
             SwarmEvent::OutgoingConnectionError {
@@ -520,8 +534,13 @@ impl EventLoop {
                     }
                 }
             }
-            gossipsub::Event::Subscribed { .. } if !self.unpublished.is_empty() => {
-                self.retry_unpublished();
+            gossipsub::Event::Subscribed { peer_id, topic } => {
+                for data in self.outgoing.subscribed(peer_id, topic.clone()) {
+                    self.publish(topic.clone(), data);
+                }
+            }
+            gossipsub::Event::Unsubscribed { peer_id, topic } => {
+                self.outgoing.unsubscribed(&peer_id, &topic);
             }
             _ => {}
         }

@@ -210,9 +210,9 @@ impl P2p {
         self.send(Command::KeepConnected(peers)).await;
     }
 
-    /// Sends a gossip batch to a node's inbox. If the node is not subscribed yet (not
-    /// connected, or its subscription has not arrived), the batch is kept and retried for
-    /// `publish_retry_for`.
+    /// Sends a gossip batch to a node's inbox: at once if it is subscribed; once its
+    /// subscription arrives if it is connected (for `subscription_wait` at most); not at all if
+    /// it is not connected (the node's anti-entropy carries the events again).
     pub async fn gossip(&self, to: Address, batch: GossipBatch) {
         self.send(Command::Gossip(to, batch)).await;
     }

@@ -23,6 +23,7 @@ mod gossip;
 mod handle;
 mod inbound;
 mod metrics;
+mod outgoing;
 
 pub use codec::ProtoCodec;
 pub use config::{P2pConfig, Role};

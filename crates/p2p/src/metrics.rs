@@ -15,8 +15,10 @@ pub struct P2pMetrics {
     pub gossip_shed: Counter,
     /// Gossip rejected at the edge: from a non-node, relayed, or malformed.
     pub gossip_refused: Counter,
-    /// Gossip given up on because its destination never subscribed in time.
-    pub gossip_expired: Counter,
+    /// Gossip not delivered: its destination was not connected, or did not subscribe in time.
+    pub gossip_undelivered: Counter,
+    /// Gossip the swarm refused to publish (too large, or a publish error).
+    pub gossip_publish_failed: Counter,
     /// Requests answered "busy" because the node's queue was full.
     pub requests_shed: Counter,
     /// Node-protocol requests refused because the peer is not a registered node.
@@ -47,9 +49,14 @@ impl P2pMetrics {
             self.gossip_refused.clone(),
         );
         registry.register(
-            "gossip_expired",
-            "Gossip messages dropped because their destination never subscribed in time",
-            self.gossip_expired.clone(),
+            "gossip_undelivered",
+            "Gossip messages dropped because their destination was not connected or did not subscribe in time",
+            self.gossip_undelivered.clone(),
+        );
+        registry.register(
+            "gossip_publish_failed",
+            "Gossip messages the swarm refused to publish (too large, or a publish error)",
+            self.gossip_publish_failed.clone(),
         );
         registry.register(
             "requests_shed",

@@ -386,6 +386,54 @@ impl Store {
             .collect()
     }
 
+    /// Promoted miniblocks from `from` on, up to `to` or until `max_bytes` of them (at least
+    /// one), in wire form; and whether the page reached `to` (or the stored head).
+    pub fn miniblocks_page(
+        &self,
+        id: &StreamId,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<pb::Miniblock>, bool), StoreError> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for header in self
+            .miniblocks
+            .range(keys::numbered(id, from)..=keys::numbered(id, to))
+            .values()
+        {
+            let miniblock = self.assemble(&header?)?;
+            let size = miniblock.encoded_len();
+            if !page.is_empty() && bytes + size > max_bytes {
+                return Ok((page, false));
+            }
+            bytes += size;
+            page.push(miniblock);
+        }
+        Ok((page, true))
+    }
+
+    /// The envelopes with these hashes that the store has (minipool or miniblocks), up to
+    /// `max_bytes` of them (at least one).
+    pub fn events_page(
+        &self,
+        hashes: &[B256],
+        max_bytes: usize,
+    ) -> Result<Vec<pb::Envelope>, StoreError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for hash in hashes {
+            if let Some(raw) = self.events.get(hash.as_slice())? {
+                if !out.is_empty() && bytes + raw.len() > max_bytes {
+                    break;
+                }
+                bytes += raw.len();
+                out.push(decode_envelope(&raw)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Stored candidates, in wire form.
     pub fn candidates(&self, id: &StreamId) -> Result<Vec<pb::Miniblock>, StoreError> {
         self.candidates

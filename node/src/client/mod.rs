@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::Address;
 use prost::Message as _;
-use rill_chain::{ChainError, Registrar, RegistrarError};
+use rill_chain::{AllocationFailure, AllocationOutcome, NewStream, Registrar};
 use rill_engine::Reject;
 use rill_p2p::{P2p, PeerId, Responder};
 use rill_protocol::{Limits, NodeKey, ParsedEvent, ParsedMiniblock, StreamId, pb};
@@ -306,17 +306,29 @@ impl ClientService {
         if let Err(reject) = rill_engine::check_genesis(stream, &nodes, &genesis) {
             return fail(error(code(&reject), reject.to_string()));
         }
-        let bytes = genesis.to_pb().encode_to_vec();
-        let block = match self
-            .registrar
-            .allocate_stream(stream, nodes.clone(), genesis.hash(), bytes)
-            .await
-        {
-            Ok(block) => block,
-            Err(RegistrarError::Chain(e)) if matches!(*e, ChainError::Reverted(_)) => {
+        let allocation = NewStream {
+            id: stream,
+            nodes: nodes.clone(),
+            genesis_hash: genesis.hash(),
+            genesis: genesis.to_pb().encode_to_vec(),
+        };
+        let block = match self.registrar.allocate(allocation).await {
+            Ok(AllocationOutcome::Allocated { block, .. }) => block,
+            Ok(AllocationOutcome::Rejected {
+                reason: AllocationFailure::AlreadyExists,
+                ..
+            }) => {
                 return fail(error(
                     pb::ErrorCode::AlreadyExists,
-                    format!("the registry refused: {e}"),
+                    format!("stream {stream} exists"),
+                ));
+            }
+            Ok(AllocationOutcome::Rejected { reason, .. }) => {
+                // The placement came from this node's own view of the registry: a refusal
+                // here means that view is behind (a node just left, say). Worth a retry.
+                return fail(error(
+                    pb::ErrorCode::Unavailable,
+                    format!("the registry refused the placement: {reason}; try again"),
                 ));
             }
             Err(e) => {

@@ -6,8 +6,11 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prost::Message as _;
 use rill_p2p::Responder;
 use rill_protocol::{StreamId, pb};
+
+use crate::reads::PAGE_BYTES;
 
 /// Updates kept per watched stream.
 const WINDOW: usize = 2_000;
@@ -41,16 +44,23 @@ impl Log {
         self.items.front().map_or(self.next_seq + 1, |u| u.seq)
     }
 
+    /// Answers with the updates after `after`, up to a page of bytes (at least one): the
+    /// client asks again from the last one it got.
     fn answer(&self, after: u64, responder: Responder<pb::ClientResponse>) {
+        let mut budget = PAGE_BYTES;
+        let mut updates = Vec::new();
+        for update in self.items.iter().filter(|u| u.seq > after) {
+            let size = update.encoded_len();
+            if !updates.is_empty() && size > budget {
+                break;
+            }
+            budget = budget.saturating_sub(size);
+            updates.push(update.clone());
+        }
         let response = pb::ClientResponse {
             kind: Some(pb::client_response::Kind::Subscribe(
                 pb::SubscribeResponse {
-                    updates: self
-                        .items
-                        .iter()
-                        .filter(|u| u.seq > after)
-                        .cloned()
-                        .collect(),
+                    updates,
                     first_seq: self.first_seq(),
                 },
             )),

@@ -1,10 +1,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use alloy::primitives::B256;
+use alloy::primitives::{Address, B256};
 use futures::future::join_all;
 use rill_chain::{
-    MiniblockRegistration, Registrar, RegistrarConfig, RegistrationFailure, RegistrationOutcome,
+    AllocationFailure, AllocationOutcome, MiniblockRegistration, NewStream, Registrar,
+    RegistrarConfig, RegistrationFailure, RegistrationOutcome,
 };
 use rill_protocol::StreamId;
 
@@ -136,23 +137,27 @@ async fn registrar_chains_miniblocks_and_allocates_through_one_nonce() {
     let node = chain.add_node().await;
     let registrar = registrar(&node, 50);
     let stream = StreamId::random();
-    registrar
-        .allocate_stream(stream, vec![node.key.address()], B256::ZERO, vec![1])
+    let allocated = registrar
+        .allocate(new_stream(stream, vec![node.key.address()]))
         .await
         .unwrap();
-    let mut prev = B256::ZERO;
+    assert!(matches!(allocated, AllocationOutcome::Allocated { .. }));
+    let mut prev = new_stream(stream, vec![]).genesis_hash;
     for num in 1..=5 {
         let entry = next(stream, prev, num);
         let other = StreamId::random();
         let (outcome, allocated) = tokio::join!(
             registrar.register(entry),
-            registrar.allocate_stream(other, vec![node.key.address()], B256::ZERO, vec![])
+            registrar.allocate(new_stream(other, vec![node.key.address()]))
         );
         assert!(matches!(
             outcome.unwrap(),
             RegistrationOutcome::Registered { .. }
         ));
-        allocated.unwrap();
+        assert!(matches!(
+            allocated.unwrap(),
+            AllocationOutcome::Allocated { .. }
+        ));
         prev = entry.hash;
     }
     let record = chain.admin.stream(stream).await.unwrap().unwrap();
@@ -160,4 +165,72 @@ async fn registrar_chains_miniblocks_and_allocates_through_one_nonce() {
         (record.last_miniblock_hash, record.last_miniblock_num),
         (prev, 5)
     );
+}
+
+fn new_stream(id: StreamId, nodes: Vec<Address>) -> NewStream {
+    NewStream {
+        id,
+        nodes,
+        genesis_hash: B256::repeat_byte(7),
+        genesis: vec![1, 2, 3],
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_new_streams_applies_each_entry_on_its_own() {
+    // Twenty allocations queued at once go out in one transaction; the bad ones get the
+    // contract's reason, the good ones are allocated with their genesis in the log.
+    let chain = Chain::start(Some(Duration::from_millis(500))).await;
+    let node = chain.add_node().await;
+    let me = node.key.address();
+    let registrar = registrar(&node, 50);
+    let existing = StreamId::random();
+    assert!(matches!(
+        registrar
+            .allocate(new_stream(existing, vec![me]))
+            .await
+            .unwrap(),
+        AllocationOutcome::Allocated { .. }
+    ));
+    let good: Vec<StreamId> = (0..16).map(|_| StreamId::random()).collect();
+    let mut entries: Vec<NewStream> = good.iter().map(|id| new_stream(*id, vec![me])).collect();
+    entries.insert(3, new_stream(existing, vec![me]));
+    entries.insert(7, new_stream(StreamId::random(), vec![]));
+    entries.insert(
+        11,
+        new_stream(StreamId::random(), vec![Address::repeat_byte(9)]),
+    );
+    entries.insert(13, new_stream(StreamId::random(), vec![me, me]));
+    let outcomes = join_all(entries.into_iter().map(|e| registrar.allocate(e))).await;
+    let mut txs = HashSet::new();
+    let mut refused = Vec::new();
+    for outcome in outcomes {
+        match outcome.unwrap() {
+            AllocationOutcome::Allocated { tx, .. } => {
+                txs.insert(tx);
+            }
+            AllocationOutcome::Rejected { reason, tx } => {
+                txs.insert(tx);
+                refused.push(reason);
+            }
+        }
+    }
+    assert_eq!(
+        refused,
+        vec![
+            AllocationFailure::AlreadyExists,
+            AllocationFailure::NoNodes,
+            AllocationFailure::UnknownNode,
+            AllocationFailure::DuplicateNode
+        ]
+    );
+    assert_eq!(txs.len(), 1, "one transaction for the whole batch");
+    let head = chain.admin.block_number().await.unwrap();
+    let genesis = chain.admin.genesis_of(&good, head).await.unwrap();
+    assert_eq!(genesis.len(), good.len());
+    for id in &good {
+        let record = chain.admin.stream(*id).await.unwrap().unwrap();
+        assert_eq!(record.genesis_hash, B256::repeat_byte(7));
+        assert_eq!(genesis[id], vec![1, 2, 3]);
+    }
 }

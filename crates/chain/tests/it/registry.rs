@@ -37,13 +37,19 @@ async fn config_nodes_and_streams_read_back_as_written() {
 
     let genesis = B256::repeat_byte(1);
     let id = allocate(&a, &[&a, &b], genesis).await;
-    let (stream, bytes) = chain.admin.stream_with_genesis(id).await.unwrap().unwrap();
+    let stream = chain.admin.stream(id).await.unwrap().unwrap();
     assert_eq!(stream.nodes, vec![a.key.address(), b.key.address()]);
     assert_eq!(
         (stream.last_miniblock_hash, stream.last_miniblock_num),
         (genesis, 0)
     );
-    assert_eq!(bytes, vec![0xaa; 8]);
+    assert_eq!(stream.genesis_hash, genesis);
+    // The genesis miniblock itself is only in the allocation log.
+    let head = chain.admin.block_number().await.unwrap();
+    let unknown = StreamId::random();
+    let found = chain.admin.genesis_of(&[id, unknown], head).await.unwrap();
+    assert_eq!(found.get(&id), Some(&vec![0xaa; 8]));
+    assert!(!found.contains_key(&unknown));
     assert_eq!(chain.admin.stream(StreamId::random()).await.unwrap(), None);
 }
 

@@ -27,7 +27,7 @@ pub(super) struct Parked(Vec<ParkedEvent>);
 impl Replica {
     /// Whether `event` may enter the minipool now.
     fn check_new(&self, ctx: &Ctx<'_>, event: &ParsedEvent) -> Result<(), Reject> {
-        self.stream.check(event, &ctx.config.rules())?;
+        self.stream.check(event, &ctx.rules_now())?;
         if self.pool.contains(&event.hash()) {
             return Err(Reject::Duplicate(event.hash()));
         }
@@ -46,7 +46,8 @@ impl Replica {
         Ok(())
     }
 
-    /// Events from a peer of the stream (gossiped or fetched).
+    /// Events from a peer of the stream (gossiped, pushed or fetched). The verdict blames the
+    /// sender only for what no honest node sends.
     pub(crate) fn peer_events(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -57,32 +58,44 @@ impl Replica {
             ctx.rejected(self.id(), Some(from), Reject::NotAStreamNode(from));
             return Verdict::Reject;
         }
-        let mut verdict = Verdict::Accept;
+        let mut verdict = Verdict::Ignore;
         for event in events {
             let hash = event.hash();
             self.missing.forget(&hash);
-            if self.pool.contains(&hash) {
+            if self.pool.contains(&hash) || self.stream.recently_included(&hash) {
+                // Already held: say so to the sender, which pushes until it hears it.
                 self.hold(ctx, hash, from);
+                ctx.gossip_to(from, self.id(), Gossip::EventInPool(hash));
                 continue;
             }
-            match self.stream.check(&event, &ctx.config.rules()) {
-                Ok(()) => self.admit_from_peer(ctx, event, from),
-                Err(Reject::Duplicate(_)) => {}
+            let outcome = match self.stream.check(&event, &ctx.rules_now()) {
+                Ok(()) => {
+                    self.admit_from_peer(ctx, event, from);
+                    Verdict::Accept
+                }
                 Err(reason) if reason.may_pass_later(self.stream.head.num) => {
                     // The sender may have promoted a miniblock this node has not yet (a join,
                     // the event's base): keep the event and check it again after promotions.
                     self.park(event, from);
+                    Verdict::Ignore
                 }
                 Err(reason) => {
+                    let honest = reason.is_honest_race();
                     ctx.rejected(self.id(), Some(from), reason);
-                    verdict = Verdict::Reject;
+                    if honest {
+                        Verdict::Ignore
+                    } else {
+                        Verdict::Reject
+                    }
                 }
-            }
+            };
+            verdict = worst(verdict, outcome);
         }
         verdict
     }
 
-    fn admit_from_peer(&mut self, ctx: &mut Ctx<'_>, event: ParsedEvent, from: Address) {
+    /// Admits an event `from` holds, and announces it.
+    pub(super) fn admit_from_peer(&mut self, ctx: &mut Ctx<'_>, event: ParsedEvent, from: Address) {
         let hash = event.hash();
         self.admit(ctx, event);
         self.hold(ctx, hash, from);
@@ -92,7 +105,8 @@ impl Replica {
     /// Stores the event in the minipool and tells subscribers.
     pub(super) fn admit(&mut self, ctx: &mut Ctx<'_>, event: ParsedEvent) {
         let hash = event.hash();
-        if !self.pool.insert(event.clone(), ctx.me) {
+        let push_at = ctx.now_ms + ctx.config.push_delay_ms;
+        if !self.pool.insert(event.clone(), ctx.me, push_at) {
             return;
         }
         self.missing.forget(&hash);
@@ -140,5 +154,14 @@ impl Replica {
                 Err(reason) => ctx.rejected(self.id(), Some(parked.from), reason),
             }
         }
+    }
+}
+
+/// One bad event rejects a message; one useful event makes it accepted.
+pub(crate) fn worst(a: Verdict, b: Verdict) -> Verdict {
+    match (a, b) {
+        (Verdict::Reject, _) | (_, Verdict::Reject) => Verdict::Reject,
+        (Verdict::Accept, _) | (_, Verdict::Accept) => Verdict::Accept,
+        _ => Verdict::Ignore,
     }
 }

@@ -1,7 +1,10 @@
-//! Candidates: the leader hands its signed candidate to the replicas and registers it; a
-//! replica checks a candidate (elected leader, links, timestamp, offsets, snapshot, every
-//! event) before it stores it. Every candidate for the next number is kept until one is
-//! promoted: leaders may race, and any of them may be the one the registry accepts.
+//! Candidates. The leader stores its signed candidate, hands it to the replicas, and registers
+//! it only once more than half of the stream's nodes (itself included) have stored it: a
+//! registered miniblock always exists on a majority. A candidate that cannot reach that write
+//! quorum in time is given up, and its events stay in the pools. A replica checks a candidate
+//! (elected leader, turn, links, clock, offsets, size, snapshot, every event) before it stores
+//! it. Every candidate for the next number is kept until one is promoted: leaders may race,
+//! and any of them may be the one the registry accepts.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,10 +12,12 @@ use alloy_primitives::{Address, B256};
 use rill_protocol::ParsedMiniblock;
 
 use super::{Ctx, Replica};
-use crate::{CandidateVerdict, Effect, Registration, Reject, Request, StoreOp, elect_leader};
+use crate::{CandidateVerdict, Effect, Registration, Reject, Request, Response, StoreOp};
 
 /// At most this many candidates wait for a chain block this node has not seen yet.
 const MAX_DEFERRED: usize = 64;
+/// A replica that could not judge or take the candidate yet is asked again after this long.
+const RESEND_MS: u64 = 200;
 
 /// The candidates a replica holds for `head + 1`, and those waiting for their chain block.
 #[derive(Debug, Default)]
@@ -46,34 +51,153 @@ impl Candidates {
     }
 }
 
+/// The leader's candidate, waiting for its write quorum.
+#[derive(Debug)]
+pub(super) struct Offer {
+    miniblock: ParsedMiniblock,
+    /// Nodes that stored it durably (this node included).
+    saved: BTreeSet<Address>,
+    /// Nodes that refused it.
+    refused: BTreeSet<Address>,
+    /// Nodes to ask again, and when.
+    resend: BTreeMap<Address, u64>,
+    deadline_ms: u64,
+}
+
+impl Offer {
+    pub(super) fn num(&self) -> u64 {
+        self.miniblock.num()
+    }
+}
+
 impl Replica {
-    /// The leader's side: store the candidate, send it to the other nodes, and queue its
-    /// registration.
-    pub(super) fn offer_candidate(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        miniblock: ParsedMiniblock,
-        chain_block: u64,
-    ) {
+    /// The leader's side: store the candidate, hand it to the other nodes, and register it
+    /// once a write quorum stored it.
+    pub(super) fn offer_candidate(&mut self, ctx: &mut Ctx<'_>, miniblock: ParsedMiniblock) {
         let stream = self.id();
         ctx.store(StoreOp::StoreCandidate {
             stream,
             miniblock: miniblock.clone(),
         });
-        let peers: Vec<Address> = self.peers(ctx.me).collect();
-        for node in peers {
+        for node in self.live_peers(ctx) {
             ctx.send(node, stream, Request::SaveCandidate(miniblock.clone()));
         }
-        ctx.effects.push(Effect::Register(Registration {
-            stream,
-            prev_hash: self.stream.head.hash,
-            hash: miniblock.hash(),
-            num: miniblock.num(),
-        }));
-        debug_assert_eq!(miniblock.header().chain_block, chain_block);
-        self.candidates.keep(miniblock);
-        // The registration may have been seen before the candidate (a fast chain).
-        self.try_promote(ctx);
+        self.candidates.keep(miniblock.clone());
+        self.offer = Some(Offer {
+            miniblock,
+            saved: BTreeSet::from([ctx.me]),
+            refused: BTreeSet::new(),
+            resend: BTreeMap::new(),
+            deadline_ms: ctx.now_ms + ctx.config.candidate_timeout_ms,
+        });
+        self.register_if_stored(ctx);
+    }
+
+    /// A replica's answer to the leader's candidate.
+    pub(crate) fn on_candidate_answer(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: Address,
+        response: Response,
+    ) {
+        let Some(offer) = self.offer.as_mut() else {
+            return;
+        };
+        let hash = offer.miniblock.hash();
+        match response {
+            Response::CandidateSaved(h) if h == hash => {
+                offer.saved.insert(from);
+                offer.resend.remove(&from);
+            }
+            Response::CandidateRefused(h) if h == hash => {
+                offer.refused.insert(from);
+                offer.resend.remove(&from);
+            }
+            // Not seen its chain block yet, or no answer: ask again shortly.
+            Response::CandidateDeferred(h)
+            | Response::Failed(crate::RequestKind::SaveCandidate(h))
+                if h == hash =>
+            {
+                offer.resend.insert(from, ctx.now_ms + RESEND_MS);
+            }
+            _ => return,
+        }
+        self.register_if_stored(ctx);
+    }
+
+    /// Registers the offered candidate once a write quorum stored it; gives it up once that
+    /// can no longer happen.
+    fn register_if_stored(&mut self, ctx: &mut Ctx<'_>) {
+        let quorum = self.quorum();
+        let n = self.stream.nodes.len();
+        let Some(offer) = self.offer.as_ref() else {
+            return;
+        };
+        if offer.saved.len() >= quorum {
+            let offer = self.offer.take().expect("checked");
+            let _span = tracing::debug_span!("miniblock", num = offer.num()).entered();
+            tracing::debug!(
+                saved = offer.saved.len(),
+                "write quorum reached; registering"
+            );
+            ctx.effects.push(Effect::Register(Registration {
+                stream: self.id(),
+                prev_hash: offer.miniblock.prev_hash(),
+                hash: offer.miniblock.hash(),
+                num: offer.num(),
+            }));
+            // The registration may have been seen before the quorum (a fast chain).
+            self.try_promote(ctx);
+        } else if n - offer.refused.len() < quorum {
+            self.give_up_offer("refused by too many replicas");
+        }
+    }
+
+    /// Resends the candidate to replicas that asked for time, and gives it up at its deadline.
+    pub(super) fn offer_due(&mut self, ctx: &mut Ctx<'_>) {
+        let stream = self.id();
+        let Some(offer) = self.offer.as_mut() else {
+            return;
+        };
+        if ctx.now_ms >= offer.deadline_ms {
+            return self.give_up_offer("no write quorum in time");
+        }
+        let due: Vec<Address> = offer
+            .resend
+            .iter()
+            .filter(|(_, at)| **at <= ctx.now_ms)
+            .map(|(node, _)| *node)
+            .collect();
+        for node in due {
+            offer.resend.remove(&node);
+            ctx.send(
+                node,
+                stream,
+                Request::SaveCandidate(offer.miniblock.clone()),
+            );
+        }
+    }
+
+    /// The candidate will not be registered: it no longer holds up rounds; its events stay in
+    /// the pool for the next one.
+    fn give_up_offer(&mut self, why: &'static str) {
+        if let Some(offer) = self.offer.take() {
+            let _span = tracing::debug_span!("miniblock", num = offer.num()).entered();
+            tracing::info!(
+                hash = %offer.miniblock.hash(),
+                saved = offer.saved.len(),
+                why,
+                "candidate given up"
+            );
+            let _ = self.candidates.take(&offer.miniblock.hash());
+        }
+    }
+
+    /// Whether the offer (if any) is for a number already promoted.
+    pub(super) fn forget_offer_upto(&mut self, head: u64) {
+        if self.offer.as_ref().is_some_and(|o| o.num() <= head) {
+            self.offer = None;
+        }
     }
 
     /// A leader's candidate, on a replica.
@@ -112,16 +236,21 @@ impl Replica {
             ctx.rejected(self.id(), Some(from), reason.clone());
             return CandidateVerdict::Refused(reason);
         }
-        if self.candidates.held.contains_key(&miniblock.hash()) {
-            return CandidateVerdict::Stored;
-        }
-        ctx.store(StoreOp::StoreCandidate {
-            stream: self.id(),
-            miniblock: miniblock.clone(),
-        });
-        self.candidates.keep(miniblock);
-        self.try_promote(ctx);
+        self.hold_candidate(ctx, miniblock);
         CandidateVerdict::Stored
+    }
+
+    /// Stores a checked candidate (every candidate this node holds is on its disk: answering
+    /// "stored" to a leader means stored), and promotes it if it is the registered one.
+    pub(super) fn hold_candidate(&mut self, ctx: &mut Ctx<'_>, miniblock: ParsedMiniblock) {
+        if !self.candidates.held.contains_key(&miniblock.hash()) {
+            ctx.store(StoreOp::StoreCandidate {
+                stream: self.id(),
+                miniblock: miniblock.clone(),
+            });
+            self.candidates.keep(miniblock);
+        }
+        self.try_promote(ctx);
     }
 
     /// Candidates that waited for a chain block: checked again now that one arrived.
@@ -131,15 +260,43 @@ impl Replica {
         }
     }
 
-    /// A replica's checks of a candidate for `head + 1`.
-    fn check_candidate(&self, ctx: &Ctx<'_>, miniblock: &ParsedMiniblock) -> Result<(), Reject> {
-        let header = miniblock.header();
-        let block = header.chain_block;
+    /// A replica's checks of a candidate for `head + 1`: it names a recent chain block (its
+    /// turn has not passed), its producer was elected at that block, and it is a valid next
+    /// miniblock under that block's rules.
+    pub(super) fn check_candidate(
+        &self,
+        ctx: &Ctx<'_>,
+        miniblock: &ParsedMiniblock,
+    ) -> Result<(), Reject> {
+        let block = miniblock.header().chain_block;
+        if ctx.blocks.recent(block).is_none() {
+            return Err(Reject::UnknownChainBlock(block));
+        }
+        let turn = ctx.config.lead_within_blocks + ctx.config.candidate_ttl_blocks;
+        if ctx.blocks.head().saturating_sub(block) > turn {
+            return Err(Reject::StaleTurn {
+                block,
+                head: ctx.blocks.head(),
+            });
+        }
+        self.check_producer(ctx, miniblock)?;
+        self.check_links(ctx, miniblock)
+    }
+
+    /// The miniblock was produced by the leader elected at its chain block.
+    pub(super) fn check_producer(
+        &self,
+        ctx: &Ctx<'_>,
+        miniblock: &ParsedMiniblock,
+    ) -> Result<(), Reject> {
+        let block = miniblock.header().chain_block;
         let prevrandao = ctx
             .blocks
-            .get(block)
+            .randomness(block)
             .ok_or(Reject::UnknownChainBlock(block))?;
-        let leader = elect_leader(&self.id(), block, &prevrandao, &self.stream.nodes);
+        let leader = ctx
+            .electorate
+            .leader(&self.id(), block, &prevrandao, &self.stream.nodes);
         if leader != miniblock.producer() {
             return Err(Reject::WrongLeader {
                 expected: leader,
@@ -147,19 +304,12 @@ impl Replica {
                 block,
             });
         }
-        self.check_links(ctx, miniblock)?;
-        let snapshot_due = ctx.config.snapshot_due(miniblock.num());
-        match (&header.snapshot, snapshot_due) {
-            (Some(snapshot), true)
-                if *snapshot == self.stream.snapshot_after(miniblock.events()) => {}
-            (None, false) => {}
-            _ => return Err(Reject::BadHeader("snapshot missing, unexpected or wrong")),
-        }
         Ok(())
     }
 
-    /// Checks that hold for any next miniblock, candidate or fetched: number, prev hash,
-    /// timestamp, offsets, size, and every event admissible on top of the head.
+    /// Checks that hold for any next miniblock, candidate or fetched, under the rules of its
+    /// electing block: number, prev hash, timestamp (increasing, not ahead of this node's
+    /// clock), offsets, snapshot, count and bytes, and every event admissible on the head.
     pub(super) fn check_links(
         &self,
         ctx: &Ctx<'_>,
@@ -185,6 +335,13 @@ impl Replica {
                 got: header.timestamp_ms,
             });
         }
+        if header.timestamp_ms > ctx.now_ms.saturating_add(ctx.config.max_clock_skew_ms) {
+            return Err(Reject::FutureTimestamp {
+                got: header.timestamp_ms,
+                now: ctx.now_ms,
+                skew_ms: ctx.config.max_clock_skew_ms,
+            });
+        }
         if header.event_num_offset != self.stream.event_count
             || header.prev_snapshot_num != self.stream.last_snapshot_num
         {
@@ -192,10 +349,25 @@ impl Replica {
                 "event offset or previous snapshot number",
             ));
         }
-        if miniblock.events().len() > ctx.config.max_events_per_miniblock {
+        let params = ctx.params_at(header.chain_block);
+        match (&header.snapshot, params.snapshot_due(miniblock.num())) {
+            (Some(snapshot), true)
+                if *snapshot == self.stream.snapshot_after(miniblock.events()) => {}
+            (None, false) => {}
+            _ => return Err(Reject::BadHeader("snapshot missing, unexpected or wrong")),
+        }
+        if miniblock.events().len() > params.max_events_per_miniblock {
             return Err(Reject::BadHeader("too many events"));
         }
-        let rules = ctx.config.rules();
+        let bytes: usize = miniblock
+            .events()
+            .iter()
+            .map(|e| e.envelope().event.len())
+            .sum();
+        if bytes > params.max_miniblock_bytes {
+            return Err(Reject::BadHeader("too many bytes of events"));
+        }
+        let rules = ctx.rules_at(header.chain_block);
         let mut seen = BTreeSet::new();
         for (index, event) in miniblock.events().iter().enumerate() {
             let reason = if !seen.insert(event.hash()) {

@@ -40,24 +40,30 @@ impl Replica {
             ctx.rejected(self.id(), Some(from), Reject::NotAStreamNode(from));
             return Verdict::Reject;
         }
-        let first_try = ctx.now_ms + ctx.config.fetch_delay_ms;
         for hash in hashes {
             if self.pool.contains(&hash) {
                 self.hold(ctx, hash, from);
                 continue;
             }
-            if self.stream.recently_included(&hash) {
-                continue;
-            }
-            let missing = self.missing.0.entry(hash).or_insert_with(|| Missing {
-                next_try_ms: first_try,
-                ..Missing::default()
-            });
-            if !missing.announcers.contains(&from) {
-                missing.announcers.push(from);
-            }
+            self.lacking(ctx, from, hash);
         }
         Verdict::Accept
+    }
+
+    /// `from` holds `hash` and this node does not: fetch it from there after the fetch delay
+    /// (unless it arrives first, or a recent miniblock already has it).
+    pub(super) fn lacking(&mut self, ctx: &Ctx<'_>, from: Address, hash: B256) {
+        if self.pool.contains(&hash) || self.stream.recently_included(&hash) {
+            return;
+        }
+        let first_try = ctx.now_ms + ctx.config.fetch_delay_ms;
+        let missing = self.missing.0.entry(hash).or_insert_with(|| Missing {
+            next_try_ms: first_try,
+            ..Missing::default()
+        });
+        if !missing.announcers.contains(&from) {
+            missing.announcers.push(from);
+        }
     }
 
     /// Fetches announced events that never arrived, one request per peer asked.

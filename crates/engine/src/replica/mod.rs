@@ -8,7 +8,9 @@
 //!   answering another leader's proposal request;
 //! - `candidate`: a replica's checks of a leader's candidate;
 //! - `promotion`: registered heads and promoting candidates;
-//! - `catch_up`: fetching registered miniblocks this node lacks.
+//! - `catch_up`: fetching registered miniblocks this node lacks, page by page;
+//! - `sync`: pushing minipool events to the nodes that have not confirmed holding them
+//!   (anti-entropy), so no event a live node holds is stranded.
 
 mod admission;
 mod candidate;
@@ -16,6 +18,7 @@ mod catch_up;
 mod fetch;
 mod promotion;
 mod round;
+mod sync;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -23,22 +26,54 @@ use alloy_primitives::{Address, B256};
 use rill_protocol::{NodeKey, ParsedEvent, ParsedMiniblock, StreamId};
 
 use crate::chain::ChainBlocks;
+use crate::config::Timeline;
+use crate::electorate::Electorate;
 use crate::minipool::Minipool;
-use crate::stream::{Head, Stream};
-use crate::{Effect, EngineConfig, Gossip, Notification, Reject, Request, StoreOp};
+use crate::stream::{Head, Rules, Stream};
+use crate::{Effect, EngineConfig, Gossip, NetworkParams, Notification, Reject, Request, StoreOp};
 
-/// What every phase needs besides the stream: who this node is, the parameters, the chain
-/// blocks it has seen, the time, and where effects go.
+/// What every phase needs besides the stream: who this node is, the parameters and the rules
+/// in force, the electorate, the chain blocks it has seen, the time, and where effects go.
 pub(crate) struct Ctx<'a> {
     pub(crate) me: Address,
     pub(crate) key: &'a NodeKey,
     pub(crate) config: &'a EngineConfig,
+    pub(crate) params: &'a Timeline<NetworkParams>,
+    pub(crate) electorate: &'a Electorate,
     pub(crate) blocks: &'a ChainBlocks,
     pub(crate) now_ms: u64,
     pub(crate) effects: Vec<Effect>,
 }
 
 impl Ctx<'_> {
+    /// The network's rules in force now (admission into the minipool).
+    pub(crate) fn params_now(&self) -> NetworkParams {
+        self.params.latest()
+    }
+
+    /// The rules of a miniblock elected at chain block `block`.
+    pub(crate) fn params_at(&self, block: u64) -> NetworkParams {
+        self.params.at(block)
+    }
+
+    /// Admission rules in force now.
+    pub(crate) fn rules_now(&self) -> Rules {
+        self.config.rules(&self.params_now())
+    }
+
+    /// Admission rules of a miniblock elected at `block`.
+    pub(crate) fn rules_at(&self, block: u64) -> Rules {
+        self.config.rules(&self.params_at(block))
+    }
+
+    pub(crate) fn gossip_to(&mut self, to: Address, stream: StreamId, message: Gossip) {
+        self.effects.push(Effect::GossipTo {
+            to,
+            stream,
+            message,
+        });
+    }
+
     pub(crate) fn store(&mut self, op: StoreOp) {
         self.effects.push(Effect::Store(op));
     }
@@ -93,6 +128,7 @@ pub(crate) struct Replica {
     missing: fetch::MissingEvents,
     candidates: candidate::Candidates,
     round: Option<round::Round>,
+    offer: Option<candidate::Offer>,
     parked: admission::Parked,
     registered: BTreeMap<u64, B256>,
     catch_up: Option<catch_up::CatchUp>,
@@ -106,6 +142,7 @@ impl Replica {
             missing: Default::default(),
             candidates: Default::default(),
             round: None,
+            offer: None,
             parked: Default::default(),
             registered: BTreeMap::new(),
             catch_up: None,
@@ -125,6 +162,18 @@ impl Replica {
         self.stream.nodes.iter().copied().filter(move |n| *n != me)
     }
 
+    /// The other nodes of the stream this node waits for (not Failed).
+    pub(crate) fn live_peers(&self, ctx: &Ctx<'_>) -> Vec<Address> {
+        self.peers(ctx.me)
+            .filter(|n| ctx.electorate.waited_for(n))
+            .collect()
+    }
+
+    /// More than half of the stream's nodes.
+    pub(crate) fn quorum(&self) -> usize {
+        self.stream.nodes.len() / 2 + 1
+    }
+
     /// Restores a stored candidate after a restart.
     pub(crate) fn restore_candidate(&mut self, candidate: ParsedMiniblock) {
         if candidate.num() == self.stream.head.num + 1 {
@@ -132,11 +181,14 @@ impl Replica {
         }
     }
 
-    /// Time passed: fetches that are due, catch-up retries, late proposal rounds.
+    /// Time passed: fetches and pushes that are due, catch-up retries, late proposal rounds,
+    /// candidates waiting for their write quorum.
     pub(crate) fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
         self.fetch_due(ctx);
+        self.push_due(ctx);
         self.catch_up_due(ctx);
         self.round_timeout(ctx);
+        self.offer_due(ctx);
     }
 
     /// A new chain block: candidates that waited for it, then perhaps a round to lead.

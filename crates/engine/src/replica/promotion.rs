@@ -47,8 +47,7 @@ impl Replica {
     /// Promotes a checked miniblock that follows the head and the registry vouches for.
     pub(super) fn promote(&mut self, ctx: &mut Ctx<'_>, miniblock: ParsedMiniblock) {
         let _span = tracing::info_span!("miniblock", num = miniblock.num()).entered();
-        let rules = ctx.config.rules();
-        self.stream.apply(&miniblock, &rules);
+        self.stream.apply(&miniblock, &ctx.rules_now());
         let head = self.stream.head.num;
         self.registered = self.registered.split_off(&(head + 1));
         if self.registered.is_empty() {
@@ -57,6 +56,7 @@ impl Replica {
         if self.round.as_ref().is_some_and(|r| r.num() <= head) {
             self.round = None;
         }
+        self.forget_offer_upto(head);
         self.candidates.promoted(head);
         let included: HashSet<B256> = miniblock.events().iter().map(|e| e.hash()).collect();
         for hash in &included {
@@ -64,6 +64,7 @@ impl Replica {
         }
         self.pool.remove_where(|e| included.contains(&e.hash()));
         // The next generation: what the new state no longer admits is dropped.
+        let rules = ctx.rules_now();
         let stream = &self.stream;
         let dropped: Vec<B256> = self
             .pool

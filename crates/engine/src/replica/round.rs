@@ -9,7 +9,7 @@ use alloy_primitives::{Address, B256};
 use rill_protocol::{ParsedEvent, ParsedMiniblock, pb};
 
 use super::{Ctx, Replica};
-use crate::{ProposalReply, ProposalRequest, Reject, Request, elect_leader};
+use crate::{ProposalReply, ProposalRequest, Reject, Request};
 
 /// A round this node leads.
 #[derive(Debug)]
@@ -31,9 +31,12 @@ impl Round {
 
 impl Replica {
     /// On a chain block: start a round if this node is elected and there is something to cut
-    /// (events, or a snapshot due), unless a round, a fresh candidate or a catch-up is pending.
+    /// (events, or a snapshot due), unless a round, a candidate waiting for its write quorum,
+    /// a fresh candidate or a catch-up is pending. Blocks far behind the chain's head (replayed
+    /// after a restart) elect nobody here.
     pub(super) fn maybe_lead(&mut self, ctx: &mut Ctx<'_>, number: u64, prevrandao: B256) {
         if self.round.is_some()
+            || self.offer.is_some()
             || self.catch_up.is_some()
             || self
                 .candidates
@@ -41,11 +44,17 @@ impl Replica {
         {
             return;
         }
-        let next = self.stream.head.num + 1;
-        if self.pool.is_empty() && !ctx.config.snapshot_due(next) {
+        if ctx.blocks.head().saturating_sub(number) >= ctx.config.lead_within_blocks {
             return;
         }
-        if elect_leader(&self.id(), number, &prevrandao, &self.stream.nodes) != ctx.me {
+        let next = self.stream.head.num + 1;
+        if self.pool.is_empty() && !ctx.params_at(number).snapshot_due(next) {
+            return;
+        }
+        let leader = ctx
+            .electorate
+            .leader(&self.id(), number, &prevrandao, &self.stream.nodes);
+        if leader != ctx.me {
             return;
         }
         let _span = tracing::debug_span!("miniblock", num = next).entered();
@@ -61,7 +70,7 @@ impl Replica {
             chain_block: number,
         };
         let stream = self.id();
-        let peers: Vec<Address> = self.peers(ctx.me).collect();
+        let peers = self.live_peers(ctx);
         for node in &peers {
             ctx.send(*node, stream, Request::Proposal(request.clone()));
         }
@@ -79,29 +88,43 @@ impl Replica {
     }
 
     /// A leader asks for this node's proposal: its minipool hashes, its snapshot vote, and the
-    /// events the leader lacks.
+    /// events the leader lacks (up to the answer's byte budget). Events the leader holds and
+    /// this node lacks are fetched from it: proposal rounds reconcile minipools both ways.
     pub(crate) fn propose(
-        &self,
-        ctx: &Ctx<'_>,
+        &mut self,
+        ctx: &mut Ctx<'_>,
         from: Address,
         request: &ProposalRequest,
     ) -> Result<ProposalReply, Reject> {
         if !self.is_node(&from) {
             return Err(Reject::NotAStreamNode(from));
         }
+        if request.num == self.stream.head.num + 1 && request.prev_hash == self.stream.head.hash {
+            for hash in &request.hashes {
+                self.lacking(ctx, from, *hash);
+            }
+        }
         let theirs: BTreeSet<&B256> = request.hashes.iter().collect();
         let num = self.stream.head.num + 1;
+        let mut budget = ctx.config.response_budget_bytes;
+        let missing = self
+            .pool
+            .events()
+            .filter(|e| !theirs.contains(&e.hash()))
+            .take_while(|e| {
+                let size = e.envelope().event.len();
+                let fits = size <= budget;
+                budget = budget.saturating_sub(size);
+                fits
+            })
+            .cloned()
+            .collect();
         Ok(ProposalReply {
             num,
             prev_hash: self.stream.head.hash,
             hashes: self.pool.hashes().to_vec(),
-            snapshot_vote: ctx.config.snapshot_due(num),
-            missing: self
-                .pool
-                .events()
-                .filter(|e| !theirs.contains(&e.hash()))
-                .cloned()
-                .collect(),
+            snapshot_vote: ctx.params_at(request.chain_block).snapshot_due(num),
+            missing,
         })
     }
 
@@ -134,13 +157,14 @@ impl Replica {
         }
     }
 
+    /// Cuts the round once every node it waits for (not Failed) answered or failed to.
     fn finish_round_if_complete(&mut self, ctx: &mut Ctx<'_>) {
-        let n = self.stream.nodes.len();
-        if self
-            .round
-            .as_ref()
-            .is_some_and(|r| r.replies.len() + r.silent.len() + 1 >= n)
-        {
+        let waited = self.live_peers(ctx);
+        if self.round.as_ref().is_some_and(|r| {
+            waited
+                .iter()
+                .all(|n| r.replies.contains_key(n) || r.silent.contains(n))
+        }) {
             self.finish_round(ctx);
         }
     }
@@ -156,8 +180,10 @@ impl Replica {
         }
     }
 
-    /// The leader's cut: events more than half of the stream's nodes hold, in pool order, then
-    /// the quorum events it lacked (taken from the replies), into a signed candidate.
+    /// The leader's cut: events more than half of the stream's nodes hold, in pool order, as
+    /// many as the rules of the electing block allow (by count and by bytes), into a signed
+    /// candidate. Every valid event a replica reported and the leader lacked is admitted first
+    /// (and announced), so an event held by one node reaches the others.
     fn finish_round(&mut self, ctx: &mut Ctx<'_>) {
         let Some(round) = self.round.take() else {
             return;
@@ -178,27 +204,33 @@ impl Replica {
             }
         }
         let quorum = |h: &B256| count.get(h).copied().unwrap_or(0) * 2 > n;
-        // Quorum events the leader lacks: admit them from the replies.
-        let rules = ctx.config.rules();
-        for reply in round.replies.values() {
+        let rules = ctx.rules_now();
+        for (from, reply) in &round.replies {
             for event in &reply.missing {
-                let hash = event.hash();
-                if quorum(&hash)
-                    && !self.pool.contains(&hash)
-                    && self.stream.check(event, &rules).is_ok()
-                {
-                    self.admit(ctx, event.clone());
+                if !self.pool.contains(&event.hash()) && self.stream.check(event, &rules).is_ok() {
+                    self.admit_from_peer(ctx, event.clone(), *from);
                 }
             }
         }
+        let params = ctx.params_at(round.chain_block);
+        let rules = ctx.rules_at(round.chain_block);
+        let mut bytes = 0usize;
         let events: Vec<ParsedEvent> = self
             .pool
             .events()
-            .filter(|e| quorum(&e.hash()))
-            .take(ctx.config.max_events_per_miniblock)
+            .filter(|e| quorum(&e.hash()) && self.stream.check(e, &rules).is_ok())
+            .filter(|e| {
+                let size = e.envelope().event.len();
+                let fits = bytes + size <= params.max_miniblock_bytes;
+                if fits {
+                    bytes += size;
+                }
+                fits
+            })
+            .take(params.max_events_per_miniblock)
             .cloned()
             .collect();
-        let snapshot_due = ctx.config.snapshot_due(round.num);
+        let snapshot_due = params.snapshot_due(round.num);
         if events.is_empty() && !snapshot_due {
             return;
         }
@@ -219,6 +251,6 @@ impl Replica {
             events = miniblock.events().len(),
             "candidate built"
         );
-        self.offer_candidate(ctx, miniblock, round.chain_block);
+        self.offer_candidate(ctx, miniblock);
     }
 }

@@ -62,6 +62,16 @@ impl Three {
     /// Runs a leader round at `block`: the leader asks, every replica answers, and the leader
     /// gets the replies. Returns the replies and the leader's effects.
     fn round(&mut self, leader: usize, block: u64) -> (Vec<ProposalReply>, Vec<Effect>) {
+        // Every node sees the block; the leader's effects are its requests.
+        for i in (0..3).filter(|i| *i != leader) {
+            self.engines[i].handle(
+                999,
+                Input::ChainBlock {
+                    number: block,
+                    prevrandao: randao(block),
+                },
+            );
+        }
         let requests = self.engines[leader].handle(
             1000,
             Input::ChainBlock {
@@ -94,6 +104,49 @@ impl Three {
             ));
         }
         (replies, leader_effects)
+    }
+}
+
+impl Three {
+    /// The leader's candidate among `effects`.
+    fn candidate_in(effects: &[Effect]) -> ParsedMiniblock {
+        effects
+            .iter()
+            .find_map(|x| match x {
+                Effect::Store(StoreOp::StoreCandidate { miniblock, .. }) => Some(miniblock.clone()),
+                _ => None,
+            })
+            .expect("a candidate")
+    }
+
+    /// Hands the leader's candidate to `replicas` and their answers back to the leader.
+    /// Returns the leader's effects.
+    fn offer(
+        &mut self,
+        leader: usize,
+        candidate: &ParsedMiniblock,
+        replicas: &[usize],
+    ) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for &i in replicas {
+            let verdict = self.engines[i]
+                .candidate(1500, self.addrs[leader], self.stream, candidate.clone())
+                .answer;
+            let response = match verdict {
+                CandidateVerdict::Stored => Response::CandidateSaved(candidate.hash()),
+                CandidateVerdict::Deferred => Response::CandidateDeferred(candidate.hash()),
+                _ => Response::CandidateRefused(candidate.hash()),
+            };
+            effects.extend(self.engines[leader].handle(
+                1600,
+                Input::Response {
+                    from: self.addrs[i],
+                    stream: self.stream,
+                    response,
+                },
+            ));
+        }
+        effects
     }
 }
 
@@ -199,7 +252,113 @@ fn quorum_event_missing_at_the_leader_is_taken_from_the_replies() {
     // `own` is held by the leader alone: 1 of 3 is no majority. `e` is held by 2 of 3.
     let hashes: Vec<B256> = candidate.events().iter().map(|x| x.hash()).collect();
     assert_eq!(hashes, vec![e.hash()]);
-    assert_eq!(registrations(&candidate_effects).len(), 1);
+    assert!(
+        registrations(&candidate_effects).is_empty(),
+        "not registered before a replica stored it"
+    );
+}
+
+#[test]
+fn a_candidate_is_registered_once_more_than_half_of_the_nodes_stored_it() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    for i in 0..3 {
+        t.engines[i].add_event(0, t.stream, e.clone()).unwrap();
+    }
+    let (_, effects) = t.round(leader, block);
+    let candidate = Three::candidate_in(&effects);
+    assert!(registrations(&effects).is_empty());
+    // One replica stored it: with the leader, 2 of 3.
+    let effects = t.offer(leader, &candidate, &[1]);
+    let registered = registrations(&effects);
+    assert_eq!(registered.len(), 1);
+    assert_eq!(registered[0].hash, candidate.hash());
+    // The second answer registers nothing more.
+    assert!(registrations(&t.offer(leader, &candidate, &[2])).is_empty());
+}
+
+#[test]
+fn a_candidate_no_replica_stores_is_given_up_and_its_events_stay_in_the_pool() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    for i in 0..3 {
+        t.engines[i].add_event(0, t.stream, e.clone()).unwrap();
+    }
+    let (_, effects) = t.round(leader, block);
+    let candidate = Three::candidate_in(&effects);
+    // Nothing comes back; past the candidate timeout it is given up, never registered.
+    let timeout = EngineConfig::default().candidate_timeout_ms;
+    let effects = t.engines[leader].handle(1002 + timeout + 1, Input::Tick);
+    assert!(registrations(&effects).is_empty());
+    let late = t.engines[leader].handle(
+        1002 + timeout + 2,
+        Input::Response {
+            from: t.addrs[1],
+            stream: t.stream,
+            response: Response::CandidateSaved(candidate.hash()),
+        },
+    );
+    assert!(
+        registrations(&late).is_empty(),
+        "a given-up candidate stays given up"
+    );
+    let view = t.engines[leader].stream(&t.stream).unwrap();
+    assert_eq!(view.head().num, 0);
+    assert_eq!(
+        view.minipool_hashes(),
+        vec![e.hash()],
+        "its event waits for the next one"
+    );
+}
+
+#[test]
+fn a_candidate_refused_by_every_replica_is_given_up_at_once() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    t.engines[leader].add_event(0, t.stream, e.clone()).unwrap();
+    for i in [1, 2] {
+        let _ = t.engines[i].gossip(1, t.addrs[0], t.stream, PeerGossip::Events(vec![e.clone()]));
+    }
+    let (_, effects) = t.round(leader, block);
+    let candidate = Three::candidate_in(&effects);
+    for i in [1, 2] {
+        let effects = t.engines[leader].handle(
+            1500,
+            Input::Response {
+                from: t.addrs[i],
+                stream: t.stream,
+                response: Response::CandidateRefused(candidate.hash()),
+            },
+        );
+        assert!(registrations(&effects).is_empty());
+    }
+    // A new round may start at once (nothing waits for the given-up candidate).
+    let next = (block + 1..)
+        .find(|b| elect_leader(&t.stream, *b, &randao(*b), &t.addrs) == t.addrs[leader])
+        .unwrap();
+    let effects = t.engines[leader].handle(
+        3000,
+        Input::ChainBlock {
+            number: next,
+            prevrandao: randao(next),
+        },
+    );
+    assert!(
+        effects.iter().any(|x| matches!(
+            x,
+            Effect::Send {
+                request: Request::Proposal(_),
+                ..
+            }
+        )),
+        "{effects:?}"
+    );
 }
 
 #[test]
@@ -253,14 +412,8 @@ fn registered_miniblock_a_replica_lacks_is_fetched_and_promoted() {
         t.engines[i].add_event(0, t.stream, e.clone()).unwrap();
     }
     let (_, leader_effects) = t.round(leader, block);
-    let registration = registrations(&leader_effects)[0];
-    let candidate = leader_effects
-        .iter()
-        .find_map(|x| match x {
-            Effect::Store(StoreOp::StoreCandidate { miniblock, .. }) => Some(miniblock.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let candidate = Three::candidate_in(&leader_effects);
+    let registration = registrations(&t.offer(leader, &candidate, &[1]))[0];
     // Replica 2 never got the candidate; the registration log tells it to catch up.
     let log = Input::MiniblockRegistered {
         stream: t.stream,
@@ -286,7 +439,11 @@ fn registered_miniblock_a_replica_lacks_is_fetched_and_promoted() {
         Input::Response {
             from,
             stream: t.stream,
-            response: Response::Miniblocks(vec![candidate.clone()]),
+            response: Response::Miniblocks {
+                miniblocks: vec![candidate.clone()],
+                candidates: vec![],
+                randomness: vec![],
+            },
         },
     );
     assert!(effects.iter().any(
@@ -336,7 +493,11 @@ fn a_fetched_miniblock_the_registry_never_registered_is_not_promoted() {
         Input::Response {
             from: t.addrs[1],
             stream: t.stream,
-            response: Response::Miniblocks(vec![forged]),
+            response: Response::Miniblocks {
+                miniblocks: vec![forged],
+                candidates: vec![],
+                randomness: vec![],
+            },
         },
     );
     assert!(

@@ -2,6 +2,7 @@
 //! simulation.
 
 mod behaviour;
+mod liveness;
 mod rules;
 mod sim;
 mod support;

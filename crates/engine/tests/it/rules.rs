@@ -48,7 +48,10 @@ fn event_for_an_unknown_stream_is_refused() {
 #[test]
 fn oversized_event_is_refused() {
     let mut solo = Solo::new(EngineConfig {
-        max_event_bytes: 100,
+        params: rill_engine::NetworkParams {
+            max_event_bytes: 100,
+            ..Default::default()
+        },
         ..EngineConfig::default()
     });
     let big = event(

@@ -50,21 +50,35 @@ async fn gossip_reaches_the_inboxes_it_is_sent_to_and_no_one_else() {
 }
 
 #[tokio::test]
-async fn gossip_sent_before_the_destination_is_connected_still_arrives() {
+async fn gossip_sent_before_the_destinations_subscription_arrives_still_arrives() {
     let a = peer(Role::Node).await;
     let mut b = peer(Role::Node).await;
     let registry = vec![a.entry(), b.entry()];
     a.p2p.set_nodes(registry.clone()).await;
     b.p2p.set_nodes(registry).await;
-    // Nobody is connected, let alone subscribed: gossipsub refuses this publish.
+    // Connected, but b's inbox subscription has not reached a yet: gossipsub would refuse it.
+    a.p2p.dial(b.peer_id(), Some(b.addr.clone())).await.unwrap();
     let batch = announcement([9; 32]);
     a.p2p.gossip(b.address(), batch.clone()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    a.p2p.dial(b.peer_id(), Some(b.addr.clone())).await.unwrap();
     let got = receive(&mut b, Duration::from_secs(10))
         .await
         .expect("delivered once b's inbox subscription arrived");
     assert_eq!(got, (a.address(), batch));
+}
+
+#[tokio::test]
+async fn gossip_for_a_node_that_is_not_connected_is_dropped_and_counted() {
+    let a = peer(Role::Node).await;
+    let mut b = peer(Role::Node).await;
+    let registry = vec![a.entry(), b.entry()];
+    a.p2p.set_nodes(registry.clone()).await;
+    b.p2p.set_nodes(registry).await;
+    a.p2p.gossip(b.address(), announcement([3; 32])).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.config.metrics.gossip_undelivered.get(), 1);
+    // Connecting later does not bring it back: the node carries its events again itself.
+    a.p2p.dial(b.peer_id(), Some(b.addr.clone())).await.unwrap();
+    assert!(receive(&mut b, Duration::from_secs(2)).await.is_none());
 }
 
 #[tokio::test]

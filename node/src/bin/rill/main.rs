@@ -66,10 +66,22 @@ enum StreamCommand {
         #[arg(long)]
         id: Option<StreamId>,
     },
-    /// Show the stream as the node holds it.
+    /// Show the stream as the node holds it: by default its last miniblocks and its minipool.
     Get {
         /// The stream id.
         stream: StreamId,
+        /// Show this many of the last miniblocks (with the minipool).
+        #[arg(long, default_value_t = 10, conflicts_with_all = ["from", "all"])]
+        last: u64,
+        /// Show miniblocks from this number on (paging through them).
+        #[arg(long)]
+        from: Option<u64>,
+        /// ...up to this number (default: the head).
+        #[arg(long, requires = "from")]
+        to: Option<u64>,
+        /// Show every miniblock, paging through the whole stream.
+        #[arg(long)]
+        all: bool,
     },
     /// Print events and miniblocks as they happen (Ctrl-C to stop).
     Watch {
@@ -221,9 +233,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{stream}");
             }
         }
-        Command::Stream(StreamCommand::Get { stream }) => {
+        Command::Stream(StreamCommand::Get {
+            stream,
+            last,
+            from,
+            to,
+            all,
+        }) => {
             let client = connect(&cli).await?;
-            let view = StreamView::new(&client.get_stream(*stream).await?);
+            let got = match (all, from) {
+                (true, _) => client.get_stream(*stream).await?,
+                (false, Some(from)) => {
+                    client
+                        .get_stream_range(*stream, *from, to.unwrap_or(0))
+                        .await?
+                }
+                (false, None) => {
+                    let head = client.get_stream_page(*stream, true, 0, 0).await?.head_num;
+                    let from = head.saturating_sub(last.saturating_sub(1));
+                    client.get_stream_range(*stream, from, 0).await?
+                }
+            };
+            let view = StreamView::new(&got);
             if cli.json {
                 print_json(&view);
             } else {

@@ -13,13 +13,12 @@ use rill_protocol::{NodeKey, Payload, StreamId, pb};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::Testnet;
-
 /// Writers running against a stream.
 pub struct Load {
     stop: watch::Sender<bool>,
     writers: Vec<JoinHandle<HashSet<B256>>>,
     failures: Arc<AtomicU64>,
+    acked: Arc<AtomicU64>,
 }
 
 /// What a load achieved.
@@ -32,6 +31,11 @@ pub struct Acked {
 }
 
 impl Load {
+    /// How many events were acknowledged so far.
+    pub fn acked(&self) -> u64 {
+        self.acked.load(Ordering::Relaxed)
+    }
+
     /// Stops the writers and returns what was acknowledged.
     pub async fn stop(self) -> Acked {
         let _ = self.stop.send(true);
@@ -46,40 +50,32 @@ impl Load {
     }
 }
 
-impl Testnet {
+impl Load {
     /// Starts `writers` writers adding `bytes`-byte messages to `stream` with `ack`, signed by
-    /// `key` (a member), through `nodes` in turn.
-    pub fn load(
-        &self,
+    /// `key` (a member), through the nodes at `addrs` in turn.
+    pub fn start(
         stream: StreamId,
         key: &NodeKey,
-        nodes: &[usize],
+        addrs: &[Multiaddr],
         writers: usize,
         ack: pb::Ack,
         bytes: usize,
     ) -> Load {
-        let addrs: Vec<Multiaddr> = nodes
-            .iter()
-            .map(|i| {
-                self.chain.file.nodes[*i]
-                    .multiaddr
-                    .parse()
-                    .expect("a node multiaddr")
-            })
-            .collect();
         let (stop, stopped) = watch::channel(false);
         let failures = Arc::new(AtomicU64::new(0));
+        let acked = Arc::new(AtomicU64::new(0));
         let writers = (0..writers)
             .map(|w| {
+                let counters = (failures.clone(), acked.clone());
                 tokio::spawn(write(
                     stream,
                     key.clone(),
-                    addrs.clone(),
+                    addrs.to_vec(),
                     w,
                     ack,
                     bytes,
                     stopped.clone(),
-                    failures.clone(),
+                    counters,
                 ))
             })
             .collect();
@@ -87,6 +83,7 @@ impl Testnet {
             stop,
             writers,
             failures,
+            acked,
         }
     }
 }
@@ -100,7 +97,7 @@ async fn write(
     ack: pb::Ack,
     bytes: usize,
     stopped: watch::Receiver<bool>,
-    failures: Arc<AtomicU64>,
+    (failures, acked_count): (Arc<AtomicU64>, Arc<AtomicU64>),
 ) -> HashSet<B256> {
     let mut acked = HashSet::new();
     let mut target = first;
@@ -128,6 +125,7 @@ async fn write(
         match tokio::time::timeout(Duration::from_secs(35), c.add(stream, payload, ack)).await {
             Ok(Ok((event, _))) => {
                 acked.insert(event.hash());
+                acked_count.fetch_add(1, Ordering::Relaxed);
             }
             _ => {
                 failures.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,214 @@
+//! The batched registrar: a node's one transaction sender.
+//!
+//! New streams and new miniblock heads queue up and go out together in one `submitBatch`
+//! transaction when a queue is full or `flush_after` (a quarter of the block time) has passed
+//! since the oldest queued entry. One transaction is in flight at a time, so a node sends at
+//! most one per block, and the registrar sets every nonce itself: nothing else may send from
+//! the node's key while it runs. Each entry's outcome is read from the receipt's logs: the
+//! contract emits exactly one success or failure log per entry, in order. A transaction that
+//! fails to send or reverts is retried whole; no entry is lost because another one was bad.
+
+mod task;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::primitives::{Address, B256, TxHash};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry as MetricsRegistry;
+use rill_protocol::StreamId;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{AllocationFailure, ChainError, MiniblockRegistration, RegistrationFailure, Registry};
+
+/// What the registrar counts.
+#[derive(Clone, Debug)]
+pub struct RegistrarMetrics {
+    /// Entries per batch transaction.
+    pub batch_size: Histogram,
+    /// Batch transactions mined.
+    pub transactions: Counter,
+    /// Batches that failed after every attempt.
+    pub failed_batches: Counter,
+    /// Entries the registry refused.
+    pub rejected_entries: Counter,
+}
+
+impl Default for RegistrarMetrics {
+    fn default() -> Self {
+        Self {
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 10)),
+            transactions: Counter::default(),
+            failed_batches: Counter::default(),
+            rejected_entries: Counter::default(),
+        }
+    }
+}
+
+impl RegistrarMetrics {
+    /// Registers the metrics under `registry`.
+    pub fn register(&self, registry: &mut MetricsRegistry) {
+        registry.register(
+            "batch_size",
+            "Entries per registration transaction",
+            self.batch_size.clone(),
+        );
+        registry.register(
+            "transactions",
+            "Registration transactions mined",
+            self.transactions.clone(),
+        );
+        registry.register(
+            "failed_batches",
+            "Registration batches that failed after every attempt",
+            self.failed_batches.clone(),
+        );
+        registry.register(
+            "rejected_entries",
+            "Registration entries the registry refused",
+            self.rejected_entries.clone(),
+        );
+    }
+}
+
+/// How the registrar batches.
+#[derive(Clone, Debug)]
+pub struct RegistrarConfig {
+    /// Send as soon as this many miniblock heads are queued.
+    pub max_batch: usize,
+    /// Send as soon as this many new streams are queued (each carries its genesis miniblock,
+    /// so they weigh more than heads).
+    pub max_allocations: usize,
+    /// Send at most this long after the oldest queued entry arrived (a quarter block time).
+    pub flush_after: Duration,
+    /// Tries per transaction before its entries get an error.
+    pub max_attempts: u32,
+    /// Where it counts.
+    pub metrics: RegistrarMetrics,
+}
+
+impl Default for RegistrarConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 50,
+            max_allocations: 50,
+            flush_after: Duration::from_millis(250),
+            max_attempts: 5,
+            metrics: RegistrarMetrics::default(),
+        }
+    }
+}
+
+/// What the registry said about one miniblock head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RegistrationOutcome {
+    /// The head was registered.
+    Registered {
+        /// The batch transaction.
+        tx: TxHash,
+        /// The block it was mined in.
+        block: u64,
+    },
+    /// The contract refused this entry; the others in the batch were unaffected.
+    Rejected {
+        /// The contract's reason.
+        reason: RegistrationFailure,
+        /// The batch transaction.
+        tx: TxHash,
+    },
+}
+
+/// A stream to allocate: its nodes and its genesis miniblock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewStream {
+    /// The stream.
+    pub id: StreamId,
+    /// Its nodes, in the order leader election indexes.
+    pub nodes: Vec<Address>,
+    /// Its genesis miniblock's hash.
+    pub genesis_hash: B256,
+    /// Its genesis miniblock, encoded (it travels in the allocation log).
+    pub genesis: Vec<u8>,
+}
+
+/// What the registry said about one new stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllocationOutcome {
+    /// The stream was allocated.
+    Allocated {
+        /// The batch transaction.
+        tx: TxHash,
+        /// The block it was mined in.
+        block: u64,
+    },
+    /// The contract refused this entry; the others in the batch were unaffected.
+    Rejected {
+        /// The contract's reason.
+        reason: AllocationFailure,
+        /// The batch transaction.
+        tx: TxHash,
+    },
+}
+
+/// Why an entry or a call got no outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistrarError {
+    /// The registrar's task has stopped.
+    #[error("the registrar has stopped")]
+    Stopped,
+    /// The chain kept failing (one error, shared by every entry of the batch it failed).
+    #[error(transparent)]
+    Chain(Arc<ChainError>),
+}
+
+impl From<ChainError> for RegistrarError {
+    fn from(error: ChainError) -> Self {
+        RegistrarError::Chain(Arc::new(error))
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T, RegistrarError>>;
+
+enum Command {
+    Register(MiniblockRegistration, Reply<RegistrationOutcome>),
+    Allocate(NewStream, Reply<AllocationOutcome>),
+}
+
+/// Handle to the registrar task. Cheap to clone; the task stops when every handle is dropped
+/// (after sending what is queued).
+#[derive(Clone, Debug)]
+pub struct Registrar {
+    commands: mpsc::Sender<Command>,
+}
+
+impl Registrar {
+    /// Starts the registrar. `registry` must use a provider that signs as `sender`.
+    pub fn spawn(registry: Registry, sender: Address, config: RegistrarConfig) -> Self {
+        let (commands, receiver) = mpsc::channel(4096);
+        tokio::spawn(task::Task::new(registry, sender, config, receiver).run());
+        Self { commands }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, RegistrarError> {
+        let (reply, outcome) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| RegistrarError::Stopped)?;
+        outcome.await.map_err(|_| RegistrarError::Stopped)?
+    }
+
+    /// Queues a new miniblock head and waits for the registry's verdict on it.
+    pub async fn register(
+        &self,
+        entry: MiniblockRegistration,
+    ) -> Result<RegistrationOutcome, RegistrarError> {
+        self.ask(|reply| Command::Register(entry, reply)).await
+    }
+
+    /// Queues a new stream and waits for the registry's verdict on it.
+    pub async fn allocate(&self, stream: NewStream) -> Result<AllocationOutcome, RegistrarError> {
+        self.ask(|reply| Command::Allocate(stream, reply)).await
+    }
+}

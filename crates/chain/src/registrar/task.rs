@@ -1,0 +1,280 @@
+//! The registrar's task: two queues, flushed together in one transaction.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::contract::{CallBuilder, CallDecoder};
+use alloy::primitives::{Address, Bytes};
+use alloy::providers::Provider;
+use alloy::rpc::types::TransactionReceipt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::{
+    AllocationOutcome, Command, NewStream, RegistrarConfig, RegistrarError, RegistrationOutcome,
+    Reply,
+};
+use crate::bindings::RillRegistry;
+use crate::registry::transact;
+use crate::{ChainError, MiniblockRegistration, Registry, RegistryEvent};
+
+struct Queued<E, O> {
+    entry: E,
+    reply: Reply<O>,
+    since: Instant,
+}
+
+impl<E, O> Queued<E, O> {
+    fn new(entry: E, reply: Reply<O>) -> Self {
+        Self {
+            entry,
+            reply,
+            since: Instant::now(),
+        }
+    }
+}
+
+pub(super) struct Task {
+    registry: Registry,
+    sender: Address,
+    config: RegistrarConfig,
+    receiver: mpsc::Receiver<Command>,
+    registrations: VecDeque<Queued<MiniblockRegistration, RegistrationOutcome>>,
+    allocations: VecDeque<Queued<NewStream, AllocationOutcome>>,
+    /// The next nonce to use; `None` after an error, to be read again from the chain.
+    nonce: Option<u64>,
+}
+
+impl Task {
+    pub(super) fn new(
+        registry: Registry,
+        sender: Address,
+        config: RegistrarConfig,
+        receiver: mpsc::Receiver<Command>,
+    ) -> Self {
+        Self {
+            registry,
+            sender,
+            config,
+            receiver,
+            registrations: VecDeque::new(),
+            allocations: VecDeque::new(),
+            nonce: None,
+        }
+    }
+
+    fn oldest(&self) -> Option<Instant> {
+        let a = self.registrations.front().map(|q| q.since);
+        let b = self.allocations.front().map(|q| q.since);
+        a.into_iter().chain(b).min()
+    }
+
+    fn full(&self) -> bool {
+        self.registrations.len() >= self.config.max_batch
+            || self.allocations.len() >= self.config.max_allocations
+    }
+
+    fn is_empty(&self) -> bool {
+        self.registrations.is_empty() && self.allocations.is_empty()
+    }
+
+    pub(super) async fn run(mut self) {
+        loop {
+            let deadline = self.oldest().map(|since| since + self.config.flush_after);
+            let command = tokio::select! {
+                command = self.receiver.recv() => command,
+                _ = sleep_until(deadline) => {
+                    self.flush_one().await;
+                    continue;
+                }
+            };
+            match command {
+                Some(Command::Register(entry, reply)) => {
+                    self.registrations.push_back(Queued::new(entry, reply));
+                }
+                Some(Command::Allocate(stream, reply)) => {
+                    self.allocations.push_back(Queued::new(stream, reply));
+                }
+                None => {
+                    while !self.is_empty() {
+                        self.flush_one().await;
+                    }
+                    return;
+                }
+            }
+            while self.full() {
+                self.flush_one().await;
+            }
+        }
+    }
+
+    /// Sends what is queued (up to the batch limits) in one transaction and answers each
+    /// entry.
+    async fn flush_one(&mut self) {
+        let take_r = self.registrations.len().min(self.config.max_batch);
+        let take_a = self.allocations.len().min(self.config.max_allocations);
+        if take_r + take_a == 0 {
+            return;
+        }
+        let registrations: Vec<_> = self.registrations.drain(..take_r).collect();
+        let allocations: Vec<_> = self.allocations.drain(..take_a).collect();
+        let heads: Vec<RillRegistry::SetMiniblock> =
+            registrations.iter().map(|q| q.entry.into()).collect();
+        let streams: Vec<RillRegistry::NewStream> = allocations
+            .iter()
+            .map(|q| RillRegistry::NewStream {
+                streamId: q.entry.id.into(),
+                nodes: q.entry.nodes.clone(),
+                genesisHash: q.entry.genesis_hash,
+                genesisMiniblock: Bytes::from(q.entry.genesis.clone()),
+            })
+            .collect();
+        let contract = self.registry.contract().clone();
+        let registry = self.registry.address();
+        let result = self
+            .send(|| {
+                contract
+                    .submitBatch(streams.clone(), heads.clone())
+                    .with_cloned_provider()
+            })
+            .await
+            .and_then(|receipt| outcomes(&receipt, registry, take_a, take_r));
+        let metrics = &self.config.metrics;
+        match result {
+            Ok((allocated, registered)) => {
+                metrics.transactions.inc();
+                metrics.batch_size.observe((take_a + take_r) as f64);
+                info!(streams = take_a, heads = take_r, "registration batch mined");
+                for (queued, outcome) in allocations.into_iter().zip(allocated) {
+                    if let AllocationOutcome::Rejected { reason, .. } = &outcome {
+                        metrics.rejected_entries.inc();
+                        debug!(stream = %queued.entry.id, %reason, "allocation rejected");
+                    }
+                    let _ = queued.reply.send(Ok(outcome));
+                }
+                for (queued, outcome) in registrations.into_iter().zip(registered) {
+                    if let RegistrationOutcome::Rejected { reason, .. } = &outcome {
+                        metrics.rejected_entries.inc();
+                        debug!(stream = %queued.entry.stream_id, num = queued.entry.num, %reason, "registration rejected");
+                    }
+                    let _ = queued.reply.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
+                warn!(streams = take_a, heads = take_r, %error, "registration batch failed");
+                metrics.failed_batches.inc();
+                let error = Arc::new(error);
+                for queued in allocations {
+                    let _ = queued.reply.send(Err(RegistrarError::Chain(error.clone())));
+                }
+                for queued in registrations {
+                    let _ = queued.reply.send(Err(RegistrarError::Chain(error.clone())));
+                }
+            }
+        }
+    }
+
+    /// Sends the call built by `make` with our own nonce, retrying failures that may pass on
+    /// another try. A contract revert with a known reason is final.
+    async fn send<D: CallDecoder>(
+        &mut self,
+        make: impl Fn() -> CallBuilder<crate::ChainProvider, D>,
+    ) -> Result<TransactionReceipt, ChainError> {
+        let mut last = None;
+        for attempt in 1..=self.config.max_attempts.max(1) {
+            if attempt > 1 {
+                tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt - 2))).await;
+            }
+            let nonce = match self.nonce {
+                Some(nonce) => nonce,
+                None => match self
+                    .registry
+                    .provider()
+                    .get_transaction_count(self.sender)
+                    .pending()
+                    .await
+                {
+                    Ok(nonce) => nonce,
+                    Err(error) => {
+                        last = Some(ChainError::from(error));
+                        continue;
+                    }
+                },
+            };
+            let call = make().nonce(nonce);
+            match transact(call).await {
+                Ok(receipt) => {
+                    self.nonce = Some(nonce + 1);
+                    return Ok(receipt);
+                }
+                Err(error @ ChainError::TxFailed(_)) => {
+                    // Mined but reverted: the nonce is spent.
+                    self.nonce = Some(nonce + 1);
+                    warn!(attempt, %error, "transaction reverted; retrying");
+                    last = Some(error);
+                }
+                Err(error @ ChainError::Reverted(_)) => {
+                    self.nonce = None;
+                    return Err(error);
+                }
+                Err(error) => {
+                    self.nonce = None;
+                    warn!(attempt, %error, "transaction not sent; retrying");
+                    last = Some(error);
+                }
+            }
+        }
+        Err(last.expect("max_attempts is at least 1"))
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One outcome per entry, from the registry's logs in the receipt, in entry order: the new
+/// streams first, then the new heads.
+fn outcomes(
+    receipt: &TransactionReceipt,
+    registry: Address,
+    streams: usize,
+    heads: usize,
+) -> Result<(Vec<AllocationOutcome>, Vec<RegistrationOutcome>), ChainError> {
+    let tx = receipt.transaction_hash;
+    let block = receipt.block_number.unwrap_or_default();
+    let (mut allocated, mut registered) = (Vec::new(), Vec::new());
+    for log in receipt
+        .inner
+        .logs()
+        .iter()
+        .filter(|l| l.address() == registry)
+    {
+        match RegistryEvent::decode(&log.inner) {
+            Some(RegistryEvent::StreamAllocated { .. }) => {
+                allocated.push(AllocationOutcome::Allocated { tx, block })
+            }
+            Some(RegistryEvent::StreamAllocationFailed { reason, .. }) => {
+                allocated.push(AllocationOutcome::Rejected { reason, tx })
+            }
+            Some(RegistryEvent::MiniblockRegistered { .. }) => {
+                registered.push(RegistrationOutcome::Registered { tx, block })
+            }
+            Some(RegistryEvent::MiniblockRegistrationFailed { reason, .. }) => {
+                registered.push(RegistrationOutcome::Rejected { reason, tx })
+            }
+            _ => {}
+        }
+    }
+    if allocated.len() != streams || registered.len() != heads {
+        return Err(ChainError::OutcomeCount {
+            entries: streams + heads,
+            outcomes: allocated.len() + registered.len(),
+        });
+    }
+    Ok((allocated, registered))
+}

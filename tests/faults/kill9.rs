@@ -1,0 +1,35 @@
+use std::time::Duration;
+
+use rand::Rng;
+use rill_protocol::{NodeKey, pb};
+use rill_tests::Net;
+
+use crate::{long, sleep, stream};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_killed_at_random_under_quorum_load_lose_no_acknowledged_event() {
+    let mut net = Net::start(4, 3).await;
+    let creator = NodeKey::generate();
+    let (stream, replicas) = stream(&net, &creator).await;
+    let load = net.load(stream, &creator, &replicas, 8, pb::Ack::Quorum, 64);
+    let rounds = if long() { 12 } else { 4 };
+    let mut rng = rand::thread_rng();
+    for _ in 0..rounds {
+        sleep(4.0).await;
+        let victim = rng.gen_range(0..net.nodes.len());
+        eprintln!("kill -9 node {victim}");
+        net.nodes[victim].kill9();
+        sleep(2.0).await;
+        net.nodes[victim].start_again().unwrap();
+    }
+    sleep(3.0).await;
+    let acked = load.stop().await;
+    eprintln!(
+        "{} events acknowledged, {} adds failed",
+        acked.events.len(),
+        acked.failures
+    );
+    assert!(acked.events.len() > 100, "the load made progress");
+    net.expect_finalized(stream, &acked.events, Duration::from_secs(120))
+        .await;
+}

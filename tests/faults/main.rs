@@ -1,0 +1,38 @@
+//! The fault suite over real processes: a real anvil, `rill-node` processes with their own
+//! sled directories, and faults injected for real (kill -9, lost disks, fault rules through
+//! `RILL_FAULTS`, registry changes by its owner). Every scenario ends by checking the promise:
+//! every acknowledged event is in exactly one miniblock on every replica, the replicas' chains
+//! are identical, and the registry's head is theirs. `RILL_FAULTS_LONG=1` runs the long
+//! variants.
+
+mod catch_up;
+mod kill9;
+mod lost_leader;
+mod registry_changes;
+mod stranded;
+
+use std::time::Duration;
+
+use rill_protocol::{NodeKey, StreamId};
+use rill_tests::Net;
+
+/// Whether to run the long variants.
+fn long() -> bool {
+    std::env::var_os("RILL_FAULTS_LONG").is_some()
+}
+
+/// A stream created by `creator` (its first member), and the indexes of its nodes.
+async fn stream(net: &Net, creator: &NodeKey) -> (StreamId, Vec<usize>) {
+    let created = net
+        .client(0, creator)
+        .await
+        .create_stream(None)
+        .await
+        .expect("the stream is created");
+    let (replicas, _) = net.placement(&created);
+    (StreamId::from_slice(&created.stream_id).unwrap(), replicas)
+}
+
+async fn sleep(seconds: f64) {
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+}
