@@ -44,6 +44,9 @@ pub struct DevnetChain {
     pub file: DevnetFile,
 }
 
+/// The devnet chain's block gas limit.
+pub const DEVNET_GAS_LIMIT: u64 = 300_000_000;
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -54,7 +57,12 @@ fn free_port() -> anyhow::Result<u16> {
 pub async fn bootstrap(config: &DevnetConfig) -> anyhow::Result<DevnetChain> {
     std::fs::create_dir_all(&config.dir)
         .with_context(|| format!("creating {}", config.dir.display()))?;
-    let anvil = Anvil::start(AnvilConfig::with_block_time(config.block_time))?;
+    let anvil = Anvil::start(AnvilConfig {
+        // Room for every node's full batch of new streams in one block (a new stream costs
+        // about 200 k gas: its record and the genesis in the log).
+        gas_limit: Some(DEVNET_GAS_LIMIT),
+        ..AnvilConfig::with_block_time(config.block_time)
+    })?;
     let rpc_url = anvil.url();
     let admin_provider = connect_with_key(&rpc_url, &Anvil::dev_key())?;
     let registry = Registry::deploy(admin_provider.clone()).await?;

@@ -31,6 +31,14 @@ impl NodeProcess {
         index: usize,
         block_time: Duration,
     ) -> anyhow::Result<Self> {
+        let mut process = Self::prepare(binary, file, index, block_time);
+        process.spawn()?;
+        Ok(process)
+    }
+
+    /// Node `index` of the devnet, not started yet: set its environment, then
+    /// [`start_again`](Self::start_again).
+    pub fn prepare(binary: &Path, file: &DevnetFile, index: usize, block_time: Duration) -> Self {
         let node = file.nodes[index].clone();
         let args = vec![
             "run".into(),
@@ -50,16 +58,14 @@ impl NodeProcess {
             block_time.as_secs_f64().to_string(),
         ];
         let log = node.data_dir.with_file_name("node.log");
-        let mut process = Self {
+        Self {
             binary: binary.to_owned(),
             args,
             env: Vec::new(),
             log,
             child: None,
             node,
-        };
-        process.spawn()?;
-        Ok(process)
+        }
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {

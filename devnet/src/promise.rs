@@ -111,11 +111,13 @@ async fn check(
         for hash in &view.events {
             *count.entry(*hash).or_default() += 1;
         }
-        let missing = acked.iter().filter(|h| !count.contains_key(*h)).count();
-        if missing > 0 {
+        let missing: Vec<_> = acked.iter().filter(|h| !count.contains_key(*h)).collect();
+        if !missing.is_empty() {
             return Err(format!(
-                "replica {i} lacks {missing} of {} acknowledged events",
-                acked.len()
+                "replica {i} lacks {} of {} acknowledged events, among them {:?}",
+                missing.len(),
+                acked.len(),
+                &missing[..missing.len().min(3)]
             ));
         }
         if let Some((hash, n)) = count.iter().find(|(_, n)| **n > 1) {

@@ -39,12 +39,12 @@ impl NodeLoop {
         let number = block.block.number;
         let _span = tracing::debug_span!("block", number).entered();
         self.blocks_seen.record(number, block.block.prevrandao);
-        let effects = self.engine.handle(now, Input::ChainHead(block.head));
+        let effects = self.streams.handle(now, Input::ChainHead(block.head));
         self.executor.run(effects);
         for event in block.events {
             self.on_registry_event(number, event);
         }
-        let effects = self.engine.handle(
+        let effects = self.streams.handle(
             now,
             Input::ChainBlock {
                 number,
@@ -109,7 +109,7 @@ impl NodeLoop {
                 None => return,
             },
         };
-        let effects = self.engine.handle(now_ms(), input);
+        let effects = self.streams.handle(now_ms(), input);
         self.executor.run(effects);
     }
 
@@ -164,7 +164,7 @@ impl NodeLoop {
             self.metrics.reject("bad_genesis");
             return;
         }
-        let effects = self.engine.handle(
+        let effects = self.streams.handle(
             now_ms(),
             Input::StreamAllocated {
                 stream,
@@ -173,7 +173,7 @@ impl NodeLoop {
             },
         );
         self.executor.run(effects);
-        if self.engine.stream(&stream).is_some() {
+        if self.streams.holds(&stream) {
             info!(%stream, "holding a new stream");
             self.update_peers();
         } else {

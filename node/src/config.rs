@@ -26,6 +26,8 @@ pub struct NodeConfig {
     pub block_time: Duration,
     /// How often the chain is polled for new blocks.
     pub poll_interval: Duration,
+    /// How many streams stay in memory, and for how long when idle.
+    pub residency: crate::Residency,
     /// Fault rules for tests (only with the `faults` feature).
     #[cfg(feature = "faults")]
     pub faults: Option<crate::faults::Faults>,
@@ -50,6 +52,7 @@ impl NodeConfig {
             metrics: None,
             block_time: Duration::from_secs(1),
             poll_interval: Duration::from_millis(100),
+            residency: crate::Residency::default(),
             #[cfg(feature = "faults")]
             faults: None,
         }

@@ -8,13 +8,13 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::Address;
-use rill_chain::ChainBlock;
-use rill_engine::{Engine, Input, Reject, StreamView};
+use rill_chain::{ChainBlock, Registry};
+use rill_engine::{Input, Reject, StreamView};
 use rill_p2p::{NetworkEvent, P2p};
 use rill_protocol::{Limits, ParsedEvent, StreamId};
 use rill_store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::blocks::Blocks;
 use crate::client::Watch;
@@ -22,6 +22,7 @@ use crate::directory::{SharedDirectory, read};
 use crate::executor::Executor;
 use crate::metrics::Metrics;
 use crate::router::{OpenedCandidate, OpenedGossip, Router};
+use crate::streams::Streams;
 
 /// Items taken from one source before the others get a turn.
 const BUDGET: usize = 64;
@@ -46,6 +47,11 @@ pub(crate) enum LoopMsg {
     },
     /// A client's event did not open (for the metrics).
     ClientRefused(&'static str),
+    /// A stream to take again from its registry record and genesis.
+    Retake {
+        record: rill_chain::StreamRecord,
+        genesis: Vec<u8>,
+    },
 }
 
 /// What the node reports about itself (`Info`, the devnet table), from its own counters.
@@ -56,6 +62,7 @@ pub(crate) struct Status {
     pub(crate) streams_loaded: u64,
     pub(crate) minipool_events: u64,
     pub(crate) miniblocks_promoted: u64,
+    pub(crate) events_promoted: u64,
     pub(crate) miniblocks_produced: u64,
 }
 
@@ -68,7 +75,8 @@ pub(crate) fn now_ms() -> u64 {
 
 pub(crate) struct NodeLoop {
     pub(crate) me: Address,
-    pub(crate) engine: Engine,
+    pub(crate) streams: Streams,
+    pub(crate) registry: Registry,
     pub(crate) executor: Executor,
     pub(crate) router: Router,
     pub(crate) directory: SharedDirectory,
@@ -78,6 +86,8 @@ pub(crate) struct NodeLoop {
     pub(crate) limits: Limits,
     pub(crate) blocks_seen: Blocks,
     pub(crate) mailbox: mpsc::Receiver<LoopMsg>,
+    /// The loop's own mailbox, for tasks it starts.
+    pub(crate) mailbox_tx: mpsc::Sender<LoopMsg>,
     pub(crate) network: mpsc::Receiver<NetworkEvent>,
     pub(crate) blocks: mpsc::Receiver<ChainBlock>,
     pub(crate) status: watch::Sender<Status>,
@@ -150,23 +160,23 @@ impl NodeLoop {
 
     fn on_network(&mut self, event: NetworkEvent) {
         self.router
-            .on_network(event, now_ms(), &mut self.engine, &mut self.executor);
+            .on_network(event, now_ms(), &mut self.streams, &mut self.executor);
     }
 
     fn on_message(&mut self, message: LoopMsg) {
         let now = now_ms();
         match message {
             LoopMsg::Input(input) => {
-                let effects = self.engine.handle(now, input);
+                let effects = self.streams.handle(now, input);
                 self.executor.run(effects);
             }
             LoopMsg::Gossip(opened) => {
                 self.router
-                    .on_opened_gossip(opened, now, &mut self.engine, &mut self.executor);
+                    .on_opened_gossip(opened, now, &mut self.streams, &mut self.executor);
             }
             LoopMsg::Candidate(opened) => {
                 self.router
-                    .on_opened_candidate(opened, now, &mut self.engine, &mut self.executor);
+                    .on_opened_candidate(opened, now, &mut self.streams, &mut self.executor);
             }
             LoopMsg::AddEvent {
                 stream,
@@ -174,7 +184,11 @@ impl NodeLoop {
                 reply,
             } => {
                 let hash = event.hash();
-                match self.engine.add_event(now, stream, event) {
+                match self
+                    .streams
+                    .for_stream(&stream)
+                    .add_event(now, stream, event)
+                {
                     Ok(effects) => {
                         self.executor.client_event(hash);
                         self.executor.run(effects);
@@ -187,38 +201,64 @@ impl NodeLoop {
                 }
             }
             LoopMsg::ClientRefused(reason) => self.metrics.reject(reason),
+            LoopMsg::Retake { record, genesis } => {
+                self.allocated(record.id, record.nodes, record.genesis_hash, &genesis);
+                let effects = self.streams.handle(
+                    now,
+                    Input::MiniblockRegistered {
+                        stream: record.id,
+                        num: record.last_miniblock_num,
+                        hash: record.last_miniblock_hash,
+                    },
+                );
+                self.executor.run(effects);
+            }
         }
     }
 
     fn on_tick(&mut self, ticks: u64) {
-        let effects = self.engine.handle(now_ms(), Input::Tick);
+        let effects = self.streams.handle(now_ms(), Input::Tick);
         self.executor.run(effects);
         self.watch.expire(Instant::now());
         // Twice a second: the status (it walks every loaded stream).
         if ticks.is_multiple_of(10) {
             self.refresh_status();
         }
+        // Once a second: idle streams leave memory; broken ones are taken again.
+        if ticks.is_multiple_of(20) {
+            self.streams.evict_idle();
+            for stream in self.streams.take_broken() {
+                tokio::spawn(retake(
+                    self.registry.clone(),
+                    stream,
+                    self.mailbox_tx.clone(),
+                ));
+            }
+        }
     }
 
-    fn refresh_status(&mut self) {
-        let loaded = self.engine.stream_ids().count() as u64;
-        let pooled: u64 = self
-            .engine
+    /// Publishes what `Info` and the metrics report (the same figures).
+    pub(crate) fn refresh_status(&mut self) {
+        let engine = &self.streams.engine;
+        let pooled: u64 = engine
             .stream_ids()
-            .filter_map(|id| self.engine.stream(id))
+            .filter_map(|id| engine.stream(id))
             .map(|s| s.minipool_len() as u64)
             .sum();
-        let held = read(&self.directory).mine().len() as u64;
+        let loaded = self.streams.loaded() as u64;
+        let held = self.streams.held() as u64;
         self.metrics.streams_loaded.set(loaded as i64);
         self.metrics.streams_held.set(held as i64);
         self.metrics.minipool_events.set(pooled as i64);
         let promoted = self.metrics.miniblocks_promoted.get();
+        let events_promoted = self.metrics.events_promoted.get();
         let produced = self.metrics.miniblocks_produced.get();
         self.status.send_modify(|s| {
             s.streams_loaded = loaded;
             s.streams_held = held;
             s.minipool_events = pooled;
             s.miniblocks_promoted = promoted;
+            s.events_promoted = events_promoted;
             s.miniblocks_produced = produced;
         });
     }
@@ -233,5 +273,25 @@ impl NodeLoop {
             }
         };
         let _ = self.peers.send(plan);
+    }
+}
+
+/// Takes a stream again whose stored state did not load: its genesis from the registry's
+/// logs, then its registered head (it is caught up from peers).
+async fn retake(registry: Registry, stream: StreamId, mailbox: mpsc::Sender<LoopMsg>) {
+    let taken = async {
+        let Some(record) = registry.stream(stream).await? else {
+            return Ok(None);
+        };
+        let head = registry.block_number().await?;
+        let genesis = registry.genesis_of(&[stream], head).await?.remove(&stream);
+        Ok::<_, rill_chain::ChainError>(genesis.map(|g| (record, g)))
+    };
+    match taken.await {
+        Ok(Some((record, genesis))) => {
+            let _ = mailbox.send(LoopMsg::Retake { record, genesis }).await;
+        }
+        Ok(None) => warn!(%stream, "not in the registry; not taken again"),
+        Err(e) => warn!(%stream, %e, "cannot read the registry to take the stream again"),
     }
 }

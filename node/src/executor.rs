@@ -150,6 +150,32 @@ impl Executor {
                 Write::StoreCandidate { stream, miniblock }
             }
             StoreOp::Promote { stream, miniblock } => Write::Promote { stream, miniblock },
+            StoreOp::Rebase {
+                stream,
+                miniblocks,
+                gap,
+            } => {
+                self.metrics.snapshot_jumps.inc();
+                Write::Rebase {
+                    stream,
+                    miniblocks,
+                    gap: stored_gap(gap),
+                }
+            }
+            StoreOp::Backfill {
+                stream,
+                miniblocks,
+                gap,
+            } => {
+                self.metrics
+                    .backfilled_miniblocks
+                    .inc_by(miniblocks.len() as u64);
+                Write::Backfill {
+                    stream,
+                    miniblocks,
+                    gap: gap.map(stored_gap),
+                }
+            }
         };
         let started = Instant::now();
         let written = self.store.write(&write);
@@ -212,6 +238,9 @@ impl Executor {
             }
             Notification::MiniblockPromoted { stream, miniblock } => {
                 self.metrics.miniblocks_promoted.inc();
+                self.metrics
+                    .events_promoted
+                    .inc_by(miniblock.events().len() as u64);
                 for event in miniblock.events() {
                     if let Some(at) = self.timings.client_events.remove(&event.hash()) {
                         self.metrics
@@ -268,5 +297,13 @@ impl Executor {
                 p2p.gossip(to, batch).await;
             }
         });
+    }
+}
+
+fn stored_gap(gap: rill_engine::Gap) -> rill_store::StoredGap {
+    rill_store::StoredGap {
+        down_to: gap.down_to,
+        below: gap.below,
+        hash: gap.hash,
     }
 }

@@ -1,8 +1,10 @@
 //! The Rill node: wires the engine, the store, the p2p network and the chain.
 //!
 //! The node is a few roles, each in its own file: [`startup`](Node::start) reads the registry
-//! and restores the streams; the *directory* follows who is a node and where each stream
-//! lives; the *loop* owns the engine and only routes; the *router* turns network events into
+//! and opens the store; the *directory* follows who is a node and where each stream lives;
+//! *streams* keeps in memory only the streams in use (loading a cold one from its latest
+//! snapshot when an input concerns it, evicting idle ones); the *loop* owns them and only
+//! routes; the *router* turns network events into
 //! engine inputs and reports gossip verdicts; the *executor* carries out the engine's effects
 //! through one generic *request driver*, the gossip *outbox* and the registrar; the *read
 //! server* answers `GetEvents`/`GetMiniblocks`/`GetStream` from the store on its own task;
@@ -28,7 +30,9 @@ mod reads;
 mod requests;
 mod router;
 mod startup;
+mod streams;
 mod workers;
 
 pub use config::NodeConfig;
 pub use startup::{Node, RunError, StartError, run};
+pub use streams::Residency;

@@ -43,6 +43,12 @@ enum Command {
         /// The chain's block time in seconds (batches register within a quarter of it).
         #[arg(long, env = "RILL_BLOCK_TIME", default_value_t = 1.0)]
         block_time: f64,
+        /// At most this many streams in memory (idle ones beyond it are evicted).
+        #[arg(long, env = "RILL_MAX_LOADED_STREAMS", default_value_t = 10_000)]
+        max_loaded_streams: usize,
+        /// Evict a stream from memory after this many seconds idle.
+        #[arg(long, env = "RILL_EVICT_IDLE_AFTER", default_value_t = 60.0)]
+        evict_idle_after: f64,
     },
     /// Create a node key file (mode 0600) and print its address and peer id.
     Keygen {
@@ -94,10 +100,16 @@ async fn main() -> anyhow::Result<()> {
             registry,
             metrics,
             block_time,
+            max_loaded_streams,
+            evict_idle_after,
         } => {
             let mut config = NodeConfig::new(key, data, listen, rpc_url, registry);
             config.metrics = metrics;
             config.block_time = Duration::from_secs_f64(block_time);
+            config.residency = rill_node::Residency {
+                max_loaded: max_loaded_streams,
+                evict_idle_after: Duration::from_secs_f64(evict_idle_after),
+            };
             #[cfg(feature = "faults")]
             if let Ok(spec) = std::env::var("RILL_FAULTS") {
                 config.faults = Some(rill_node::faults::Faults::parse(&spec)?);

@@ -88,6 +88,7 @@ pub(crate) struct Metrics {
     pub(crate) gossip_verdicts: Family<VerdictLabels, Counter>,
     pub(crate) miniblocks_produced: Counter,
     pub(crate) miniblocks_promoted: Counter,
+    pub(crate) events_promoted: Counter,
     pub(crate) requests: Family<KindLabels, Counter>,
     pub(crate) request_failures: Family<KindLabels, Counter>,
     pub(crate) client_requests_shed: Counter,
@@ -96,6 +97,13 @@ pub(crate) struct Metrics {
     pub(crate) streams_held: Gauge,
     pub(crate) streams_loaded: Gauge,
     pub(crate) minipool_events: Gauge,
+    pub(crate) stream_loads: Counter,
+    pub(crate) stream_evictions: Counter,
+    pub(crate) stream_load_failures: Counter,
+    pub(crate) stream_load_miniblocks: Histogram,
+    pub(crate) stream_load: Histogram,
+    pub(crate) snapshot_jumps: Counter,
+    pub(crate) backfilled_miniblocks: Counter,
     pub(crate) add_to_quorum: Histogram,
     pub(crate) add_to_promoted: Histogram,
     pub(crate) candidate_to_registered: Histogram,
@@ -115,6 +123,7 @@ impl Metrics {
             gossip_verdicts: Family::default(),
             miniblocks_produced: Counter::default(),
             miniblocks_promoted: Counter::default(),
+            events_promoted: Counter::default(),
             requests: Family::default(),
             request_failures: Family::default(),
             client_requests_shed: Counter::default(),
@@ -123,6 +132,13 @@ impl Metrics {
             streams_held: Gauge::default(),
             streams_loaded: Gauge::default(),
             minipool_events: Gauge::default(),
+            stream_loads: Counter::default(),
+            stream_evictions: Counter::default(),
+            stream_load_failures: Counter::default(),
+            stream_load_miniblocks: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            snapshot_jumps: Counter::default(),
+            backfilled_miniblocks: Counter::default(),
+            stream_load: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
             add_to_quorum: seconds(),
             add_to_promoted: seconds(),
             candidate_to_registered: seconds(),
@@ -164,6 +180,21 @@ impl Metrics {
             self.miniblocks_promoted.clone(),
         );
         r.register(
+            "snapshot_jumps",
+            "Far-behind catch-ups that started from a peer's snapshot",
+            self.snapshot_jumps.clone(),
+        );
+        r.register(
+            "backfilled_miniblocks",
+            "Miniblocks skipped by a snapshot jump and fetched since",
+            self.backfilled_miniblocks.clone(),
+        );
+        r.register(
+            "events_promoted",
+            "Events in the miniblocks promoted",
+            self.events_promoted.clone(),
+        );
+        r.register(
             "requests",
             "Node-to-node requests sent, by kind",
             self.requests.clone(),
@@ -186,8 +217,33 @@ impl Metrics {
         );
         r.register(
             "streams_held",
-            "Streams placed on this node",
+            "Streams this node holds (in its store)",
             self.streams_held.clone(),
+        );
+        r.register(
+            "stream_loads",
+            "Streams loaded from the store into memory",
+            self.stream_loads.clone(),
+        );
+        r.register(
+            "stream_evictions",
+            "Idle streams evicted from memory",
+            self.stream_evictions.clone(),
+        );
+        r.register(
+            "stream_load_failures",
+            "Stored streams that did not load and were taken again from the registry",
+            self.stream_load_failures.clone(),
+        );
+        r.register(
+            "stream_load_miniblocks",
+            "Miniblocks read to load one stream (its latest snapshot and the window)",
+            self.stream_load_miniblocks.clone(),
+        );
+        r.register(
+            "stream_load_seconds",
+            "Time to load one stream from the store",
+            self.stream_load.clone(),
         );
         r.register(
             "streams_loaded",

@@ -159,6 +159,18 @@ fn read_stream(
     };
     let (miniblocks, complete) = store.miniblocks_page(&stream, from, to, PAGE_BYTES)?;
     let last = miniblocks.len() as u64;
+    if !complete
+        && let Some(gap) = store.gap(&stream)?
+        && (gap.down_to..gap.below).contains(&(from + last))
+    {
+        return Ok(Err(error(
+            pb::ErrorCode::Unavailable,
+            format!(
+                "miniblocks {}..{} of stream {stream} are still being backfilled here; ask another replica",
+                gap.down_to, gap.below
+            ),
+        )));
+    }
     let next_from = (!complete).then_some(from + last);
     let minipool = if complete && to == head && !request.head_only {
         let mut budget = PAGE_BYTES;

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use alloy_primitives::{Address, B256};
-use rill_engine::{CandidateVerdict, Engine, PeerGossip, StreamView, Verdict};
+use rill_engine::{CandidateVerdict, PeerGossip, StreamView, Verdict};
 use rill_p2p::{GossipBatch, MessageId, NetworkEvent, P2p, PeerId, Responder, Validation};
 use rill_protocol::{
     Limits, MiniblockError, OpenError, ParsedEvent, ParsedMiniblock, StreamId, pb,
@@ -21,6 +21,7 @@ use crate::event_loop::LoopMsg;
 use crate::executor::Executor;
 use crate::metrics::{Metrics, VerdictLabel, VerdictLabels};
 use crate::reads::{Found, Query, Reads};
+use crate::streams::Streams;
 use crate::workers::Workers;
 
 /// A gossip batch whose events were opened on the workers.
@@ -68,7 +69,7 @@ impl Router {
         &mut self,
         event: NetworkEvent,
         now_ms: u64,
-        engine: &mut Engine,
+        streams: &mut Streams,
         executor: &mut Executor,
     ) {
         match event {
@@ -77,7 +78,7 @@ impl Router {
                 via,
                 id,
                 batch,
-            } => self.on_gossip(from, via, id, batch, now_ms, engine, executor),
+            } => self.on_gossip(from, via, id, batch, now_ms, streams, executor),
             NetworkEvent::EventsRequest {
                 request, responder, ..
             } => self.read(Query::Events(request), responder, |found| match found {
@@ -95,7 +96,7 @@ impl Router {
                 from,
                 request,
                 responder,
-            } => self.on_miniblock_request(from, request, responder, now_ms, engine, executor),
+            } => self.on_miniblock_request(from, request, responder, now_ms, streams, executor),
             NetworkEvent::ClientRequest {
                 peer,
                 request,
@@ -136,13 +137,18 @@ impl Router {
         id: MessageId,
         batch: GossipBatch,
         now_ms: u64,
-        engine: &mut Engine,
+        streams: &mut Streams,
         executor: &mut Executor,
     ) {
         let GossipBatch { received, in_pool } = batch;
         let mut verdict = Verdict::Ignore;
         for (stream, hashes) in in_pool {
-            let answer = engine.gossip(now_ms, from, stream, PeerGossip::InPool(hashes));
+            let answer = streams.for_stream(&stream).gossip(
+                now_ms,
+                from,
+                stream,
+                PeerGossip::InPool(hashes),
+            );
             executor.run(answer.effects);
             verdict = combine(verdict, answer.answer);
         }
@@ -182,15 +188,19 @@ impl Router {
         &mut self,
         opened: OpenedGossip,
         now_ms: u64,
-        engine: &mut Engine,
+        streams: &mut Streams,
         executor: &mut Executor,
     ) {
         let mut verdict = opened.verdict;
         for (stream, events) in opened.streams {
             match events {
                 Ok(events) => {
-                    let answer =
-                        engine.gossip(now_ms, opened.from, stream, PeerGossip::Events(events));
+                    let answer = streams.for_stream(&stream).gossip(
+                        now_ms,
+                        opened.from,
+                        stream,
+                        PeerGossip::Events(events),
+                    );
                     executor.run(answer.effects);
                     verdict = combine(verdict, answer.answer);
                 }
@@ -211,7 +221,7 @@ impl Router {
         &mut self,
         opened: OpenedCandidate,
         now_ms: u64,
-        engine: &mut Engine,
+        streams: &mut Streams,
         executor: &mut Executor,
     ) {
         let OpenedCandidate {
@@ -233,7 +243,9 @@ impl Router {
                 return refuse(responder, pb::ErrorCode::BadCandidate, e.to_string());
             }
         };
-        let answer = engine.candidate(now_ms, from, stream, miniblock);
+        let answer = streams
+            .for_stream(&stream)
+            .candidate(now_ms, from, stream, miniblock);
         executor.run(answer.effects);
         match answer.answer {
             CandidateVerdict::Stored => {
@@ -316,7 +328,7 @@ impl Router {
         request: pb::MiniblockRequest,
         responder: Responder<pb::MiniblockResponse>,
         now_ms: u64,
-        engine: &mut Engine,
+        streams: &mut Streams,
         executor: &mut Executor,
     ) {
         use pb::miniblock_request::Kind;
@@ -337,7 +349,9 @@ impl Router {
                         error(pb::ErrorCode::Malformed, "stream id or hashes"),
                     );
                 };
-                let answer = engine.propose(now_ms, from, stream, &request);
+                let answer = streams
+                    .for_stream(&stream)
+                    .propose(now_ms, from, stream, &request);
                 executor.run(answer.effects);
                 match answer.answer {
                     Ok(reply) => {
@@ -360,7 +374,8 @@ impl Router {
                 };
                 let candidate = c.candidate.unwrap_or_default();
                 // Events this node already opened are not verified again.
-                let known: Vec<ParsedEvent> = engine
+                let known: Vec<ParsedEvent> = streams
+                    .for_stream(&stream)
                     .stream(&stream)
                     .map(|view| {
                         candidate

@@ -1,7 +1,7 @@
 //! Startup: loads the key and the store, reads the registry, starts the network, the
 //! registrar, the chain monitor, the worker pool, the read server and the client service,
-//! restores every stream from the store (repairing what an older version left half-written),
-//! and runs the node's loop. [`Node`] is the running node: stop it gracefully, or (tests)
+//! opens the held streams (cold, but those with work pending; repairing what an older version
+//! left half-written), and runs the node's loop. [`Node`] is the running node: stop it gracefully, or (tests)
 //! crash it.
 
 use std::collections::HashMap;
@@ -13,13 +13,13 @@ use rill_chain::{
     ChainError, ChainMonitor, MonitorConfig, NetworkConfig, Registrar, RegistrarConfig, Registry,
     RegistryEvent, connect_with_key,
 };
-use rill_engine::{Engine, EngineConfig, Input, RestoredStream};
+use rill_engine::{Engine, EngineConfig, Input};
 use rill_p2p::{Multiaddr, P2pConfig, PeerId, SpawnError};
 use rill_protocol::{KeyError, Limits, NodeKey, StreamId};
-use rill_store::{Store, StoreError, StoredStream};
+use rill_store::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{error, info, warn};
+use tracing::info;
 
 use crate::NodeConfig;
 use crate::blocks::Blocks;
@@ -34,6 +34,7 @@ use crate::metrics::{self, Metrics};
 use crate::reads::Reads;
 use crate::requests::Requests;
 use crate::router::Router;
+use crate::streams::Streams;
 use crate::workers::Workers;
 
 /// Room in the loop's mailbox.
@@ -91,16 +92,6 @@ pub struct Node {
     shutdown: Option<oneshot::Sender<()>>,
     main: JoinHandle<Result<(), StoreError>>,
     tasks: JoinSet<()>,
-}
-
-fn to_restored(stored: StoredStream) -> RestoredStream {
-    RestoredStream {
-        id: stored.id,
-        nodes: stored.nodes,
-        miniblocks: stored.miniblocks,
-        minipool: stored.minipool,
-        candidates: stored.candidates,
-    }
 }
 
 impl Node {
@@ -229,12 +220,13 @@ impl Node {
             workers,
             reads,
             client: client_tx,
-            mailbox: mailbox_tx,
+            mailbox: mailbox_tx.clone(),
             limits,
             metrics: metrics.clone(),
             durability,
             connected: Default::default(),
         };
+        let router_mailbox = mailbox_tx;
         let last_block = store.last_block().map_err(store_error)?;
         let from_block = last_block.map_or(start_block + 1, |b| b + 1);
         let blocks = ChainMonitor::spawn(
@@ -246,9 +238,14 @@ impl Node {
                 ..MonitorConfig::default()
             },
         );
+        let mut engine = Engine::new(key.clone(), engine_config);
+        replay_rules(&mut engine, &registry, start_block).await?;
+        let streams = Streams::open(engine, store.clone(), metrics.clone(), config.residency)
+            .map_err(store_error)?;
         let mut node_loop = NodeLoop {
             me,
-            engine: Engine::new(key.clone(), engine_config),
+            streams,
+            registry: registry.clone(),
             executor,
             router,
             directory,
@@ -258,22 +255,24 @@ impl Node {
             limits,
             blocks_seen,
             mailbox,
+            mailbox_tx: router_mailbox,
             network: network_events,
             blocks,
             status: status_tx,
             peers,
         };
-        replay_rules(&mut node_loop, &registry, start_block).await?;
-        restore(&mut node_loop, &store, &limits, &metrics).map_err(store_error)?;
         follow_registry(&mut node_loop, &registry).await?;
         let effects = node_loop
-            .engine
+            .streams
             .handle(now_ms(), Input::ChainHead(start_block));
         node_loop.executor.run(effects);
         node_loop.update_peers();
+        node_loop.refresh_status();
         info!(
-            streams = node_loop.engine.stream_ids().count(),
-            from_block, "serving"
+            held = node_loop.streams.held(),
+            loaded = node_loop.streams.loaded(),
+            from_block,
+            "serving"
         );
         let (shutdown, stop) = oneshot::channel::<()>();
         let main = tokio::spawn(node_loop.run(async move {
@@ -336,7 +335,7 @@ impl Node {
 /// Replays the registry's changes of rules and node statuses up to `to_block`, so the engine
 /// judges old miniblocks (caught up from peers) by the rules and electorate of their time.
 async fn replay_rules(
-    node: &mut NodeLoop,
+    engine: &mut Engine,
     registry: &Registry,
     to_block: u64,
 ) -> Result<(), ChainError> {
@@ -362,35 +361,7 @@ async fn replay_rules(
             },
             _ => continue,
         };
-        let _ = node.engine.handle(now_ms(), input);
-    }
-    Ok(())
-}
-
-/// Restores every stream in the store. A stream an older version recorded without its
-/// genesis, or one whose data no longer verifies, is removed: the registry pass takes it
-/// again and it is caught up from peers. One bad stream never stops the node.
-fn restore(
-    node: &mut NodeLoop,
-    store: &Store,
-    limits: &Limits,
-    metrics: &Metrics,
-) -> Result<(), StoreError> {
-    for id in store.stream_ids()? {
-        match store.load(&id, limits) {
-            Ok(stored) => {
-                if let Err(reject) = node.engine.restore(to_restored(stored)) {
-                    error!(stream = %id, %reject, "stored stream does not restore; taking it again from the registry");
-                    metrics.reject(reject.code());
-                    store.remove_stream(&id)?;
-                }
-            }
-            Err(e @ (StoreError::Incomplete(_) | StoreError::Corrupt(_))) => {
-                warn!(stream = %id, %e, "repairing: the stream is taken again from the registry and caught up from peers");
-                store.remove_stream(&id)?;
-            }
-            Err(e) => return Err(e),
-        }
+        let _ = engine.handle(now_ms(), input);
     }
     Ok(())
 }
@@ -405,7 +376,7 @@ async fn follow_registry(node: &mut NodeLoop, registry: &Registry) -> Result<(),
     let head = registry.block_number().await?;
     let missing: Vec<StreamId> = records
         .iter()
-        .filter(|r| r.nodes.contains(&me) && node.engine.stream(&r.id).is_none())
+        .filter(|r| r.nodes.contains(&me) && !node.streams.holds(&r.id))
         .map(|r| r.id)
         .collect();
     let mut genesis = if missing.is_empty() {
@@ -429,7 +400,7 @@ async fn follow_registry(node: &mut NodeLoop, registry: &Registry) -> Result<(),
                 &genesis,
             );
         }
-        let effects = node.engine.handle(
+        let effects = node.streams.handle(
             now_ms(),
             Input::MiniblockRegistered {
                 stream: record.id,

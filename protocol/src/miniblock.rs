@@ -84,6 +84,22 @@ impl ParsedMiniblock {
         Self::from_parts(header_event, events)
     }
 
+    /// Re-opens a miniblock from this node's own store (see [`ParsedEvent::open_stored`]):
+    /// hashes and links are checked again, signatures are not recovered again.
+    pub fn open_stored(miniblock: pb::Miniblock) -> Result<Self, MiniblockError> {
+        let header = miniblock.header.ok_or(MiniblockError::MissingHeader)?;
+        let header_event = ParsedEvent::open_stored(header).map_err(MiniblockError::Header)?;
+        let events = miniblock
+            .events
+            .into_iter()
+            .enumerate()
+            .map(|(index, e)| {
+                ParsedEvent::open_stored(e).map_err(|error| MiniblockError::Event { index, error })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_parts(header_event, events)
+    }
+
     /// Joins an opened header and opened events.
     pub fn from_parts(
         header_event: ParsedEvent,

@@ -32,6 +32,7 @@ use rill_protocol::{NodeKey, StreamId, pb};
 
 pub use rill_devnet::load::{Acked, Load};
 pub use rill_devnet::promise::Finalized;
+pub use rill_node::Residency;
 pub use rill_node::faults::{Faults, MessageKind};
 
 /// One testnet at a time per test binary: each is anvil plus N nodes on two cores.
@@ -43,6 +44,7 @@ pub struct Builder {
     nodes: usize,
     block_time: Duration,
     network: NetworkConfig,
+    residency: Residency,
 }
 
 impl Builder {
@@ -61,6 +63,12 @@ impl Builder {
     /// The chain's block time (default 1 s).
     pub fn block_time(mut self, block_time: Duration) -> Self {
         self.block_time = block_time;
+        self
+    }
+
+    /// How many streams each node keeps in memory, and for how long when idle.
+    pub fn residency(mut self, residency: Residency) -> Self {
+        self.residency = residency;
         self
     }
 
@@ -95,6 +103,7 @@ impl Builder {
                     chain.file.registry,
                 );
                 config.block_time = self.block_time;
+                config.residency = self.residency;
                 config.metrics = Some("127.0.0.1:0".parse().expect("an address"));
                 config.faults = Some(faults.clone());
                 config
@@ -134,6 +143,7 @@ impl Testnet {
             nodes: 4,
             block_time: Duration::from_secs(1),
             network: NetworkConfig::default(),
+            residency: Residency::default(),
         }
     }
 

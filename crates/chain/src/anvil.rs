@@ -110,6 +110,8 @@ pub struct AnvilConfig {
     pub port: u16,
     /// Chain id; anvil's default (31337) if `None`.
     pub chain_id: Option<u64>,
+    /// Block gas limit; anvil's default (30 M) if `None`.
+    pub gas_limit: Option<u64>,
 }
 
 impl AnvilConfig {
@@ -143,6 +145,9 @@ impl Anvil {
         }
         if let Some(chain_id) = config.chain_id {
             command.args(["--chain-id", &chain_id.to_string()]);
+        }
+        if let Some(gas_limit) = config.gas_limit {
+            command.args(["--gas-limit", &gas_limit.to_string()]);
         }
         let mut child = command
             .spawn()

@@ -7,7 +7,7 @@
 pub mod devnet;
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The network crate, for its address types.
 pub use rill_p2p as p2p;
@@ -19,6 +19,9 @@ use rill_p2p::{Multiaddr, P2p, P2pConfig, PeerId, RequestError};
 pub use devnet::{DevnetFile, DevnetFileError, DevnetNode};
 use rill_protocol::envelope::new_event;
 use rill_protocol::{NodeKey, ParsedEvent, Payload, StreamId, pb, seal};
+
+/// How long a cached stream head is used before it is read again.
+pub const HEAD_TTL: Duration = Duration::from_secs(3);
 
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +60,17 @@ impl ClientError {
     }
 }
 
+/// Each stream's head `(num, hash)` and when it was read.
+type HeadCache = HashMap<StreamId, ((u64, B256), Instant)>;
+
 /// A connection to one node.
 #[derive(Clone, Debug)]
 pub struct Client {
     p2p: P2p,
     node: PeerId,
     key: NodeKey,
-    heads: std::sync::Arc<std::sync::Mutex<HashMap<StreamId, (u64, B256)>>>,
+    /// Each stream's head as last read, and when.
+    heads: std::sync::Arc<std::sync::Mutex<HeadCache>>,
     /// Kept so the swarm runs as long as the client (it stops when nobody listens).
     _events: std::sync::Arc<tokio::sync::mpsc::Receiver<rill_p2p::NetworkEvent>>,
 }
@@ -143,9 +150,13 @@ impl Client {
         }
     }
 
-    /// The stream's head as the node holds it (cached after the first call).
+    /// The stream's head as the node holds it (cached for [`HEAD_TTL`]: events build on a
+    /// recent miniblock, so they stay admissible for as long as possible).
     pub async fn head(&self, stream: StreamId, refresh: bool) -> Result<(u64, B256), ClientError> {
-        if !refresh && let Some(head) = self.heads.lock().expect("lock").get(&stream) {
+        if !refresh
+            && let Some((head, read)) = self.heads.lock().expect("lock").get(&stream)
+            && read.elapsed() < HEAD_TTL
+        {
             return Ok(*head);
         }
         let response = self.get_stream_inner(stream, true).await?;
@@ -160,7 +171,10 @@ impl Client {
             return Err(ClientError::Unexpected);
         };
         let head = (fields.num, B256::from_slice(&header.hash));
-        self.heads.lock().expect("lock").insert(stream, head);
+        self.heads
+            .lock()
+            .expect("lock")
+            .insert(stream, (head, Instant::now()));
         Ok(head)
     }
 

@@ -13,7 +13,8 @@ pub struct NetworkParams {
     pub max_events_per_miniblock: usize,
     /// At most this many bytes of events per miniblock.
     pub max_miniblock_bytes: usize,
-    /// A snapshot every this many miniblocks.
+    /// A snapshot is due this many miniblocks after the last one (replicas vote for it; it is
+    /// required at twice the interval).
     pub snapshot_interval: u64,
 }
 
@@ -28,13 +29,6 @@ impl Default for NetworkParams {
     }
 }
 
-impl NetworkParams {
-    /// Whether miniblock `num` carries a snapshot.
-    pub fn snapshot_due(&self, num: u64) -> bool {
-        self.snapshot_interval > 0 && num.is_multiple_of(self.snapshot_interval)
-    }
-}
-
 /// Protocol parameters: the network's rules as the node starts, and its own timers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineConfig {
@@ -42,6 +36,10 @@ pub struct EngineConfig {
     pub params: NetworkParams,
     /// Events may build on one of the last this many miniblocks.
     pub recency_window: u64,
+    /// A node admits an event into its minipool only while it builds on one of the last
+    /// `recency_window - admission_margin` miniblocks, so an acknowledged event has at least
+    /// this many miniblocks to be included before it would go stale.
+    pub admission_margin: u64,
     /// Wait this long after a `NewEventInPool` before fetching the event.
     pub fetch_delay_ms: u64,
     /// The leader stops waiting for proposals after this long.
@@ -71,6 +69,7 @@ impl Default for EngineConfig {
         Self {
             params: NetworkParams::default(),
             recency_window: 32,
+            admission_margin: 8,
             fetch_delay_ms: 200,
             proposal_timeout_ms: 500,
             candidate_timeout_ms: 2_000,
@@ -124,10 +123,22 @@ impl<T: Copy> Timeline<T> {
 }
 
 impl EngineConfig {
-    /// The admission rules under `params`.
+    /// The rules a miniblock's events are judged by under `params`.
     pub(crate) fn rules(&self, params: &NetworkParams) -> crate::stream::Rules {
         crate::stream::Rules {
             window: self.recency_window,
+            max_event_bytes: params.max_event_bytes,
+        }
+    }
+
+    /// The stricter rules an event enters a minipool by: a narrower window, so it stays
+    /// includable for `admission_margin` miniblocks.
+    pub(crate) fn admission_rules(&self, params: &NetworkParams) -> crate::stream::Rules {
+        crate::stream::Rules {
+            window: self
+                .recency_window
+                .saturating_sub(self.admission_margin)
+                .max(1),
             max_event_bytes: params.max_event_bytes,
         }
     }

@@ -60,6 +60,26 @@ pub enum StoreOp {
         /// The miniblock.
         miniblock: ParsedMiniblock,
     },
+    /// A replica far behind took a peer's snapshot: store the run (oldest first, ending in
+    /// the snapshot miniblock) as the new head; what lies between is not stored.
+    Rebase {
+        /// The stream.
+        stream: StreamId,
+        /// The run.
+        miniblocks: Vec<ParsedMiniblock>,
+        /// What it skipped, to backfill.
+        gap: crate::Gap,
+    },
+    /// Fill the top of the gap a rebase left with checked miniblocks (oldest first); the head
+    /// does not move. `gap` is what remains missing, if anything.
+    Backfill {
+        /// The stream.
+        stream: StreamId,
+        /// The miniblocks, each the parent of the next, the last the parent of the gap's top.
+        miniblocks: Vec<ParsedMiniblock>,
+        /// The rest of the gap.
+        gap: Option<crate::Gap>,
+    },
 }
 
 /// A gossip message to the stream's other nodes.

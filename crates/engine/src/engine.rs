@@ -16,19 +16,25 @@ use crate::{
     ProposalReply, ProposalRequest, Reject, RequestKind, Response, StoreOp, Verdict,
 };
 
-/// A stream as the store holds it, to rebuild the engine after a restart.
+/// A stream as the store holds it, to load it into the engine (after a restart, or when it is
+/// needed again after an eviction).
 #[derive(Clone, Debug)]
 pub struct RestoredStream {
     /// The stream.
     pub id: StreamId,
     /// Its nodes.
     pub nodes: Vec<Address>,
-    /// Every promoted miniblock from the genesis on, in order.
+    /// Promoted miniblocks in order, ending at the head. They include the base the state starts
+    /// from (the genesis, or the latest miniblock that carries a snapshot) and reach back
+    /// `recency_window` miniblocks before the head where the store has them; nothing older is
+    /// needed, so loading does not grow with the stream's history.
     pub miniblocks: Vec<ParsedMiniblock>,
     /// The minipool, in arrival order.
     pub minipool: Vec<ParsedEvent>,
     /// The stored candidates (several leaders may race for the same number).
     pub candidates: Vec<ParsedMiniblock>,
+    /// History skipped by a jump to a peer's snapshot, not backfilled yet.
+    pub gap: Option<crate::Gap>,
 }
 
 /// Whether `genesis` is a valid start of stream `id` on `nodes`: the check every node makes
@@ -115,17 +121,30 @@ impl Engine {
         Some((out, ctx.effects))
     }
 
-    /// Rebuilds a stream from the store after a restart. Who holds its minipool's events is
-    /// forgotten, so they are pushed to the stream's other nodes at the first tick.
+    /// Loads a stream from the store: its state from the base (genesis or latest snapshot),
+    /// the miniblocks after it applied, the older ones of the window remembered. Who holds its
+    /// minipool's events is forgotten, so they are pushed to the stream's other nodes at the
+    /// first tick.
     pub fn restore(&mut self, restored: RestoredStream) -> Result<(), Reject> {
         let rules = self.config.rules(&self.params.latest());
-        let mut miniblocks = restored.miniblocks.into_iter();
-        let genesis = miniblocks
-            .next()
-            .ok_or(Reject::BadGenesis("no genesis stored"))?;
-        let mut stream = Stream::from_genesis(restored.id, restored.nodes, &genesis)?;
-        for miniblock in miniblocks {
-            stream.apply(&miniblock, &rules);
+        let miniblocks = restored.miniblocks;
+        let base_at = miniblocks
+            .iter()
+            .rposition(|m| m.num() == 0 || m.header().snapshot.is_some())
+            .ok_or(Reject::BadSnapshot(
+                "no genesis or snapshot among the stored miniblocks",
+            ))?;
+        let mut stream = Stream::from_base(restored.id, restored.nodes, &miniblocks[base_at])?;
+        for older in miniblocks[..base_at].iter().rev() {
+            stream.remember_older(older)?;
+        }
+        for miniblock in &miniblocks[base_at + 1..] {
+            if miniblock.num() != stream.head.num + 1 || miniblock.prev_hash() != stream.head.hash {
+                return Err(Reject::BrokenChain {
+                    num: miniblock.num(),
+                });
+            }
+            stream.apply(miniblock, &rules);
         }
         let mut replica = Replica::new(stream);
         for event in restored.minipool {
@@ -136,8 +155,25 @@ impl Engine {
         for candidate in restored.candidates {
             replica.restore_candidate(candidate);
         }
+        replica.set_gap(restored.gap);
         self.streams.insert(restored.id, replica);
         Ok(())
+    }
+
+    /// Whether the stream is loaded in the engine.
+    pub fn is_loaded(&self, id: &StreamId) -> bool {
+        self.streams.contains_key(id)
+    }
+
+    /// Drops an idle stream from memory: one with nothing in its minipool, no candidate, no
+    /// round, no fetch and no catch-up, whose state is exactly what the store holds. Returns
+    /// whether it was dropped; a busy stream stays.
+    pub fn evict(&mut self, id: &StreamId) -> bool {
+        if self.streams.get(id).is_some_and(Replica::is_idle) {
+            self.streams.remove(id);
+            return true;
+        }
+        false
     }
 
     /// A client's event: admitted into the minipool and gossiped, or refused with the reason.

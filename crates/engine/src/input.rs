@@ -184,3 +184,21 @@ pub enum Input {
         response: Response,
     },
 }
+
+impl Input {
+    /// The stream the input concerns; `None` for node-wide inputs (time, chain blocks, rules,
+    /// node statuses), which only loaded streams see.
+    pub fn stream(&self) -> Option<StreamId> {
+        match self {
+            Input::StreamAllocated { stream, .. }
+            | Input::MiniblockRegistered { stream, .. }
+            | Input::RegistrationRejected { stream, .. }
+            | Input::Response { stream, .. } => Some(*stream),
+            Input::Tick
+            | Input::ChainBlock { .. }
+            | Input::ChainHead(_)
+            | Input::Params { .. }
+            | Input::NodeStatus { .. } => None,
+        }
+    }
+}

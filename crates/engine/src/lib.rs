@@ -38,5 +38,5 @@ pub use input::{
 };
 pub use placement::place;
 pub use reject::Reject;
-pub use replica::StreamView;
+pub use replica::{Gap, StreamView};
 pub use stream::Head;

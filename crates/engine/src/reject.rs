@@ -121,6 +121,22 @@ pub enum Reject {
     /// The genesis miniblock is not a valid start of this stream.
     #[error("bad genesis: {0}")]
     BadGenesis(&'static str),
+    /// A miniblock's snapshot is not a valid state of this stream.
+    #[error("bad snapshot: {0}")]
+    BadSnapshot(&'static str),
+    /// The event refers to a recent miniblock this node does not have: it took the stream
+    /// from a later snapshot and cannot judge the event (another node can).
+    #[error("event refers to miniblock {num}, before the snapshot this node started from")]
+    BeforeSnapshot {
+        /// The number it names.
+        num: u64,
+    },
+    /// Stored miniblocks do not form a chain.
+    #[error("stored miniblock {num} does not follow the one before it")]
+    BrokenChain {
+        /// The first one that does not link.
+        num: u64,
+    },
 }
 
 impl Reject {
@@ -145,6 +161,7 @@ impl Reject {
             | Reject::NotAMember(_)
             | Reject::AlreadyMember(_)
             | Reject::StaleMiniblock { .. }
+            | Reject::BeforeSnapshot { .. }
             | Reject::TooLarge { .. } => true,
             // One ahead of this node is parked, not refused: what is refused names a
             // miniblock the registered chain does not have.
@@ -161,7 +178,9 @@ impl Reject {
             | Reject::StaleTurn { .. }
             | Reject::BadHeader(_)
             | Reject::InadmissibleEvent { .. }
-            | Reject::BadGenesis(_) => false,
+            | Reject::BadGenesis(_)
+            | Reject::BadSnapshot(_)
+            | Reject::BrokenChain { .. } => false,
         }
     }
 
@@ -188,6 +207,9 @@ impl Reject {
             Reject::BadHeader(_) => "bad_header",
             Reject::InadmissibleEvent { .. } => "inadmissible_event",
             Reject::BadGenesis(_) => "bad_genesis",
+            Reject::BadSnapshot(_) => "bad_snapshot",
+            Reject::BeforeSnapshot { .. } => "before_snapshot",
+            Reject::BrokenChain { .. } => "broken_chain",
         }
     }
 }

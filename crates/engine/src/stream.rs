@@ -1,6 +1,7 @@
 //! A stream's promoted state, as far as the rules need it: the head, the last miniblocks of the
 //! chain (the recency window), the members, the settings, and the admission rules that judge an
-//! event against that state.
+//! event against that state. It starts from a base, the genesis or a miniblock that carries a
+//! snapshot, so loading a stream never replays its whole history.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 
@@ -34,6 +35,7 @@ pub(crate) struct Rules {
 struct Recent {
     num: u64,
     hash: B256,
+    prev_hash: B256,
     events: Vec<B256>,
 }
 
@@ -111,12 +113,101 @@ impl Stream {
         Ok(stream)
     }
 
+    /// A stream from a miniblock that carries a snapshot: the state right after it. Its
+    /// recency window starts there (events building on earlier miniblocks are not judged).
+    pub(crate) fn from_snapshot(
+        id: StreamId,
+        nodes: Vec<Address>,
+        miniblock: &ParsedMiniblock,
+    ) -> Result<Self, Reject> {
+        if nodes.is_empty() {
+            return Err(Reject::BadSnapshot("a stream needs at least one node"));
+        }
+        let header = miniblock.header();
+        let snapshot = header
+            .snapshot
+            .as_ref()
+            .ok_or(Reject::BadSnapshot("the miniblock carries no snapshot"))?;
+        if StreamId::from_slice(&snapshot.stream_id) != Some(id) {
+            return Err(Reject::BadSnapshot("the snapshot names another stream"));
+        }
+        let mut members = BTreeSet::new();
+        for member in &snapshot.members {
+            if member.len() != 20 || !members.insert(Address::from_slice(member)) {
+                return Err(Reject::BadSnapshot(
+                    "members are 20-byte addresses, once each",
+                ));
+            }
+        }
+        let mut stream = Self {
+            id,
+            nodes,
+            settings: snapshot.settings.unwrap_or_default(),
+            head: Head {
+                num: miniblock.num(),
+                hash: miniblock.hash(),
+                timestamp_ms: header.timestamp_ms,
+            },
+            members,
+            event_count: snapshot.event_count,
+            last_snapshot_num: miniblock.num(),
+            recent: VecDeque::new(),
+            recent_events: HashSet::new(),
+        };
+        stream.remember(miniblock, u64::MAX);
+        Ok(stream)
+    }
+
+    /// A stream from its base: the genesis, or a miniblock that carries a snapshot.
+    pub(crate) fn from_base(
+        id: StreamId,
+        nodes: Vec<Address>,
+        base: &ParsedMiniblock,
+    ) -> Result<Self, Reject> {
+        if base.num() == 0 {
+            Self::from_genesis(id, nodes, base)
+        } else {
+            Self::from_snapshot(id, nodes, base)
+        }
+    }
+
+    /// Remembers a miniblock before the base (for duplicate checks and the window): `older`
+    /// is the one just before the oldest remembered.
+    pub(crate) fn remember_older(&mut self, older: &ParsedMiniblock) -> Result<(), Reject> {
+        let oldest = self.recent.front().expect("a stream remembers its head");
+        if older.num() + 1 != oldest.num || older.hash() != oldest.prev_hash {
+            return Err(Reject::BrokenChain { num: oldest.num });
+        }
+        let events: Vec<B256> = older.events().iter().map(|e| e.hash()).collect();
+        self.recent_events.extend(events.iter().copied());
+        self.recent.push_front(Recent {
+            num: older.num(),
+            hash: older.hash(),
+            prev_hash: older.prev_hash(),
+            events,
+        });
+        Ok(())
+    }
+
+    /// Whether miniblock `num`, the next one, may carry a snapshot: `interval` miniblocks
+    /// have passed since the last one. A replica votes for a snapshot when it is due.
+    pub(crate) fn snapshot_due(&self, num: u64, interval: u64) -> bool {
+        interval > 0 && num.saturating_sub(self.last_snapshot_num) >= interval
+    }
+
+    /// Whether miniblock `num`, the next one, must carry a snapshot: twice the interval has
+    /// passed, so a leader that did not gather the votes for one cannot put it off for good.
+    pub(crate) fn snapshot_overdue(&self, num: u64, interval: u64) -> bool {
+        interval > 0 && num.saturating_sub(self.last_snapshot_num) >= interval.saturating_mul(2)
+    }
+
     fn remember(&mut self, miniblock: &ParsedMiniblock, window: u64) {
         let events: Vec<B256> = miniblock.events().iter().map(|e| e.hash()).collect();
         self.recent_events.extend(events.iter().copied());
         self.recent.push_back(Recent {
             num: miniblock.num(),
             hash: miniblock.hash(),
+            prev_hash: miniblock.prev_hash(),
             events,
         });
         while self.recent.len() as u64 > window.saturating_add(1) {
@@ -168,6 +259,9 @@ impl Stream {
                 num,
                 window: rules.window,
             });
+        }
+        if self.recent.front().is_some_and(|first| num < first.num) {
+            return Err(Reject::BeforeSnapshot { num });
         }
         if self.hash_of(num) != Some(hash) {
             return Err(Reject::UnknownMiniblock { num, hash });

@@ -15,4 +15,4 @@
 mod keys;
 mod store;
 
-pub use store::{Store, StoreError, StoredStream, Write};
+pub use store::{Store, StoreError, StoredGap, StoredStream, Write};

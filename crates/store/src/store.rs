@@ -1,10 +1,11 @@
 //! The store handle.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use alloy_primitives::{Address, B256};
 use prost::Message as _;
-use rill_protocol::{Limits, ParsedEvent, ParsedMiniblock, StreamId, pb};
+use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId, pb};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
@@ -72,21 +73,77 @@ pub enum Write {
         /// The miniblock.
         miniblock: ParsedMiniblock,
     },
+    /// Takes a run of linked miniblocks ending in a snapshot (a far-behind replica's jump)
+    /// as the new head; the miniblocks between the old head and the run are not stored.
+    Rebase {
+        /// The stream.
+        stream: StreamId,
+        /// The run, oldest first.
+        miniblocks: Vec<ParsedMiniblock>,
+        /// What the run skipped.
+        gap: StoredGap,
+    },
+    /// Fills the top of a stream's gap with miniblocks whose links were checked; the head
+    /// does not move.
+    Backfill {
+        /// The stream.
+        stream: StreamId,
+        /// The miniblocks, oldest first.
+        miniblocks: Vec<ParsedMiniblock>,
+        /// What is still missing, if anything.
+        gap: Option<StoredGap>,
+    },
 }
 
-/// A stream as stored, re-opened (every hash and signature checked again).
+/// Miniblocks a stream skipped when its replica jumped to a peer's snapshot: `down_to..below`
+/// are missing, and miniblock `below - 1` must hash to `hash`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredGap {
+    /// The first missing number.
+    pub down_to: u64,
+    /// The first number held above the gap.
+    pub below: u64,
+    /// The hash miniblock `below - 1` must have.
+    pub hash: B256,
+}
+
+impl StoredGap {
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = self.down_to.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&self.below.to_be_bytes());
+        bytes.extend_from_slice(self.hash.as_slice());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
+        if bytes.len() != 48 {
+            return Err(StoreError::Corrupt("a gap record of the wrong size".into()));
+        }
+        let num = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        Ok(Self {
+            down_to: num(0),
+            below: num(8),
+            hash: B256::from_slice(&bytes[16..]),
+        })
+    }
+}
+
+/// A stream as stored, re-opened for the engine (see [`Store::load`]).
 #[derive(Clone, Debug)]
 pub struct StoredStream {
     /// The stream.
     pub id: StreamId,
     /// Its nodes, in registry order.
     pub nodes: Vec<Address>,
-    /// Every promoted miniblock from the genesis on, in order.
+    /// Promoted miniblocks in order, ending at the head, from the base (genesis or latest
+    /// snapshot) or the start of the recency window, whichever is older.
     pub miniblocks: Vec<ParsedMiniblock>,
     /// The minipool, in arrival order.
     pub minipool: Vec<ParsedEvent>,
     /// The stored candidates.
     pub candidates: Vec<ParsedMiniblock>,
+    /// History skipped by a jump to a peer's snapshot, not backfilled yet.
+    pub gap: Option<StoredGap>,
 }
 
 impl From<TransactionError<StoreError>> for StoreError {
@@ -111,6 +168,8 @@ pub struct Store {
     candidates: sled::Tree,
     miniblocks: sled::Tree,
     heads: sled::Tree,
+    /// Per stream: the history a jump skipped, until it is backfilled.
+    gaps: sled::Tree,
     meta: sled::Tree,
 }
 
@@ -128,6 +187,7 @@ impl Store {
             candidates: db.open_tree("candidates")?,
             miniblocks: db.open_tree("miniblocks")?,
             heads: db.open_tree("heads")?,
+            gaps: db.open_tree("gaps")?,
             meta: db.open_tree("meta")?,
             db,
         })
@@ -151,6 +211,16 @@ impl Store {
             Write::DropFromMinipool { stream, hashes } => self.drop_from_minipool(stream, hashes),
             Write::StoreCandidate { stream, miniblock } => self.store_candidate(stream, miniblock),
             Write::Promote { stream, miniblock } => self.promote(stream, miniblock),
+            Write::Rebase {
+                stream,
+                miniblocks,
+                gap,
+            } => self.rebase(stream, miniblocks, gap),
+            Write::Backfill {
+                stream,
+                miniblocks,
+                gap,
+            } => self.backfill(stream, miniblocks, gap.as_ref()),
         }
     }
 
@@ -205,6 +275,7 @@ impl Store {
             }
         }
         self.heads.remove(prefix)?;
+        self.gaps.remove(prefix)?;
         self.streams.remove(prefix)?;
         Ok(())
     }
@@ -219,6 +290,26 @@ impl Store {
                 StreamId::from_slice(&key).ok_or_else(|| StoreError::Corrupt("stream key".into()))
             })
             .collect()
+    }
+
+    /// The streams with events in their minipool or stored candidates: work a restarted node
+    /// must load them for.
+    pub fn streams_with_pending(&self) -> Result<BTreeSet<StreamId>, StoreError> {
+        let mut out = BTreeSet::new();
+        for tree in [&self.minipool, &self.candidates] {
+            let mut key = tree.first()?.map(|(k, _)| k);
+            while let Some(k) = key {
+                let id = StreamId::from_slice(&k[..32])
+                    .ok_or_else(|| StoreError::Corrupt("stream key".into()))?;
+                out.insert(id);
+                // Skip to the next stream's keys.
+                let mut after = id.0.to_vec();
+                after.push(0xff);
+                after.resize(80, 0xff);
+                key = tree.range(after..).next().transpose()?.map(|(k, _)| k);
+            }
+        }
+        Ok(out)
     }
 
     /// The stream's nodes.
@@ -361,6 +452,125 @@ impl Store {
         Ok(())
     }
 
+    /// Takes `run` (linked miniblocks, oldest first, past the stored head) as the stream's
+    /// new head in one write: stores them and their events, removes those events from the
+    /// minipool and every candidate up to the last number. Miniblocks between the old head
+    /// and the run stay absent: reads stop at the gap.
+    pub fn rebase(
+        &self,
+        id: &StreamId,
+        run: &[ParsedMiniblock],
+        gap: &StoredGap,
+    ) -> Result<(), StoreError> {
+        let (Some(first), Some(last)) = (run.first(), run.last()) else {
+            return Ok(());
+        };
+        let head = self.head(id)?;
+        let linked = run
+            .windows(2)
+            .all(|w| w[1].num() == w[0].num() + 1 && w[1].prev_hash() == w[0].hash());
+        if !linked || head.is_some_and(|(num, _)| first.num() <= num) {
+            return Err(StoreError::OutOfOrder(format!(
+                "a run {}..={} that is not linked or not past the stored head {head:?}",
+                first.num(),
+                last.num()
+            )));
+        }
+        let encoded: Vec<_> = run.iter().map(|m| (m.num(), encode(m))).collect();
+        let stale: Vec<sled::IVec> = self
+            .candidates
+            .range(
+                keys::numbered(id, 0).to_vec()
+                    ..=keys::candidate(id, last.num(), &B256::repeat_byte(0xff)).to_vec(),
+            )
+            .keys()
+            .collect::<Result<_, _>>()?;
+        let mut head_value = last.num().to_be_bytes().to_vec();
+        head_value.extend_from_slice(last.hash().as_slice());
+        let gap = gap.encode();
+        let trees = (
+            &self.events,
+            &self.minipool,
+            &self.minipool_index,
+            &self.candidates,
+            &self.miniblocks,
+            &self.heads,
+            &self.gaps,
+        );
+        trees.transaction(
+            |(tree, minipool, index, candidates, miniblocks, heads, gaps)| -> TxResult<()> {
+                gaps.insert(keys::stream_prefix(id).as_slice(), gap.as_slice())?;
+                for (num, (header, events)) in &encoded {
+                    for (hash, bytes) in events {
+                        tree.insert(hash.as_slice(), bytes.as_slice())?;
+                        if let Some(seq) = index.remove(keys::hashed(id, hash).as_slice())? {
+                            minipool.remove(keys::numbered(id, seq_of(&seq)?).as_slice())?;
+                        }
+                    }
+                    miniblocks.insert(keys::numbered(id, *num).as_slice(), header.as_slice())?;
+                }
+                for key in &stale {
+                    candidates.remove(key)?;
+                }
+                heads.insert(keys::stream_prefix(id).as_slice(), head_value.as_slice())?;
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Fills the top of the stream's gap with `miniblocks` (oldest first, each the parent of
+    /// the next, the last the parent of the gap's top) and records what is still missing.
+    /// Refuses miniblocks that do not close the top of the recorded gap.
+    pub fn backfill(
+        &self,
+        id: &StreamId,
+        miniblocks: &[ParsedMiniblock],
+        rest: Option<&StoredGap>,
+    ) -> Result<(), StoreError> {
+        let gap = self.gap(id)?;
+        let fits = gap.is_some_and(|gap| {
+            miniblocks.last().is_some_and(|m| {
+                m.num() + 1 == gap.below && m.hash() == gap.hash && m.num() >= gap.down_to
+            }) && miniblocks
+                .windows(2)
+                .all(|w| w[1].num() == w[0].num() + 1 && w[1].prev_hash() == w[0].hash())
+        });
+        if !fits {
+            return Err(StoreError::OutOfOrder(format!(
+                "backfill of stream {id} does not close the top of its gap {gap:?}"
+            )));
+        }
+        let encoded: Vec<_> = miniblocks.iter().map(|m| (m.num(), encode(m))).collect();
+        let rest = rest.map(StoredGap::encode);
+        (&self.events, &self.miniblocks, &self.gaps).transaction(
+            |(tree, stored, gaps)| -> TxResult<()> {
+                for (num, (header, events)) in &encoded {
+                    for (hash, bytes) in events {
+                        tree.insert(hash.as_slice(), bytes.as_slice())?;
+                    }
+                    stored.insert(keys::numbered(id, *num).as_slice(), header.as_slice())?;
+                }
+                match &rest {
+                    Some(rest) => {
+                        gaps.insert(keys::stream_prefix(id).as_slice(), rest.as_slice())?
+                    }
+                    None => gaps.remove(keys::stream_prefix(id).as_slice())?,
+                };
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The history the stream's replica skipped and has not backfilled yet.
+    pub fn gap(&self, id: &StreamId) -> Result<Option<StoredGap>, StoreError> {
+        self.gaps
+            .get(keys::stream_prefix(id))?
+            .map(|bytes| StoredGap::decode(&bytes))
+            .transpose()
+    }
+
     /// The envelopes with these hashes that the store has (minipool or miniblocks).
     pub fn events(&self, hashes: &[B256]) -> Result<Vec<pb::Envelope>, StoreError> {
         let mut out = Vec::new();
@@ -387,7 +597,9 @@ impl Store {
     }
 
     /// Promoted miniblocks from `from` on, up to `to` or until `max_bytes` of them (at least
-    /// one), in wire form; and whether the page reached `to` (or the stored head).
+    /// one), in wire form; and whether the page reached `to` (or the stored head). The page
+    /// is contiguous: it is empty if `from` is not stored and ends at a gap (a replica that
+    /// jumped to a snapshot lacks the miniblocks before it).
     pub fn miniblocks_page(
         &self,
         id: &StreamId,
@@ -397,12 +609,15 @@ impl Store {
     ) -> Result<(Vec<pb::Miniblock>, bool), StoreError> {
         let mut page = Vec::new();
         let mut bytes = 0;
-        for header in self
+        for entry in self
             .miniblocks
             .range(keys::numbered(id, from)..=keys::numbered(id, to))
-            .values()
         {
-            let miniblock = self.assemble(&header?)?;
+            let (key, header) = entry?;
+            if keys::num_of(&key) != from + page.len() as u64 {
+                return Ok((page, false));
+            }
+            let miniblock = self.assemble(&header)?;
             let size = miniblock.encoded_len();
             if !page.is_empty() && bytes + size > max_bytes {
                 return Ok((page, false));
@@ -457,24 +672,58 @@ impl Store {
         Ok(out)
     }
 
-    /// Everything the engine needs to resume the stream, re-verified.
-    pub fn load(&self, id: &StreamId, limits: &Limits) -> Result<StoredStream, StoreError> {
+    /// What the engine needs to load the stream: the promoted miniblocks from its base (the
+    /// genesis, or the latest miniblock that carries a snapshot) or from `window` before the
+    /// head, whichever is older, then its minipool and its candidates. How much is read does
+    /// not grow with the stream's history. Bytes are re-opened with their hashes checked, not
+    /// their signatures: this node checked those before it stored them.
+    pub fn load(&self, id: &StreamId, window: u64) -> Result<StoredStream, StoreError> {
         let nodes = self.nodes(id)?;
-        if self.head(id)?.is_none() {
+        let Some((head, _)) = self.head(id)? else {
             return Err(StoreError::Incomplete(*id));
+        };
+        let head_header = self
+            .miniblocks
+            .get(keys::numbered(id, head))?
+            .ok_or_else(|| StoreError::Corrupt(format!("head miniblock {head} is missing")))?;
+        let (_, fields) = decode_header(&head_header)?;
+        let base = if fields.snapshot.is_some() {
+            head
+        } else {
+            fields.prev_snapshot_num
+        };
+        let first = base.min(head.saturating_sub(window));
+        // The run that ends at the head (a stream taken from a peer's snapshot has nothing
+        // before it).
+        let mut run = Vec::new();
+        for entry in self
+            .miniblocks
+            .range(keys::numbered(id, first)..=keys::numbered(id, head))
+            .rev()
+        {
+            let (key, header) = entry?;
+            if keys::num_of(&key) != head - run.len() as u64 {
+                break;
+            }
+            run.push(header);
+        }
+        if (run.len() as u64) < head - base + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "miniblocks {base}..={head} are not all stored"
+            )));
         }
         let open_miniblock = |mb: pb::Miniblock| {
-            ParsedMiniblock::open(mb, limits).map_err(|e| StoreError::Corrupt(e.to_string()))
+            ParsedMiniblock::open_stored(mb).map_err(|e| StoreError::Corrupt(e.to_string()))
         };
-        let miniblocks = self
-            .miniblocks(id, 0, u64::MAX)?
-            .into_iter()
-            .map(open_miniblock)
+        let miniblocks = run
+            .iter()
+            .rev()
+            .map(|header| open_miniblock(self.assemble(header)?))
             .collect::<Result<Vec<_>, _>>()?;
         let minipool = self
             .minipool(id)?
             .into_iter()
-            .map(|e| ParsedEvent::open(e, limits).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .map(|e| ParsedEvent::open_stored(e).map_err(|e| StoreError::Corrupt(e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         // A candidate that no longer assembles (its events were dropped) is useless: skip it.
         let candidates = self
@@ -489,6 +738,7 @@ impl Store {
             miniblocks,
             minipool,
             candidates,
+            gap: self.gap(id)?,
         })
     }
 
@@ -504,12 +754,7 @@ impl Store {
     }
 
     fn assemble(&self, header: &[u8]) -> Result<pb::Miniblock, StoreError> {
-        let header = decode_envelope(header)?;
-        let event = pb::StreamEvent::decode(header.event.as_slice())
-            .map_err(|e| StoreError::Corrupt(format!("header: {e}")))?;
-        let Some(rill_protocol::Payload::MiniblockHeader(fields)) = event.payload else {
-            return Err(StoreError::Corrupt("a miniblock without a header".into()));
-        };
+        let (header, fields) = decode_header(header)?;
         let mut events = Vec::with_capacity(fields.event_hashes.len());
         for hash in &fields.event_hashes {
             let bytes = self
@@ -523,6 +768,17 @@ impl Store {
             events,
         })
     }
+}
+
+/// A stored header envelope and the header fields it carries.
+fn decode_header(bytes: &[u8]) -> Result<(pb::Envelope, pb::MiniblockHeader), StoreError> {
+    let header = decode_envelope(bytes)?;
+    let event = pb::StreamEvent::decode(header.event.as_slice())
+        .map_err(|e| StoreError::Corrupt(format!("header: {e}")))?;
+    let Some(rill_protocol::Payload::MiniblockHeader(fields)) = event.payload else {
+        return Err(StoreError::Corrupt("a miniblock without a header".into()));
+    };
+    Ok((header, fields))
 }
 
 /// A miniblock as stored: its header envelope, and its events by hash (kept in `events`).

@@ -69,6 +69,7 @@ pub(crate) fn code(reject: &Reject) -> pb::ErrorCode {
         Reject::AlreadyMember(_) => C::AlreadyExists,
         Reject::BadPayload(_) | Reject::Malformed(_) | Reject::BadGenesis(_) => C::Malformed,
         Reject::NotAStreamNode(_) => C::NotANode,
+        Reject::BeforeSnapshot { .. } => C::Unavailable,
         _ => C::BadCandidate,
     }
 }
@@ -383,6 +384,7 @@ impl ClientService {
             miniblocks_promoted: status.miniblocks_promoted,
             miniblocks_produced: status.miniblocks_produced,
             node_peers: node_peers as u64,
+            events_promoted: status.events_promoted,
         }))
     }
 }

@@ -239,3 +239,16 @@ fn every_open_error_has_its_own_wire_code() {
     let codes: std::collections::HashSet<_> = errors.iter().map(|e| e.code()).collect();
     assert_eq!(codes.len(), errors.len());
 }
+
+#[test]
+fn a_stored_envelope_reopens_to_the_same_event_and_a_damaged_one_is_bad_hash() {
+    let key = NodeKey::generate();
+    let sealed = seal(message("kept"), &key).unwrap();
+    let reopened = rill_protocol::ParsedEvent::open_stored(sealed.envelope().clone()).unwrap();
+    assert_eq!(reopened, sealed);
+    assert_eq!(reopened.creator(), key.address());
+    let mut damaged = sealed.into_envelope();
+    damaged.event[0] ^= 1;
+    let err = rill_protocol::ParsedEvent::open_stored(damaged).unwrap_err();
+    assert!(matches!(err, OpenError::BadHash { .. }), "{err}");
+}

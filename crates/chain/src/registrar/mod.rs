@@ -91,8 +91,10 @@ pub struct RegistrarConfig {
 impl Default for RegistrarConfig {
     fn default() -> Self {
         Self {
-            max_batch: 50,
-            max_allocations: 50,
+            // About 20,000 gas per steady-state head (BENCHMARKS.md): 500 fit in 10 M gas, so
+            // a node leading hundreds of active streams registers them in one block.
+            max_batch: 500,
+            max_allocations: 200,
             flush_after: Duration::from_millis(250),
             max_attempts: 5,
             metrics: RegistrarMetrics::default(),

@@ -24,10 +24,17 @@ struct ParkedEvent {
 #[derive(Debug, Default)]
 pub(super) struct Parked(Vec<ParkedEvent>);
 
+impl Parked {
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 impl Replica {
-    /// Whether `event` may enter the minipool now.
+    /// Whether `event` may enter the minipool now (with the admission margin, so that it
+    /// stays includable for a while once acknowledged).
     fn check_new(&self, ctx: &Ctx<'_>, event: &ParsedEvent) -> Result<(), Reject> {
-        self.stream.check(event, &ctx.rules_now())?;
+        self.stream.check(event, &ctx.admission_rules())?;
         if self.pool.contains(&event.hash()) {
             return Err(Reject::Duplicate(event.hash()));
         }
@@ -68,7 +75,7 @@ impl Replica {
                 ctx.gossip_to(from, self.id(), Gossip::EventInPool(hash));
                 continue;
             }
-            let outcome = match self.stream.check(&event, &ctx.rules_now()) {
+            let outcome = match self.stream.check(&event, &ctx.admission_rules()) {
                 Ok(()) => {
                     self.admit_from_peer(ctx, event, from);
                     Verdict::Accept

@@ -28,6 +28,10 @@ pub(super) struct Candidates {
 }
 
 impl Candidates {
+    pub(super) fn is_empty(&self) -> bool {
+        self.held.is_empty() && self.deferred.is_empty()
+    }
+
     pub(super) fn keep(&mut self, miniblock: ParsedMiniblock) {
         let block = miniblock.header().chain_block;
         self.held.insert(miniblock.hash(), (miniblock, block));
@@ -350,11 +354,18 @@ impl Replica {
             ));
         }
         let params = ctx.params_at(header.chain_block);
-        match (&header.snapshot, params.snapshot_due(miniblock.num())) {
-            (Some(snapshot), true)
-                if *snapshot == self.stream.snapshot_after(miniblock.events()) => {}
-            (None, false) => {}
-            _ => return Err(Reject::BadHeader("snapshot missing, unexpected or wrong")),
+        let (num, interval) = (miniblock.num(), params.snapshot_interval);
+        match &header.snapshot {
+            Some(_) if !self.stream.snapshot_due(num, interval) => {
+                return Err(Reject::BadHeader("a snapshot before one is due"));
+            }
+            Some(snapshot) if *snapshot != self.stream.snapshot_after(miniblock.events()) => {
+                return Err(Reject::BadHeader("a wrong snapshot"));
+            }
+            None if self.stream.snapshot_overdue(num, interval) => {
+                return Err(Reject::BadHeader("no snapshot, and one is overdue"));
+            }
+            _ => {}
         }
         if miniblock.events().len() > params.max_events_per_miniblock {
             return Err(Reject::BadHeader("too many events"));

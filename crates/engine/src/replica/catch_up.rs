@@ -8,12 +8,19 @@
 //! its chain block), and the run is promoted as soon as it reaches a registered miniblock: the
 //! prev-hash links vouch for everything before it. A peer that does not answer, or sends
 //! nothing that links, is left for the next one.
+//!
+//! A replica far behind does not replay the whole gap. Snapshots are at most twice the
+//! interval apart, so the last `2 × interval + window` miniblocks before the registered head
+//! hold one; the run starts there instead, and once the registered head vouches for it the
+//! replica rebases on its last snapshot (the window before it kept for duplicate checks). The
+//! miniblocks it skipped are not stored; other replicas serve them.
 
 use alloy_primitives::Address;
 use rill_protocol::ParsedMiniblock;
 
-use super::{Ctx, Replica};
-use crate::Request;
+use super::{Ctx, Gap, Replica};
+use crate::stream::Stream;
+use crate::{Notification, Reject, Request, StoreOp};
 
 /// At most this many bytes of fetched, not yet vouched miniblocks are held in memory; past
 /// that the run is dropped and fetched again from another peer.
@@ -24,9 +31,34 @@ const MAX_UNVOUCHED_BYTES: usize = 512 * 1024 * 1024;
 pub(super) struct CatchUp {
     asked_ms: u64,
     attempt: usize,
-    /// Fetched miniblocks that link from the head, not vouched for yet.
+    /// Far behind: the number the run starts at (it does not link from the head).
+    jump_from: Option<u64>,
+    /// Fetched miniblocks that link from the head (or from each other, after a jump), not
+    /// vouched for yet.
     run: Vec<ParsedMiniblock>,
     run_bytes: usize,
+}
+
+impl CatchUp {
+    /// A catch-up from `head` to the registered `to`: a jump if the gap holds a snapshot
+    /// worth starting from.
+    fn new(head: u64, to: u64, snapshot_interval: u64, window: u64) -> Self {
+        let start = to.saturating_sub(snapshot_interval.saturating_mul(2).saturating_add(window));
+        Self {
+            jump_from: (snapshot_interval > 0 && start > head + 1).then_some(start),
+            ..Self::default()
+        }
+    }
+
+    /// The number of the next miniblock the run needs.
+    fn next(&self, head: u64) -> u64 {
+        self.jump_from.unwrap_or(head + 1) + self.run.len() as u64
+    }
+
+    fn clear(&mut self) {
+        self.run.clear();
+        self.run_bytes = 0;
+    }
 }
 
 fn size(miniblock: &ParsedMiniblock) -> usize {
@@ -55,9 +87,24 @@ impl Replica {
         if peers.is_empty() {
             return;
         }
-        let catch_up = self.catch_up.get_or_insert_with(CatchUp::default);
-        let from = self.stream.head.num + 1 + catch_up.run.len() as u64;
-        tracing::debug!(from, to, attempt, "catching up");
+        let head = self.stream.head.num;
+        let (interval, window) = (ctx.params_now().snapshot_interval, ctx.rules_now().window);
+        let catch_up = self
+            .catch_up
+            .get_or_insert_with(|| CatchUp::new(head, to, interval, window));
+        if catch_up.jump_from.is_some_and(|s| s <= head + 1) {
+            // The head moved past where the jump would start: an ordinary catch-up.
+            catch_up.jump_from = None;
+            catch_up.clear();
+        }
+        let from = catch_up.next(head);
+        tracing::debug!(
+            from,
+            to,
+            attempt,
+            jump = catch_up.jump_from.is_some(),
+            "catching up"
+        );
         catch_up.asked_ms = ctx.now_ms;
         catch_up.attempt = attempt;
         ctx.send(
@@ -93,30 +140,35 @@ impl Replica {
     ) {
         miniblocks.sort_by_key(|m| m.num());
         miniblocks.dedup_by_key(|m| m.num());
+        if self.on_backfill_page(ctx, from, &miniblocks) {
+            return;
+        }
         let Some(mut catch_up) = self.catch_up.take() else {
             // Not catching up: at most a candidate for the next number.
             return self.keep_fetched_candidate(ctx, candidates);
         };
         let before = catch_up.run.len();
         for miniblock in miniblocks {
-            let expected = self.stream.head.num + 1 + catch_up.run.len() as u64;
+            let expected = catch_up.next(self.stream.head.num);
             if miniblock.num() < expected {
                 continue;
             }
             if miniblock.num() > expected {
                 break;
             }
-            let prev = catch_up
-                .run
-                .last()
-                .map_or(self.stream.head.hash, ParsedMiniblock::hash);
-            if miniblock.prev_hash() != prev {
+            // A jump's first miniblock links to nothing this node has; the registered head
+            // vouches for it through the rest of the run.
+            let prev = match catch_up.run.last() {
+                Some(last) => Some(last.hash()),
+                None if catch_up.jump_from.is_some() => None,
+                None => Some(self.stream.head.hash),
+            };
+            if prev.is_some_and(|prev| miniblock.prev_hash() != prev) {
                 tracing::debug!(
                     num = miniblock.num(),
                     "fetched miniblock does not link; starting over"
                 );
-                catch_up.run.clear();
-                catch_up.run_bytes = 0;
+                catch_up.clear();
                 break;
             }
             if let Err(reason) = self.check_producer(ctx, &miniblock) {
@@ -134,13 +186,21 @@ impl Replica {
             .rposition(|m| self.registered.get(&m.num()) == Some(&m.hash()))
         {
             let rest = catch_up.run.split_off(last + 1);
-            let vouched = std::mem::replace(&mut catch_up.run, rest);
+            let mut vouched = std::mem::replace(&mut catch_up.run, rest);
             catch_up.run_bytes = catch_up.run.iter().map(size).sum();
+            if catch_up.jump_from.take().is_some()
+                && let Err(reason) = self.rebase(ctx, &mut vouched)
+            {
+                // No snapshot in reach (the interval was larger then), or a snapshot that
+                // does not open: replay from the head instead.
+                tracing::warn!(%reason, "cannot start from a peer's snapshot; replaying");
+                vouched.clear();
+                catch_up.clear();
+            }
             for miniblock in vouched {
                 if let Err(reason) = self.check_links(ctx, &miniblock) {
                     ctx.rejected(self.id(), Some(from), reason);
-                    catch_up.run.clear();
-                    catch_up.run_bytes = 0;
+                    catch_up.clear();
                     break;
                 }
                 self.promote(ctx, miniblock);
@@ -151,8 +211,7 @@ impl Replica {
                 bytes = catch_up.run_bytes,
                 "catch-up run too large; starting over"
             );
-            catch_up.run.clear();
-            catch_up.run_bytes = 0;
+            catch_up.clear();
         }
         let behind = self
             .registered
@@ -170,6 +229,55 @@ impl Replica {
             // More to fetch: the next page, from the same peer.
             self.ask_page(ctx, attempt);
         }
+    }
+
+    /// Takes the vouched run of a jump up to its last base (genesis or snapshot) as the new
+    /// state, leaving in `run` the miniblocks after the base to promote one by one. Fails,
+    /// changing nothing, if the run holds no base or does not open.
+    fn rebase(&mut self, ctx: &mut Ctx<'_>, run: &mut Vec<ParsedMiniblock>) -> Result<(), Reject> {
+        let base_at = run
+            .iter()
+            .rposition(|m| m.num() == 0 || m.header().snapshot.is_some())
+            .ok_or(Reject::BadSnapshot(
+                "no snapshot within twice the interval before the registered head",
+            ))?;
+        let mut stream = Stream::from_base(self.id(), self.stream.nodes.clone(), &run[base_at])?;
+        for older in run[..base_at].iter().rev() {
+            stream.remember_older(older)?;
+        }
+        let after = run.split_off(base_at + 1);
+        let taken = std::mem::replace(run, after);
+        let old_head = self.stream.head.num;
+        tracing::info!(
+            from = old_head,
+            to = stream.head.num,
+            "far behind: starting from a peer's snapshot"
+        );
+        // What is skipped (with what an earlier jump left, if its backfill did not finish).
+        let gap = Gap {
+            down_to: self
+                .backfill
+                .as_ref()
+                .map_or(old_head + 1, |b| b.gap.down_to.min(old_head + 1)),
+            below: taken[0].num(),
+            hash: taken[0].prev_hash(),
+        };
+        self.stream = stream;
+        self.moved_head(&taken);
+        self.set_gap(Some(gap));
+        ctx.store(StoreOp::Rebase {
+            stream: self.id(),
+            miniblocks: taken.clone(),
+            gap,
+        });
+        self.next_generation(ctx);
+        for miniblock in taken {
+            ctx.notify(Notification::MiniblockPromoted {
+                stream: self.id(),
+                miniblock,
+            });
+        }
+        Ok(())
     }
 
     /// Outside a catch-up, a fetched next miniblock may still be a candidate worth keeping.

@@ -26,6 +26,10 @@ impl MissingEvents {
     pub(super) fn forget(&mut self, hash: &B256) {
         self.0.remove(hash);
     }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl Replica {

@@ -8,11 +8,14 @@
 //!   answering another leader's proposal request;
 //! - `candidate`: a replica's checks of a leader's candidate;
 //! - `promotion`: registered heads and promoting candidates;
-//! - `catch_up`: fetching registered miniblocks this node lacks, page by page;
+//! - `catch_up`: fetching registered miniblocks this node lacks, page by page, or jumping
+//!   to a peer's snapshot when far behind;
+//! - `backfill`: after a jump, fetching the skipped history newest first;
 //! - `sync`: pushing minipool events to the nodes that have not confirmed holding them
 //!   (anti-entropy), so no event a live node holds is stranded.
 
 mod admission;
+mod backfill;
 mod candidate;
 mod catch_up;
 mod fetch;
@@ -31,6 +34,8 @@ use crate::electorate::Electorate;
 use crate::minipool::Minipool;
 use crate::stream::{Head, Rules, Stream};
 use crate::{Effect, EngineConfig, Gossip, NetworkParams, Notification, Reject, Request, StoreOp};
+
+pub use backfill::Gap;
 
 /// What every phase needs besides the stream: who this node is, the parameters and the rules
 /// in force, the electorate, the chain blocks it has seen, the time, and where effects go.
@@ -56,9 +61,14 @@ impl Ctx<'_> {
         self.params.at(block)
     }
 
-    /// Admission rules in force now.
+    /// The rules events are judged by now (what the next miniblock may include).
     pub(crate) fn rules_now(&self) -> Rules {
         self.config.rules(&self.params_now())
+    }
+
+    /// The rules an event enters the minipool by now (a narrower window than inclusion).
+    pub(crate) fn admission_rules(&self) -> Rules {
+        self.config.admission_rules(&self.params_now())
     }
 
     /// Admission rules of a miniblock elected at `block`.
@@ -132,6 +142,7 @@ pub(crate) struct Replica {
     parked: admission::Parked,
     registered: BTreeMap<u64, B256>,
     catch_up: Option<catch_up::CatchUp>,
+    backfill: Option<backfill::Backfill>,
 }
 
 impl Replica {
@@ -146,7 +157,13 @@ impl Replica {
             parked: Default::default(),
             registered: BTreeMap::new(),
             catch_up: None,
+            backfill: None,
         }
+    }
+
+    /// Miniblocks this replica skipped when it jumped to a peer's snapshot, to fetch.
+    pub(crate) fn set_gap(&mut self, gap: Option<Gap>) {
+        self.backfill = gap.map(backfill::Backfill::new);
     }
 
     pub(crate) fn id(&self) -> StreamId {
@@ -174,6 +191,20 @@ impl Replica {
         self.stream.nodes.len() / 2 + 1
     }
 
+    /// Whether the replica holds nothing beyond its promoted state (which the store has): no
+    /// minipool, no candidate, no round or offer, nothing missing, parked or to catch up.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pool.is_empty()
+            && self.missing.is_empty()
+            && self.candidates.is_empty()
+            && self.round.is_none()
+            && self.offer.is_none()
+            && self.parked.is_empty()
+            && self.catch_up.is_none()
+            && self.backfill.is_none()
+            && self.registered.is_empty()
+    }
+
     /// Restores a stored candidate after a restart.
     pub(crate) fn restore_candidate(&mut self, candidate: ParsedMiniblock) {
         if candidate.num() == self.stream.head.num + 1 {
@@ -187,6 +218,7 @@ impl Replica {
         self.fetch_due(ctx);
         self.push_due(ctx);
         self.catch_up_due(ctx);
+        self.backfill_due(ctx);
         self.round_timeout(ctx);
         self.offer_due(ctx);
     }

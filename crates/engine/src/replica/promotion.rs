@@ -48,6 +48,29 @@ impl Replica {
     pub(super) fn promote(&mut self, ctx: &mut Ctx<'_>, miniblock: ParsedMiniblock) {
         let _span = tracing::info_span!("miniblock", num = miniblock.num()).entered();
         self.stream.apply(&miniblock, &ctx.rules_now());
+        self.moved_head(std::slice::from_ref(&miniblock));
+        ctx.store(StoreOp::Promote {
+            stream: self.id(),
+            miniblock: miniblock.clone(),
+        });
+        let dropped = self.next_generation(ctx);
+        tracing::info!(
+            hash = %miniblock.hash(),
+            events = miniblock.events().len(),
+            pool = self.pool.len(),
+            dropped,
+            "promoted"
+        );
+        ctx.notify(Notification::MiniblockPromoted {
+            stream: self.id(),
+            miniblock,
+        });
+        self.unpark(ctx);
+    }
+
+    /// The head moved to the last of `miniblocks`: forgets what they settled (registered
+    /// heads, rounds, offers, candidates up to it, their events in the pool).
+    pub(super) fn moved_head(&mut self, miniblocks: &[ParsedMiniblock]) {
         let head = self.stream.head.num;
         self.registered = self.registered.split_off(&(head + 1));
         if self.registered.is_empty() {
@@ -58,12 +81,19 @@ impl Replica {
         }
         self.forget_offer_upto(head);
         self.candidates.promoted(head);
-        let included: HashSet<B256> = miniblock.events().iter().map(|e| e.hash()).collect();
+        let included: HashSet<B256> = miniblocks
+            .iter()
+            .flat_map(|m| m.events().iter().map(|e| e.hash()))
+            .collect();
         for hash in &included {
             self.missing.forget(hash);
         }
         self.pool.remove_where(|e| included.contains(&e.hash()));
-        // The next generation: what the new state no longer admits is dropped.
+    }
+
+    /// The minipool's next generation: what the new state no longer admits is dropped (and
+    /// the store told). Returns how many were dropped.
+    pub(super) fn next_generation(&mut self, ctx: &mut Ctx<'_>) -> usize {
         let rules = ctx.rules_now();
         let stream = &self.stream;
         let dropped: Vec<B256> = self
@@ -72,28 +102,13 @@ impl Replica {
             .iter()
             .map(|e| e.hash())
             .collect();
-        tracing::info!(
-            hash = %miniblock.hash(),
-            events = miniblock.events().len(),
-            pool = self.pool.len(),
-            dropped = dropped.len(),
-            "promoted"
-        );
-        let id = self.id();
-        ctx.store(StoreOp::Promote {
-            stream: id,
-            miniblock: miniblock.clone(),
-        });
-        if !dropped.is_empty() {
+        let count = dropped.len();
+        if count > 0 {
             ctx.store(StoreOp::DropFromMinipool {
-                stream: id,
+                stream: self.id(),
                 hashes: dropped,
             });
         }
-        ctx.notify(Notification::MiniblockPromoted {
-            stream: id,
-            miniblock,
-        });
-        self.unpark(ctx);
+        count
     }
 }

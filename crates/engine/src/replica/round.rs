@@ -48,7 +48,8 @@ impl Replica {
             return;
         }
         let next = self.stream.head.num + 1;
-        if self.pool.is_empty() && !ctx.params_at(number).snapshot_due(next) {
+        let interval = ctx.params_at(number).snapshot_interval;
+        if self.pool.is_empty() && !self.stream.snapshot_due(next, interval) {
             return;
         }
         let leader = ctx
@@ -123,7 +124,9 @@ impl Replica {
             num,
             prev_hash: self.stream.head.hash,
             hashes: self.pool.hashes().to_vec(),
-            snapshot_vote: ctx.params_at(request.chain_block).snapshot_due(num),
+            snapshot_vote: self
+                .stream
+                .snapshot_due(num, ctx.params_at(request.chain_block).snapshot_interval),
             missing,
         })
     }
@@ -230,8 +233,17 @@ impl Replica {
             .take(params.max_events_per_miniblock)
             .cloned()
             .collect();
-        let snapshot_due = params.snapshot_due(round.num);
-        if events.is_empty() && !snapshot_due {
+        // A snapshot when more than half of the stream's nodes vote for one (this node
+        // included), or when it is overdue and the replicas would refuse a miniblock without.
+        let due = self
+            .stream
+            .snapshot_due(round.num, params.snapshot_interval);
+        let votes = usize::from(due) + round.replies.values().filter(|r| r.snapshot_vote).count();
+        let snapshot = (due && votes * 2 > n)
+            || self
+                .stream
+                .snapshot_overdue(round.num, params.snapshot_interval);
+        if events.is_empty() && !snapshot {
             return;
         }
         let header = pb::MiniblockHeader {
@@ -240,7 +252,7 @@ impl Replica {
             timestamp_ms: ctx.now_ms.max(head.timestamp_ms + 1),
             event_hashes: events.iter().map(|e| e.hash().to_vec()).collect(),
             event_num_offset: self.stream.event_count,
-            snapshot: snapshot_due.then(|| self.stream.snapshot_after(&events)),
+            snapshot: snapshot.then(|| self.stream.snapshot_after(&events)),
             prev_snapshot_num: self.stream.last_snapshot_num,
             chain_block: round.chain_block,
         };

@@ -522,6 +522,7 @@ fn restart_rebuilds_members_head_and_minipool_from_the_store() {
             miniblocks: vec![t.genesis.clone()],
             minipool: vec![e.clone()],
             candidates: vec![],
+            gap: None,
         })
         .unwrap();
     let view = restarted.stream(&t.stream).unwrap();

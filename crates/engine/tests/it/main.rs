@@ -3,6 +3,7 @@
 
 mod behaviour;
 mod liveness;
+mod loading;
 mod rules;
 mod sim;
 mod support;

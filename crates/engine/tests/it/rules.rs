@@ -70,6 +70,7 @@ fn oversized_event_is_refused() {
 fn event_on_a_miniblock_outside_the_recency_window_is_stale() {
     let mut solo = Solo::new(EngineConfig {
         recency_window: 2,
+        admission_margin: 0,
         ..EngineConfig::default()
     });
     let creator = solo.creator.clone();
@@ -85,6 +86,32 @@ fn event_on_a_miniblock_outside_the_recency_window_is_stale() {
         refused(solo.add(old)),
         Reject::StaleMiniblock { num: 0, window: 2 }
     );
+}
+
+#[test]
+fn an_event_enters_the_minipool_only_with_the_admission_margin_left() {
+    // Window 4, margin 2: a node admits events on the last 2 miniblocks, so an acknowledged
+    // event stays includable for 2 more.
+    let mut solo = Solo::new(EngineConfig {
+        recency_window: 4,
+        admission_margin: 2,
+        ..EngineConfig::default()
+    });
+    let creator = solo.creator.clone();
+    let mut refs = vec![solo.head()];
+    for salt in 0..3 {
+        solo.add(message(&creator, solo.head(), 100 + salt))
+            .unwrap();
+        solo.next_block();
+        refs.push(solo.head());
+    }
+    assert_eq!(solo.head().0, 3);
+    assert_eq!(
+        refused(solo.add(message(&creator, refs[0], 1))),
+        Reject::StaleMiniblock { num: 0, window: 2 }
+    );
+    solo.add(message(&creator, refs[1], 2))
+        .expect("two miniblocks old: admitted");
 }
 
 #[test]
@@ -517,4 +544,23 @@ fn every_reject_reason_has_its_own_metric_name() {
     ];
     let names: std::collections::HashSet<_> = reasons.iter().map(Reject::code).collect();
     assert_eq!(names.len(), reasons.len());
+}
+
+#[test]
+fn candidate_with_a_snapshot_before_one_is_due_is_refused() {
+    let mut r = Replica::new();
+    r.block(1);
+    let leader = r.leader_seed(1);
+    let mut header = r.header(1);
+    header.snapshot = Some(pb::Snapshot {
+        stream_id: r.stream.0.to_vec(),
+        members: vec![key(2).address().to_vec()],
+        settings: Some(pb::StreamSettings::default()),
+        event_count: 2,
+    });
+    let effects = r.candidate(leader, seal(header, r.events(1), leader));
+    assert_eq!(
+        rejection(&effects),
+        Reject::BadHeader("a snapshot before one is due")
+    );
 }

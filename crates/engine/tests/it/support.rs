@@ -104,6 +104,17 @@ impl Solo {
         }
     }
 
+    /// The same stream, clock and chain on another engine (one loaded from the store).
+    pub(crate) fn from_engine(engine: Engine, like: &Solo) -> Self {
+        Self {
+            engine,
+            stream: like.stream,
+            creator: like.creator.clone(),
+            now: like.now,
+            block: like.block,
+        }
+    }
+
     pub(crate) fn head(&self) -> (u64, B256) {
         let head = self.engine.stream(&self.stream).unwrap().head();
         (head.num, head.hash)

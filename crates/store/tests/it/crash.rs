@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
-use rill_protocol::{Limits, ParsedMiniblock};
+use rill_protocol::ParsedMiniblock;
 use rill_store::Store;
 
 use crate::support::{STREAM, genesis, hashes, key, message, next};
@@ -29,12 +29,7 @@ fn writer_child() {
                 .unwrap();
             g
         }
-        Some(_) => store
-            .load(&STREAM, &Limits::default())
-            .unwrap()
-            .miniblocks
-            .pop()
-            .unwrap(),
+        Some(_) => store.load(&STREAM, 32).unwrap().miniblocks.pop().unwrap(),
     };
     let mut salt = u64::from(std::process::id()) << 32;
     loop {
@@ -55,9 +50,7 @@ fn writer_child() {
 }
 
 fn check_consistent(store: &Store) -> u64 {
-    let restored = store
-        .load(&STREAM, &Limits::default())
-        .expect("reopens and verifies");
+    let restored = store.load(&STREAM, 32).expect("reopens and verifies");
     let (head_num, head_hash) = store.head(&STREAM).unwrap().expect("a head");
     assert_eq!(
         restored.miniblocks.len() as u64,

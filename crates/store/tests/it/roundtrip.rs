@@ -1,7 +1,7 @@
 use rill_protocol::{Limits, ParsedMiniblock};
-use rill_store::{Store, StoreError, Write};
+use rill_store::{Store, StoreError, StoredGap, Write};
 
-use crate::support::{STREAM, genesis, hashes, key, message, next};
+use crate::support::{STREAM, genesis, hashes, key, message, next, next_with};
 
 #[test]
 fn stream_survives_a_reopen_with_its_chain_minipool_and_candidates() {
@@ -25,7 +25,7 @@ fn stream_survives_a_reopen_with_its_chain_minipool_and_candidates() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.stream_ids().unwrap(), vec![STREAM]);
     assert_eq!(store.head(&STREAM).unwrap(), Some((1, m1.hash())));
-    let restored = store.load(&STREAM, &Limits::default()).unwrap();
+    let restored = store.load(&STREAM, 32).unwrap();
     assert_eq!(restored.miniblocks, vec![g.clone(), m1.clone()]);
     assert_eq!(
         hashes(&restored.minipool),
@@ -118,7 +118,7 @@ fn unknown_stream_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     assert!(matches!(
-        store.load(&STREAM, &Limits::default()),
+        store.load(&STREAM, 32),
         Err(StoreError::UnknownStream(_))
     ));
 }
@@ -164,4 +164,150 @@ fn a_removed_stream_leaves_nothing_behind() {
     store
         .create_stream(&STREAM, &[key(1).address()], &g)
         .unwrap();
+}
+
+#[test]
+fn a_load_reads_from_the_latest_snapshot_or_the_window_not_from_the_genesis() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let g = genesis();
+    store
+        .create_stream(&STREAM, &[key(1).address()], &g)
+        .unwrap();
+    // 40 miniblocks, a snapshot every 8.
+    let mut chain = vec![g.clone()];
+    let mut last_snapshot = 0;
+    for num in 1..=40u64 {
+        let snapshot = num.is_multiple_of(8).then(|| rill_protocol::pb::Snapshot {
+            stream_id: STREAM.0.to_vec(),
+            members: vec![key(2).address().to_vec()],
+            settings: None,
+            event_count: num,
+        });
+        let m = next_with(
+            chain.last(),
+            vec![message(&g, num)],
+            snapshot,
+            last_snapshot,
+        );
+        if num.is_multiple_of(8) {
+            last_snapshot = num;
+        }
+        store.promote(&STREAM, &m).unwrap();
+        chain.push(m);
+    }
+    let nums = |window| -> Vec<u64> {
+        store
+            .load(&STREAM, window)
+            .unwrap()
+            .miniblocks
+            .iter()
+            .map(ParsedMiniblock::num)
+            .collect()
+    };
+    // The base is the snapshot at 40 itself; the window reaches back 4.
+    assert_eq!(nums(4), (36..=40).collect::<Vec<_>>());
+    assert_eq!(nums(0), vec![40]);
+    // One more miniblock: the base stays at 40.
+    let m41 = next_with(chain.last(), vec![message(&g, 41)], None, 40);
+    store.promote(&STREAM, &m41).unwrap();
+    assert_eq!(nums(0), vec![40, 41]);
+    assert_eq!(nums(3), vec![38, 39, 40, 41]);
+    let loaded = store.load(&STREAM, 3).unwrap();
+    assert_eq!(loaded.miniblocks.last().unwrap(), &m41);
+}
+
+#[test]
+fn a_rebase_skips_history_that_a_checked_backfill_fills_in_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis();
+    // The chain a peer holds: 20 miniblocks, a snapshot at 16.
+    let mut chain = vec![g.clone()];
+    for num in 1..=20u64 {
+        let snapshot = (num == 16).then(|| rill_protocol::pb::Snapshot {
+            stream_id: STREAM.0.to_vec(),
+            members: vec![key(2).address().to_vec()],
+            settings: None,
+            event_count: num,
+        });
+        let prev_snapshot = if num > 16 { 16 } else { 0 };
+        chain.push(next_with(
+            chain.last(),
+            vec![message(&g, num)],
+            snapshot,
+            prev_snapshot,
+        ));
+    }
+    let gap = StoredGap {
+        down_to: 3,
+        below: 14,
+        hash: chain[14].prev_hash(),
+    };
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .create_stream(&STREAM, &[key(1).address()], &g)
+            .unwrap();
+        for m in &chain[1..=2] {
+            store.promote(&STREAM, m).unwrap();
+        }
+        // A run that does not reach past the head is refused.
+        assert!(matches!(
+            store.rebase(&STREAM, &chain[2..=16], &gap),
+            Err(StoreError::OutOfOrder(_))
+        ));
+        store
+            .write(&Write::Rebase {
+                stream: STREAM,
+                miniblocks: chain[14..=16].to_vec(),
+                gap,
+            })
+            .unwrap();
+        assert_eq!(store.head(&STREAM).unwrap(), Some((16, chain[16].hash())));
+        assert_eq!(store.gap(&STREAM).unwrap(), Some(gap));
+        // Reads stop at the gap.
+        let (page, complete) = store.miniblocks_page(&STREAM, 0, 16, 1 << 20).unwrap();
+        assert_eq!(page.len(), 3);
+        assert!(!complete);
+        assert!(
+            store
+                .miniblocks_page(&STREAM, 5, 16, 1 << 20)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        // The stream loads from its snapshot (the window stops at the gap), with the gap to
+        // backfill.
+        let loaded = store.load(&STREAM, 5).unwrap();
+        assert_eq!(loaded.miniblocks.first().unwrap().num(), 14);
+        assert_eq!(loaded.gap, Some(gap));
+        // A backfill that is not the gap's top is refused; the top fills it part way.
+        assert!(matches!(
+            store.backfill(&STREAM, &chain[5..=12], None),
+            Err(StoreError::OutOfOrder(_))
+        ));
+        let rest = StoredGap {
+            down_to: 3,
+            below: 9,
+            hash: chain[9].prev_hash(),
+        };
+        store
+            .backfill(&STREAM, &chain[9..=13], Some(&rest))
+            .unwrap();
+        assert_eq!(store.gap(&STREAM).unwrap(), Some(rest));
+    }
+    let store = Store::open(dir.path()).unwrap();
+    store.backfill(&STREAM, &chain[3..=8], None).unwrap();
+    assert_eq!(store.gap(&STREAM).unwrap(), None);
+    let (page, complete) = store.miniblocks_page(&STREAM, 0, 16, 1 << 20).unwrap();
+    assert!(complete);
+    assert_eq!(
+        page.iter()
+            .map(|m| m.header.as_ref().unwrap().hash.clone())
+            .collect::<Vec<_>>(),
+        chain[..=16]
+            .iter()
+            .map(|m| m.hash().to_vec())
+            .collect::<Vec<_>>()
+    );
 }

@@ -30,14 +30,24 @@ pub(crate) fn message(prev: &ParsedMiniblock, salt: u64) -> ParsedEvent {
 
 /// The miniblock after `prev` (or the genesis) holding `events`.
 pub(crate) fn next(prev: Option<&ParsedMiniblock>, events: Vec<ParsedEvent>) -> ParsedMiniblock {
+    next_with(prev, events, None, 0)
+}
+
+/// The miniblock after `prev` with a snapshot (or not) and the last snapshot's number.
+pub(crate) fn next_with(
+    prev: Option<&ParsedMiniblock>,
+    events: Vec<ParsedEvent>,
+    snapshot: Option<pb::Snapshot>,
+    prev_snapshot_num: u64,
+) -> ParsedMiniblock {
     let header = pb::MiniblockHeader {
         num: prev.map_or(0, |p| p.num() + 1),
         prev_hash: prev.map_or(vec![], |p| p.hash().to_vec()),
         timestamp_ms: prev.map_or(1, |p| p.header().timestamp_ms + 1),
         event_hashes: events.iter().map(|e| e.hash().to_vec()).collect(),
         event_num_offset: 0,
-        snapshot: None,
-        prev_snapshot_num: 0,
+        snapshot,
+        prev_snapshot_num,
         chain_block: 0,
     };
     ParsedMiniblock::seal(header, events, &key(1)).unwrap()

@@ -9,15 +9,17 @@ use super::{CHANGED, PARAMS, Sim, WINDOW};
 
 impl Sim {
     pub(super) fn check(&self) {
-        // Chains: every replica holds the registered chain.
+        // Chains: every replica holds the registered chain (one that jumped to a peer's
+        // snapshot backfilled what it skipped).
         for (i, node) in self.nodes.iter().enumerate() {
             let hashes: Vec<B256> = node.store.miniblocks.iter().map(|m| m.hash()).collect();
             assert_eq!(
                 hashes, self.registered,
-                "node {i} did not end on the registered chain"
+                "node {i} did not end on the registered chain (gap {:?})",
+                node.store.gap
             );
         }
-        let chain = &self.nodes[0].store.miniblocks;
+        let chain = &self.full_chain();
         replay(chain, self.change_block());
         // No event a node stored (and kept) is stranded: it is in exactly one miniblock,
         // unless a promotion made it inadmissible and it was dropped.
@@ -49,6 +51,23 @@ impl Sim {
         );
     }
 
+    /// The whole chain, from the replicas' stores together (one that jumped to a peer's
+    /// snapshot lacks what came before).
+    pub(super) fn full_chain(&self) -> Vec<ParsedMiniblock> {
+        let mut by_num: BTreeMap<u64, ParsedMiniblock> = BTreeMap::new();
+        for node in &self.nodes {
+            for m in &node.store.miniblocks {
+                by_num.entry(m.num()).or_insert_with(|| m.clone());
+            }
+        }
+        assert_eq!(
+            by_num.len(),
+            self.registered.len(),
+            "the replicas together hold the whole chain"
+        );
+        by_num.into_values().collect()
+    }
+
     /// The first chain block of the changed rules.
     fn change_block(&self) -> u64 {
         super::ACTIVE_MS / super::BLOCK_MS / 2 + 1
@@ -62,6 +81,8 @@ fn replay(chain: &[ParsedMiniblock], change_block: u64) {
     let genesis = &chain[0];
     let mut members: BTreeSet<Address> = BTreeSet::from([genesis.events()[0].creator()]);
     let mut seen: BTreeSet<B256> = genesis.events().iter().map(|e| e.hash()).collect();
+    let mut last_snapshot = 0u64;
+    let mut event_count = genesis.events().len() as u64;
     for (num, miniblock) in chain.iter().enumerate().skip(1) {
         assert_eq!(
             miniblock.prev_hash(),
@@ -88,12 +109,30 @@ fn replay(chain: &[ParsedMiniblock], change_block: u64) {
             bytes <= params.max_miniblock_bytes,
             "miniblock {num} is too large"
         );
+        // Snapshots: not before `interval` miniblocks since the last one, never later than
+        // twice that.
+        let since = num as u64 - last_snapshot;
+        let interval = params.snapshot_interval;
+        match header.snapshot.is_some() {
+            true => assert!(
+                since >= interval,
+                "miniblock {num} snapshots early (rules of block {})",
+                header.chain_block
+            ),
+            false => assert!(
+                since < 2 * interval,
+                "miniblock {num} has no snapshot though one is overdue"
+            ),
+        }
         assert_eq!(
-            header.snapshot.is_some(),
-            params.snapshot_due(num as u64),
-            "miniblock {num}'s snapshot follows the rules of block {}",
-            header.chain_block
+            header.prev_snapshot_num, last_snapshot,
+            "miniblock {num}'s previous snapshot"
         );
+        assert_eq!(
+            header.event_num_offset, event_count,
+            "miniblock {num}'s event offset"
+        );
+        event_count += miniblock.events().len() as u64;
         let before = members.clone();
         for event in miniblock.events() {
             assert!(
@@ -129,6 +168,22 @@ fn replay(chain: &[ParsedMiniblock], change_block: u64) {
                     "message from a non-member in miniblock {num}"
                 ),
             }
+        }
+        if let Some(snapshot) = &header.snapshot {
+            let listed: BTreeSet<Address> = snapshot
+                .members
+                .iter()
+                .map(|m| Address::from_slice(m))
+                .collect();
+            assert_eq!(
+                listed, members,
+                "miniblock {num}'s snapshot lists the members"
+            );
+            assert_eq!(
+                snapshot.event_count, event_count,
+                "miniblock {num}'s snapshot count"
+            );
+            last_snapshot = num as u64;
         }
     }
 }

@@ -41,7 +41,7 @@ const BLOCK_MS: u64 = 1000;
 const TICK_MS: u64 = 50;
 const ACTIVE_MS: u64 = 12_000;
 const HEAL_MS: u64 = 30_000;
-const WINDOW: u64 = 32;
+const WINDOW: u64 = 4;
 
 /// The rules at the start, and after the change half-way.
 const PARAMS: NetworkParams = NetworkParams {
@@ -60,12 +60,51 @@ const CHANGED: NetworkParams = NetworkParams {
 /// Persistent state of a node, as rill-store keeps it: survives crashes, not disk loss.
 #[derive(Default)]
 struct SimStore {
+    /// Promoted miniblocks in order; a replica that jumped to a peer's snapshot lacks the
+    /// ones before the jump, so numbers may skip.
     miniblocks: Vec<ParsedMiniblock>,
     pool: Vec<ParsedEvent>,
     candidates: Vec<ParsedMiniblock>,
+    /// What a jump skipped and is not backfilled yet.
+    gap: Option<rill_engine::Gap>,
 }
 
 impl SimStore {
+    /// What rill-store hands the engine to load the stream: the miniblocks from the base (the
+    /// genesis or the latest snapshot) or `window` before the head, whichever is older.
+    fn restored(&self, id: StreamId, nodes: Vec<Address>, window: u64) -> RestoredStream {
+        let run = self.tail();
+        let head = run.len() - 1;
+        let base = run
+            .iter()
+            .rposition(|m| m.num() == 0 || m.header().snapshot.is_some())
+            .expect("the run holds its base");
+        let first = base.min(head.saturating_sub(window as usize));
+        RestoredStream {
+            id,
+            nodes,
+            miniblocks: run[first..].to_vec(),
+            minipool: self.pool.clone(),
+            candidates: self.candidates.clone(),
+            gap: self.gap,
+        }
+    }
+
+    /// The contiguous run of miniblocks that ends at the head.
+    fn tail(&self) -> &[ParsedMiniblock] {
+        let start = self
+            .miniblocks
+            .windows(2)
+            .rposition(|w| w[1].num() != w[0].num() + 1)
+            .map_or(0, |gap| gap + 1);
+        &self.miniblocks[start..]
+    }
+
+    /// The head's number.
+    fn head(&self) -> Option<u64> {
+        self.miniblocks.last().map(ParsedMiniblock::num)
+    }
+
     /// Whether the store holds miniblock or candidate `hash`.
     fn holds(&self, hash: &B256) -> bool {
         self.candidates.iter().any(|c| c.hash() == *hash)
@@ -79,6 +118,10 @@ struct SimNode {
     store: SimStore,
     /// How far this node's clock is off.
     skew_ms: i64,
+    /// Times the stream was evicted from memory, and loaded again.
+    evictions: u32,
+    /// Times it jumped to a peer's snapshot.
+    jumps: u32,
 }
 
 enum Job {
@@ -145,6 +188,8 @@ impl Sim {
                 engine: None,
                 store: SimStore::default(),
                 skew_ms: rng.gen_range(-1500..=1500),
+                evictions: 0,
+                jumps: 0,
             })
             .collect();
         let clients = (0..3)
@@ -153,6 +198,7 @@ impl Sim {
         let config = EngineConfig {
             params: PARAMS,
             recency_window: WINDOW,
+            admission_margin: 1,
             ..EngineConfig::default()
         };
         let stream = StreamId(rng.r#gen());
@@ -254,7 +300,7 @@ impl Sim {
             Job::Gossip { from, to, gossip } => {
                 let (now, stream, sender) =
                     (self.clock(to), self.stream, self.nodes[from].key.address());
-                let Some(engine) = self.nodes[to].engine.as_mut() else {
+                let Some(engine) = self.live(to) else {
                     return; // crashed: the message is lost
                 };
                 let answer = engine.gossip(now, sender, stream, gossip);
@@ -265,6 +311,15 @@ impl Sim {
             Job::Tick => {
                 for i in 0..self.nodes.len() {
                     self.run_input(i, Input::Tick);
+                    // Now and then the node's residency drops the stream if it is idle; the
+                    // next input for it loads it again from the store.
+                    let stream = self.stream;
+                    if self.rng.gen_bool(0.2)
+                        && let Some(engine) = self.nodes[i].engine.as_mut()
+                        && engine.evict(&stream)
+                    {
+                        self.nodes[i].evictions += 1;
+                    }
                 }
                 self.schedule(TICK_MS, Job::Tick);
             }
@@ -400,13 +455,7 @@ impl Sim {
         let empty = node.store.miniblocks.is_empty();
         if !empty {
             engine
-                .restore(RestoredStream {
-                    id: self.stream,
-                    nodes: self.addresses(),
-                    miniblocks: node.store.miniblocks.clone(),
-                    minipool: node.store.pool.clone(),
-                    candidates: node.store.candidates.clone(),
-                })
+                .restore(node.store.restored(self.stream, self.addresses(), WINDOW))
                 .expect("restores from its own store");
         }
         self.nodes[i].engine = Some(engine);
@@ -435,10 +484,13 @@ impl Sim {
 
     fn client_post(&mut self) {
         let node = self.rng.gen_range(0..self.nodes.len());
-        let Some(engine) = self.nodes[node].engine.as_ref() else {
+        let stream = self.stream;
+        let Some(engine) = self.live(node) else {
             return;
         };
-        let head = engine.stream(&self.stream).expect("held").head();
+        let Some(head) = engine.stream(&stream).map(|s| s.head()) else {
+            return; // lost its disk and not yet given the stream again
+        };
         let prev = (head.num, head.hash);
         let c = self.rng.gen_range(0..self.clients.len());
         let key = self.clients[c].clone();
@@ -457,8 +509,8 @@ impl Sim {
         };
         self.posts += 1;
         let now = self.clock(node);
-        let engine = self.nodes[node].engine.as_mut().expect("live");
-        if let Ok(effects) = engine.add_event(now, self.stream, event) {
+        let engine = self.live(node).expect("live");
+        if let Ok(effects) = engine.add_event(now, stream, event) {
             self.apply(node, effects);
         }
     }
@@ -478,11 +530,32 @@ impl Sim {
             );
         }
         let now = self.clock(i);
-        let Some(engine) = self.nodes[i].engine.as_mut() else {
+        // Inputs about the stream load it; the node-wide ones do not (a cold stream needs no
+        // ticks and leads no round).
+        let engine = match input {
+            Input::StreamAllocated { .. } => self.nodes[i].engine.as_mut(),
+            _ if input.stream().is_none() => self.nodes[i].engine.as_mut(),
+            _ => self.live(i),
+        };
+        let Some(engine) = engine else {
             return; // crashed: the message is lost
         };
         let effects = engine.handle(now, input);
         self.apply(i, effects);
+    }
+
+    /// Node `i`'s engine if it is up, with the stream loaded again from the store if it was
+    /// evicted: what the node's residency does before an input for the stream.
+    pub(super) fn live(&mut self, i: usize) -> Option<&mut Engine> {
+        let (stream, nodes) = (self.stream, self.addresses());
+        let node = &mut self.nodes[i];
+        let engine = node.engine.as_mut()?;
+        if !engine.is_loaded(&stream) && !node.store.miniblocks.is_empty() {
+            engine
+                .restore(node.store.restored(stream, nodes, WINDOW))
+                .expect("loads from its own store");
+        }
+        Some(engine)
     }
 
     fn apply(&mut self, i: usize, effects: Vec<Effect>) {
@@ -584,8 +657,8 @@ impl Sim {
             }
             StoreOp::Promote { miniblock, .. } => {
                 assert_eq!(
-                    miniblock.num(),
-                    store.miniblocks.len() as u64,
+                    Some(miniblock.num()),
+                    store.head().map(|h| h + 1),
                     "promotions in order"
                 );
                 let included: BTreeSet<B256> =
@@ -593,6 +666,40 @@ impl Sim {
                 store.pool.retain(|e| !included.contains(&e.hash()));
                 store.candidates.retain(|c| c.num() > miniblock.num());
                 store.miniblocks.push(miniblock);
+            }
+            StoreOp::Rebase {
+                miniblocks, gap, ..
+            } => {
+                let first = miniblocks.first().expect("a run").num();
+                assert!(
+                    store.head().is_none_or(|h| first > h + 1),
+                    "a jump skips miniblocks"
+                );
+                let included: BTreeSet<B256> = miniblocks
+                    .iter()
+                    .flat_map(|m| m.events().iter().map(|e| e.hash()))
+                    .collect();
+                let last = miniblocks.last().expect("a run").num();
+                store.pool.retain(|e| !included.contains(&e.hash()));
+                store.candidates.retain(|c| c.num() > last);
+                store.miniblocks.extend(miniblocks);
+                store.gap = Some(gap);
+                self.nodes[i].jumps += 1;
+            }
+            StoreOp::Backfill {
+                miniblocks, gap, ..
+            } => {
+                let top = store.gap.expect("a backfill fills a gap");
+                let last = miniblocks.last().expect("a page");
+                assert_eq!(last.num() + 1, top.below, "a backfill closes the gap's top");
+                assert_eq!(last.hash(), top.hash, "a backfill is the gap's parent");
+                let at = store
+                    .miniblocks
+                    .iter()
+                    .position(|m| m.num() >= top.below)
+                    .expect("the miniblocks above the gap");
+                store.miniblocks.splice(at..at, miniblocks);
+                store.gap = gap;
             }
         }
     }
@@ -658,10 +765,10 @@ fn a_seed_replays_exactly() {
 fn print_stats() {
     for seed in 0..10 {
         let sim = run_seed(seed);
-        let chain = &sim.nodes[0].store.miniblocks;
+        let chain = sim.full_chain();
         let events: usize = chain.iter().map(|m| m.events().len()).sum();
         println!(
-            "seed {seed}: n={} blocks={} miniblocks={} events={events} posts={} stored={} dropped={} wipes={}",
+            "seed {seed}: n={} blocks={} miniblocks={} events={events} posts={} stored={} dropped={} wipes={} evictions={} jumps={}",
             sim.nodes.len(),
             sim.block,
             chain.len(),
@@ -669,6 +776,8 @@ fn print_stats() {
             sim.stored_by.len(),
             sim.dropped.len(),
             sim.wipes,
+            sim.nodes.iter().map(|n| n.evictions).sum::<u32>(),
+            sim.nodes.iter().map(|n| n.jumps).sum::<u32>(),
         );
     }
 }

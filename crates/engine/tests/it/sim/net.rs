@@ -86,7 +86,7 @@ impl Sim {
         let (now, stream, asker) = (self.clock(to), self.stream, self.nodes[from].key.address());
         let response = match request {
             Request::Proposal(request) => {
-                let engine = self.nodes[to].engine.as_mut().expect("live");
+                let engine = self.live(to).expect("live");
                 let answer = engine.propose(now, asker, stream, &request);
                 self.apply(to, answer.effects);
                 match answer.answer {
@@ -96,7 +96,7 @@ impl Sim {
             }
             Request::SaveCandidate(miniblock) => {
                 let hash = miniblock.hash();
-                let engine = self.nodes[to].engine.as_mut().expect("live");
+                let engine = self.live(to).expect("live");
                 let answer = engine.candidate(now, asker, stream, miniblock);
                 if std::env::var_os("RILL_SIM_DEBUG").is_some() {
                     eprintln!(
@@ -139,11 +139,18 @@ impl Sim {
                 let store = &self.nodes[to].store;
                 let mut budget = PAGE_BYTES;
                 let mut miniblocks: Vec<ParsedMiniblock> = Vec::new();
-                for m in store
+                // Contiguous from `first`, as rill-store serves them (a replica that jumped
+                // lacks what came before the jump).
+                for (k, m) in store
                     .miniblocks
                     .iter()
-                    .filter(|m| (first..=last).contains(&m.num()))
+                    .skip_while(|m| m.num() < first)
+                    .take_while(|m| m.num() <= last)
+                    .enumerate()
                 {
+                    if m.num() != first + k as u64 {
+                        break;
+                    }
                     if !miniblocks.is_empty() && bytes(m) > budget {
                         break;
                     }

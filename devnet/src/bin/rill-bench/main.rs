@@ -1,0 +1,139 @@
+//! `rill-bench`: measures a devnet end to end.
+//!
+//! Starts its own devnet (release `rill-node` beside this binary) and runs one of two modes:
+//! - one stream (default): `--clients` connections add `--events` messages spread over the
+//!   stream's replicas; reports events/s admitted and finalized, add → every replica's
+//!   minipool and add → promoted on every replica (p50/p99), registration transactions per
+//!   block;
+//! - many streams (`--streams N --active M`): creation rate, each node's idle CPU and memory
+//!   with the N streams held, restart-to-serving time, then events spread over the M active
+//!   streams (finalized events/s, latencies on a sample of `--watch` streams).
+
+mod chain;
+mod scale;
+mod single;
+mod watch;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use rill_chain::NetworkConfig;
+use rill_devnet::{DevnetChain, DevnetConfig, NodeProcess, bootstrap, wait_serving};
+
+#[derive(Parser)]
+#[command(about = "Benchmark a local Rill devnet end to end")]
+pub(crate) struct Args {
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    #[arg(long, default_value_t = 3)]
+    replication: u64,
+    #[arg(long, default_value_t = 1.0)]
+    block_time: f64,
+    /// Events to add in total.
+    #[arg(long, default_value_t = 5000)]
+    events: usize,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Streams to create; more than one selects the many-streams mode.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Many-streams mode: how many of the streams get events (default: all, at most 1,000).
+    #[arg(long)]
+    active: Option<usize>,
+    /// Many-streams mode: stream creations in flight at once.
+    #[arg(long, default_value_t = 512)]
+    create_concurrency: usize,
+    /// Many-streams mode: active streams watched on every replica for latencies.
+    #[arg(long, default_value_t = 32)]
+    watch: usize,
+    /// Many-streams mode: the nodes evict a stream idle this long (seconds).
+    #[arg(long, default_value_t = 10.0)]
+    evict_idle_after: f64,
+    /// Many-streams mode: how long idle CPU is measured (seconds).
+    #[arg(long, default_value_t = 20.0)]
+    idle_seconds: f64,
+    #[arg(long, default_value = ".devnet-bench")]
+    dir: PathBuf,
+}
+
+/// A devnet the bench started; stopped when dropped.
+pub(crate) struct Devnet {
+    pub(crate) chain: DevnetChain,
+    pub(crate) processes: Vec<NodeProcess>,
+    pub(crate) block_time: Duration,
+}
+
+impl Devnet {
+    /// Bootstraps the chain and starts the nodes with `env`, waiting until each serves.
+    async fn start(args: &Args, env: &[(&str, String)]) -> anyhow::Result<Self> {
+        let block_time = Duration::from_secs_f64(args.block_time);
+        let binary = std::env::current_exe()?.with_file_name("rill-node");
+        anyhow::ensure!(
+            binary.exists(),
+            "{} is missing: cargo build --release -p rill-node",
+            binary.display()
+        );
+        if args.dir.exists() {
+            std::fs::remove_dir_all(&args.dir)?;
+        }
+        let config = DevnetConfig {
+            dir: args.dir.clone(),
+            nodes: args.nodes,
+            block_time,
+            network: NetworkConfig {
+                replication_factor: args.replication,
+                ..NetworkConfig::default()
+            },
+        };
+        let chain = bootstrap(&config).await?;
+        let mut processes = Vec::new();
+        for i in 0..args.nodes {
+            let mut process = NodeProcess::prepare(&binary, &chain.file, i, block_time);
+            for (key, value) in env {
+                process.set_env(key, Some(value));
+            }
+            process.start_again()?;
+            processes.push(process);
+        }
+        for p in &processes {
+            wait_serving(&p.node, Duration::from_secs(60)).await?;
+        }
+        Ok(Self {
+            chain,
+            processes,
+            block_time,
+        })
+    }
+
+    /// Node `i`'s client address.
+    pub(crate) fn addr(&self, i: usize) -> rill_client::p2p::Multiaddr {
+        self.processes[i].node.multiaddr.parse().expect("multiaddr")
+    }
+
+    /// The indexes of the nodes among `addresses` (a stream's nodes, as bytes).
+    pub(crate) fn indexes(&self, addresses: &[Vec<u8>]) -> Vec<usize> {
+        (0..self.processes.len())
+            .filter(|i| addresses.contains(&self.processes[*i].node.address.to_vec()))
+            .collect()
+    }
+}
+
+pub(crate) fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    values.sort();
+    values[((values.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.streams > 1 {
+        scale::run(&args).await
+    } else {
+        single::run(&args).await
+    }
+}

@@ -1,0 +1,366 @@
+//! Many streams: creation rate, idle cost of held streams, restart to serving, and events
+//! spread over the active streams.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy::providers::Provider as _;
+use rill_chain::connect;
+use rill_client::Client;
+use rill_devnet::wait_serving;
+use rill_protocol::{NodeKey, StreamId, pb};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::chain::registry_transactions;
+use crate::watch::{Book, latencies, watch};
+use crate::{Args, Devnet, percentile};
+
+/// A created stream and the indexes of its nodes.
+type Placed = (StreamId, Vec<usize>);
+
+pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
+    let evict = ("RILL_EVICT_IDLE_AFTER", args.evict_idle_after.to_string());
+    let mut devnet = Devnet::start(args, &[evict]).await?;
+    let rpc = connect(&devnet.chain.file.rpc_url)?;
+    let infos = info_clients(&devnet).await?;
+    let rss_empty: Vec<u64> = devnet.processes.iter().map(|p| rss(p.pid())).collect();
+
+    // Creation.
+    let first_block = rpc.get_block_number().await?;
+    let started = Instant::now();
+    let creator = NodeKey::generate();
+    let (streams, failed) =
+        create(&devnet, &creator, args.streams, args.create_concurrency).await?;
+    let creation = started.elapsed();
+    let last_block = rpc.get_block_number().await?;
+    let txs = registry_transactions(
+        &rpc,
+        devnet.chain.file.registry,
+        first_block + 1,
+        last_block,
+    )
+    .await?;
+
+    // Idle, once every node evicted what creation loaded.
+    tokio::time::sleep(Duration::from_secs_f64(args.evict_idle_after + 2.0)).await;
+    let deadline = Instant::now() + Duration::from_secs_f64(args.evict_idle_after + 60.0);
+    while sum(&infos, |i| i.streams_loaded).await > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let idle = Duration::from_secs_f64(args.idle_seconds);
+    let cpu = idle_cpu(&devnet, idle).await;
+    let mut idle_rows = Vec::new();
+    for (i, p) in devnet.processes.iter().enumerate() {
+        let info = infos[i].info(false).await?;
+        let rss = rss(p.pid());
+        idle_rows.push((
+            info.streams_held,
+            info.streams_loaded,
+            cpu[i],
+            rss,
+            rss_empty[i],
+        ));
+    }
+
+    // Restart to serving: node 0 killed with everything it holds.
+    devnet.processes[0].kill9();
+    let restarted = Instant::now();
+    devnet.processes[0].start_again()?;
+    let fresh = wait_serving(&devnet.processes[0].node, Duration::from_secs(120)).await?;
+    // Serving means holding its streams again, not just answering.
+    let mut held_after_restart = 0;
+    while held_after_restart == 0 && restarted.elapsed() < Duration::from_secs(120) {
+        held_after_restart = fresh.info(false).await?.streams_held;
+    }
+    let to_serving = restarted.elapsed();
+    let mut infos = infos;
+    infos[0] = fresh;
+
+    // Events over the active streams.
+    let active = args.active.unwrap_or(1000).min(streams.len());
+    let load = load(&devnet, &infos, &creator, &streams[..active], args).await?;
+
+    let secs = |d: Duration| d.as_secs_f64();
+    let block = secs(devnet.block_time);
+    println!(
+        "## rill-bench --streams {}: {} nodes, replication {}, block time {:?}\n",
+        args.streams, args.nodes, args.replication, devnet.block_time
+    );
+    println!("| measure | value |\n|---|---:|");
+    println!("| streams created | {} ({failed} failed) |", streams.len());
+    println!(
+        "| creation rate ({} in flight) | {:.0} streams/s |",
+        args.create_concurrency,
+        streams.len() as f64 / secs(creation)
+    );
+    println!(
+        "| registry transactions during creation: total / per block / max per node and block | {} / {:.2} / {} |",
+        txs.total(),
+        txs.average(),
+        txs.max_per_sender_block
+    );
+    println!(
+        "| gas per created stream (blocks' gas / streams) | {} |",
+        txs.gas_used / streams.len().max(1) as u64
+    );
+    println!(
+        "| restart (kill -9) to serving, node holding {held_after_restart} streams | {to_serving:.2?} |"
+    );
+    println!(
+        "| active streams / writers / events acknowledged | {active} / {} / {} ({} failed) |",
+        args.clients, load.acked, load.failed
+    );
+    println!(
+        "| finalized events/s (promoted on every replica) | {:.0} |",
+        load.acked as f64 / secs(load.finalized)
+    );
+    println!(
+        "| add → every replica's minipool, p50 / p99 (sample of {} streams) | {:.1?} / {:.1?} |",
+        load.watched,
+        percentile(load.to_pools.clone(), 0.5),
+        percentile(load.to_pools, 0.99)
+    );
+    println!(
+        "| add → promoted on every replica, p50 / p99 | {:.1?} / {:.1?} ({:.1} / {:.1} blocks) |",
+        percentile(load.to_final.clone(), 0.5),
+        percentile(load.to_final.clone(), 0.99),
+        secs(percentile(load.to_final.clone(), 0.5)) / block,
+        secs(percentile(load.to_final, 0.99)) / block,
+    );
+    println!("\nIdle, all streams held and evicted from memory ({idle:?} measured):\n");
+    println!("| node | held | loaded | CPU (% of a core) | RSS | RSS empty | per held stream |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (i, (held, loaded, cpu, rss, empty)) in idle_rows.into_iter().enumerate() {
+        println!(
+            "| {i} | {held} | {loaded} | {:.1} % | {} MiB | {} MiB | {} B |",
+            cpu * 100.0,
+            rss >> 20,
+            empty >> 20,
+            rss.saturating_sub(empty) / held.max(1)
+        );
+    }
+    Ok(())
+}
+
+/// One `Info` client per node.
+async fn info_clients(devnet: &Devnet) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::new();
+    for i in 0..devnet.processes.len() {
+        clients.push(Client::connect(devnet.addr(i), NodeKey::generate()).await?);
+    }
+    Ok(clients)
+}
+
+/// The sum of one `Info` field over the nodes (a node that does not answer counts 0).
+async fn sum(infos: &[Client], field: impl Fn(&pb::InfoResponse) -> u64) -> u64 {
+    let mut total = 0;
+    for client in infos {
+        if let Ok(info) = client.info(false).await {
+            total += field(&info);
+        }
+    }
+    total
+}
+
+/// Creates `count` streams owned by `creator`, `concurrency` at a time, spread over the
+/// nodes.
+async fn create(
+    devnet: &Devnet,
+    creator: &NodeKey,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<Placed>, usize)> {
+    let mut clients = Vec::new();
+    for i in 0..devnet.processes.len() * 2 {
+        let addr = devnet.addr(i % devnet.processes.len());
+        clients.push(Client::connect(addr, creator.clone()).await?);
+    }
+    let permits = Arc::new(Semaphore::new(concurrency));
+    let mut tasks = JoinSet::new();
+    for i in 0..count {
+        let permit = permits.clone().acquire_owned().await?;
+        let client = clients[i % clients.len()].clone();
+        tasks.spawn(async move {
+            let created = client.create_stream(None).await;
+            drop(permit);
+            created
+        });
+    }
+    let (mut placed, mut failed) = (Vec::new(), 0);
+    while let Some(done) = tasks.join_next().await {
+        match done? {
+            Ok(created) => match StreamId::from_slice(&created.stream_id) {
+                Some(id) => placed.push((id, devnet.indexes(&created.nodes))),
+                None => failed += 1,
+            },
+            Err(e) => {
+                failed += 1;
+                if failed <= 3 {
+                    eprintln!("create failed: {e}");
+                }
+            }
+        }
+    }
+    Ok((placed, failed))
+}
+
+/// Each node's CPU use over `period`, as a fraction of one core.
+async fn idle_cpu(devnet: &Devnet, period: Duration) -> Vec<f64> {
+    let before: Vec<Option<u64>> = devnet
+        .processes
+        .iter()
+        .map(|p| cpu_ticks(p.pid()))
+        .collect();
+    tokio::time::sleep(period).await;
+    let ticks_per_second = clock_ticks() as f64;
+    devnet
+        .processes
+        .iter()
+        .zip(before)
+        .map(|(p, before)| match (before, cpu_ticks(p.pid())) {
+            (Some(b), Some(a)) => (a - b) as f64 / ticks_per_second / period.as_secs_f64(),
+            _ => f64::NAN,
+        })
+        .collect()
+}
+
+/// User plus system CPU time of a process, in clock ticks (`/proc/<pid>/stat`).
+fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid?)).ok()?;
+    // Fields after the command name (which may hold spaces) start at the state, field 3;
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+fn clock_ticks() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Resident memory of a process in bytes (`VmRSS` in `/proc/<pid>/status`), 0 if unknown.
+fn rss(pid: Option<u32>) -> u64 {
+    let Some(pid) = pid else { return 0 };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// What the load over the active streams achieved.
+struct Loaded {
+    acked: u64,
+    failed: u64,
+    /// From the first add until every acknowledged event was promoted on all its replicas.
+    finalized: Duration,
+    watched: usize,
+    to_pools: Vec<Duration>,
+    to_final: Vec<Duration>,
+}
+
+/// `args.clients` writers add `args.events` events over `active`, each through one of the
+/// stream's nodes; a sample of streams is watched on every replica.
+async fn load(
+    devnet: &Devnet,
+    infos: &[Client],
+    key: &NodeKey,
+    active: &[Placed],
+    args: &Args,
+) -> anyhow::Result<Loaded> {
+    let nodes = devnet.processes.len();
+    let book: Book = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watched = args.watch.min(active.len());
+    let mut watch_clients = HashMap::new();
+    for (stream, replicas) in &active[..watched] {
+        for replica in replicas {
+            if !watch_clients.contains_key(replica) {
+                let client = Client::connect(devnet.addr(*replica), NodeKey::generate()).await?;
+                watch_clients.insert(*replica, client);
+            }
+            let client = watch_clients[replica].clone();
+            tokio::spawn(watch(client, *replica, *stream, book.clone(), stop.clone()));
+        }
+    }
+    let replication = active.first().map_or(1, |(_, r)| r.len()) as u64;
+    let promoted_before = sum(infos, |i| i.events_promoted).await;
+    let (acked, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let per_node = args.clients.div_ceil(nodes);
+    let per_writer = args.events / args.clients;
+    let started = Instant::now();
+    let mut writers = JoinSet::new();
+    for c in 0..args.clients {
+        let node = c % nodes;
+        let mine: Vec<(StreamId, bool)> = active
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, replicas))| replicas.contains(&node))
+            .enumerate()
+            .filter(|(k, _)| k % per_node == c / nodes)
+            .map(|(_, (index, (id, _)))| (*id, index < watched))
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let client = Client::connect(devnet.addr(node), key.clone()).await?;
+        let (book, acked, failed) = (book.clone(), acked.clone(), failed.clone());
+        writers.spawn(async move {
+            for i in 0..per_writer {
+                let (stream, watched) = mine[i % mine.len()];
+                let sent = Instant::now();
+                match client
+                    .add_message(stream, &format!("w{c} e{i}"), pb::Ack::Local)
+                    .await
+                {
+                    Ok((event, _)) => {
+                        acked.fetch_add(1, Ordering::Relaxed);
+                        if watched {
+                            let mut book = book.lock().expect("lock");
+                            book.entry(event.hash()).or_default().sent = Some(sent);
+                        }
+                    }
+                    Err(e) => {
+                        if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                            eprintln!("add failed: {e}");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while writers.join_next().await.is_some() {}
+    let acked = acked.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while sum(infos, |i| i.events_promoted).await - promoted_before < acked * replication
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let finalized = started.elapsed();
+    // The watchers see the last promotions a moment later.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    let book = book.lock().expect("lock").clone();
+    let (to_pools, to_final) = latencies(&book, |_| replication as usize);
+    Ok(Loaded {
+        acked,
+        failed: failed.load(Ordering::Relaxed),
+        finalized,
+        watched,
+        to_pools,
+        to_final,
+    })
+}

@@ -1,0 +1,129 @@
+//! One stream: writers spread over its replicas, every replica watched.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy::providers::Provider as _;
+use anyhow::Context as _;
+use rill_chain::connect;
+use rill_client::Client;
+use rill_protocol::{NodeKey, StreamId, pb};
+
+use crate::chain::registry_transactions;
+use crate::watch::{Book, latencies, watch};
+use crate::{Args, Devnet, percentile};
+
+pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
+    let devnet = Devnet::start(args, &[]).await?;
+    let key = NodeKey::generate();
+    let created = Client::connect(devnet.addr(0), key.clone())
+        .await?
+        .create_stream(None)
+        .await?;
+    let stream = StreamId::from_slice(&created.stream_id).context("stream id")?;
+    let replicas = devnet.indexes(&created.nodes);
+
+    let book: Book = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    for (index, replica) in replicas.iter().enumerate() {
+        let client = Client::connect(devnet.addr(*replica), NodeKey::generate()).await?;
+        tokio::spawn(watch(client, index, stream, book.clone(), stop.clone()));
+    }
+    let rpc = connect(&devnet.chain.file.rpc_url)?;
+    let first_block = rpc.get_block_number().await?;
+
+    let started = Instant::now();
+    let per_client = args.events / args.clients;
+    let mut writers = Vec::new();
+    for c in 0..args.clients {
+        let client =
+            Client::connect(devnet.addr(replicas[c % replicas.len()]), key.clone()).await?;
+        let book = book.clone();
+        writers.push(tokio::spawn(async move {
+            for i in 0..per_client {
+                let sent = Instant::now();
+                let (event, _) = client
+                    .add_message(stream, &format!("c{c} e{i}"), pb::Ack::Local)
+                    .await
+                    .expect("add");
+                book.lock()
+                    .expect("lock")
+                    .entry(event.hash())
+                    .or_default()
+                    .sent = Some(sent);
+            }
+        }));
+    }
+    for w in writers {
+        w.await?;
+    }
+    let admitted_at = Instant::now();
+    let total = per_client * args.clients;
+    let all_final = |book: &Book| {
+        book.lock()
+            .expect("lock")
+            .values()
+            .filter(|t| t.sent.is_some() && t.promoted.len() == replicas.len())
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while all_final(&book) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let last_block = rpc.get_block_number().await?;
+
+    let book = book.lock().expect("lock").clone();
+    let finalized_at = book
+        .values()
+        .filter(|t| t.sent.is_some())
+        .filter_map(|t| t.promoted.values().max())
+        .max()
+        .copied()
+        .unwrap_or(admitted_at);
+    let (to_pools, to_final) = latencies(&book, |_| replicas.len());
+    let txs = registry_transactions(
+        &rpc,
+        devnet.chain.file.registry,
+        first_block + 1,
+        last_block,
+    )
+    .await?;
+
+    let secs = |d: Duration| d.as_secs_f64();
+    println!(
+        "## rill-bench: {} nodes, replication {}, block time {:?}, {} clients\n",
+        args.nodes, args.replication, devnet.block_time, args.clients
+    );
+    println!("| measure | value |\n|---|---:|");
+    println!("| events sent | {total} |");
+    println!("| events finalized on every replica | {} |", to_final.len());
+    println!(
+        "| admitted events/s | {:.0} |",
+        total as f64 / secs(admitted_at - started)
+    );
+    println!(
+        "| finalized events/s | {:.0} |",
+        to_final.len() as f64 / secs(finalized_at - started)
+    );
+    println!(
+        "| add → every replica's minipool, p50 / p99 | {:.1?} / {:.1?} |",
+        percentile(to_pools.clone(), 0.5),
+        percentile(to_pools, 0.99)
+    );
+    println!(
+        "| add → promoted on every replica, p50 / p99 | {:.1?} / {:.1?} |",
+        percentile(to_final.clone(), 0.5),
+        percentile(to_final, 0.99)
+    );
+    println!(
+        "| registration transactions per block (all nodes) | {:.2} avg |",
+        txs.average()
+    );
+    println!(
+        "| registration transactions per block per node, max | {} |",
+        txs.max_per_sender_block
+    );
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! Watching replicas: when each event reached a replica's minipool and a promoted miniblock.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::B256;
+use rill_client::Client;
+use rill_protocol::{StreamId, pb};
+
+/// What happened to one event.
+#[derive(Default, Clone)]
+pub(crate) struct Times {
+    pub(crate) sent: Option<Instant>,
+    /// Per replica: first seen in its minipool, promoted.
+    pub(crate) seen: HashMap<usize, Instant>,
+    pub(crate) promoted: HashMap<usize, Instant>,
+}
+
+/// Every event's times, shared by the writers and the watchers.
+pub(crate) type Book = Arc<Mutex<HashMap<B256, Times>>>;
+
+/// Records `replica`'s updates of `stream` into `book` until `stop`.
+pub(crate) async fn watch(
+    client: Client,
+    replica: usize,
+    stream: StreamId,
+    book: Book,
+    stop: Arc<AtomicBool>,
+) {
+    let mut after = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(batch) = client.watch(stream, after, 1000).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let now = Instant::now();
+        let mut book = book.lock().expect("lock");
+        for update in batch.updates {
+            after = after.max(update.seq);
+            match update.kind {
+                Some(pb::stream_update::Kind::Event(e)) => {
+                    book.entry(B256::from_slice(&e.hash))
+                        .or_default()
+                        .seen
+                        .entry(replica)
+                        .or_insert(now);
+                }
+                Some(pb::stream_update::Kind::Miniblock(m)) => {
+                    for e in m.events {
+                        book.entry(B256::from_slice(&e.hash))
+                            .or_default()
+                            .promoted
+                            .entry(replica)
+                            .or_insert(now);
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+/// Latencies of the sent events that every one of `replicas` saw: add → every replica's
+/// minipool, add → promoted on every replica.
+pub(crate) fn latencies(
+    book: &HashMap<B256, Times>,
+    replicas: impl Fn(&B256) -> usize,
+) -> (Vec<Duration>, Vec<Duration>) {
+    let mut to_pools = Vec::new();
+    let mut to_final = Vec::new();
+    for (hash, t) in book {
+        let (Some(sent), n) = (t.sent, replicas(hash)) else {
+            continue;
+        };
+        if n > 0 && t.seen.len() == n {
+            to_pools.push(*t.seen.values().max().expect("seen") - sent);
+        }
+        if n > 0 && t.promoted.len() == n {
+            to_final.push(*t.promoted.values().max().expect("promoted") - sent);
+        }
+    }
+    (to_pools, to_final)
+}

@@ -1,0 +1,261 @@
+//! Many streams on real nodes: batched creation, events in a sample of them, idle streams
+//! leaving memory and coming back, and a restart that loads a long stream from its snapshot.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rand::seq::SliceRandom;
+use rill_protocol::{NodeKey, StreamId, pb};
+use rill_testnet::{Residency, Testnet};
+
+fn logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// Streams to create: `RILL_TEST_STREAMS`, or a few hundred.
+fn stream_count() -> usize {
+    std::env::var("RILL_TEST_STREAMS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300)
+}
+
+/// Creates `count` streams owned by `creator`, 32 requests at a time spread over the nodes.
+async fn create_streams(net: &Testnet, creator: &NodeKey, count: usize) -> Vec<StreamId> {
+    let mut clients = Vec::new();
+    for i in 0..net.len() {
+        clients.push(net.client_with(i, creator.clone()).await);
+    }
+    futures::stream::iter(0..count)
+        .map(|n| {
+            let client = &clients[n % clients.len()];
+            async move {
+                let created = client
+                    .create_stream(None)
+                    .await
+                    .unwrap_or_else(|e| panic!("stream {n} is created: {e}"));
+                StreamId::from_slice(&created.stream_id).expect("a stream id")
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_in_a_random_sample_of_hundreds_of_streams_finalize_on_every_replica() {
+    logs();
+    let net = Testnet::builder().nodes(4).replication(3).start().await;
+    let creator = NodeKey::generate();
+    let count = stream_count();
+    let started = Instant::now();
+    let streams = create_streams(&net, &creator, count).await;
+    let took = started.elapsed();
+    eprintln!(
+        "created {count} streams in {took:?} ({:.0}/s)",
+        count as f64 / took.as_secs_f64()
+    );
+    assert_eq!(streams.iter().collect::<HashSet<_>>().len(), count);
+    // Batched: far fewer registry transactions than streams.
+    let mut transactions = 0.0;
+    for i in 0..net.len() {
+        transactions += net.metric(i, "rill_registration_transactions_total").await;
+    }
+    assert!(
+        transactions < count as f64 / 4.0,
+        "{transactions} transactions for {count} streams"
+    );
+    let sample: Vec<StreamId> = streams
+        .choose_multiple(&mut rand::thread_rng(), 24)
+        .copied()
+        .collect();
+    let mut acked = Vec::new();
+    for (n, stream) in sample.iter().enumerate() {
+        let client = net.client_with(n % net.len(), creator.clone()).await;
+        let (event, _) = client
+            .add_message(*stream, &format!("to {stream}"), pb::Ack::Quorum)
+            .await
+            .unwrap_or_else(|e| panic!("an event in stream {stream} is acknowledged: {e}"));
+        acked.push((*stream, event.hash()));
+    }
+    for (stream, hash) in acked {
+        net.expect_finalized(stream, &HashSet::from([hash]), Duration::from_secs(30))
+            .await;
+    }
+    // Every node holds its share: replication 3 of 4 nodes.
+    let mut held = 0.0;
+    for i in 0..net.len() {
+        held += net.metric(i, "rill_streams_held").await;
+    }
+    assert_eq!(
+        held,
+        (count * 3) as f64,
+        "every stream is held by three nodes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_stream_leaves_memory_and_a_new_event_loads_it_and_finalizes() {
+    logs();
+    let net = Testnet::builder()
+        .nodes(3)
+        .replication(3)
+        .residency(Residency {
+            max_loaded: 1_000,
+            evict_idle_after: Duration::from_secs(1),
+        })
+        .start()
+        .await;
+    let creator = NodeKey::generate();
+    let stream = create_streams(&net, &creator, 1).await[0];
+    let client = net.client_with(0, creator.clone()).await;
+    let (first, _) = client
+        .add_message(stream, "before", pb::Ack::Miniblock)
+        .await
+        .expect("in a miniblock");
+    // Idle: every node evicts it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for i in 0..net.len() {
+        while net.metric(i, "rill_stream_evictions_total").await < 1.0
+            || net.metric(i, "rill_streams_loaded").await > 0.0
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node {i} never evicted the idle stream"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(net.metric(i, "rill_streams_held").await, 1.0);
+    }
+    // Cold everywhere; an event brings it back and it produces a miniblock like a hot one.
+    let (second, _) = client
+        .add_message(stream, "after", pb::Ack::Miniblock)
+        .await
+        .expect("a cold stream produces miniblocks");
+    let finalized = net
+        .expect_finalized(
+            stream,
+            &HashSet::from([first.hash(), second.hash()]),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(finalized.chain.len() >= 3);
+    for i in 0..net.len() {
+        assert!(
+            net.metric(i, "rill_stream_loads_total").await >= 1.0,
+            "node {i} loaded the stream again"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_restarted_with_a_long_history_loads_the_stream_from_its_latest_snapshot() {
+    logs();
+    let mut net = Testnet::builder()
+        .nodes(3)
+        .replication(3)
+        .block_time(Duration::from_millis(500))
+        .network(|n| n.snapshot_interval = 4)
+        .start()
+        .await;
+    let creator = NodeKey::generate();
+    let stream = create_streams(&net, &creator, 1).await[0];
+    let load = net.load(stream, &creator, &[0, 1, 2], 4, pb::Ack::Quorum, 64);
+    // Long enough for well over a recency window (32) of miniblocks.
+    let client = net.client_with(0, creator.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let head = client
+            .get_stream(stream)
+            .await
+            .expect("readable")
+            .miniblocks
+            .len();
+        if head > 60 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream grows ({head} miniblocks)"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let acked = load.stop().await;
+    let finalized = net
+        .expect_finalized(stream, &acked.events, Duration::from_secs(60))
+        .await;
+    let length = finalized.chain.len() as f64;
+    net.stop(2).await;
+    net.restart(2).await;
+    assert_eq!(
+        net.metric(2, "rill_stream_loads_total").await,
+        0.0,
+        "cold after a restart"
+    );
+    let restarted = net.client_with(2, creator.clone()).await;
+    let (event, _) = restarted
+        .add_message(stream, "after the restart", pb::Ack::Miniblock)
+        .await
+        .expect("the restarted replica serves the stream");
+    net.expect_finalized(
+        stream,
+        &HashSet::from([event.hash()]),
+        Duration::from_secs(30),
+    )
+    .await;
+    let loads = net.metric(2, "rill_stream_load_miniblocks_count").await;
+    let read = net.metric(2, "rill_stream_load_miniblocks_sum").await;
+    assert!(loads >= 1.0, "the stream was loaded");
+    // The window (32) and at most one snapshot interval beyond it, not the whole history.
+    assert!(
+        read / loads <= 32.0 + 4.0 + 1.0 && read / loads < length,
+        "read {read} miniblocks in {loads} loads of a {length}-miniblock chain"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_far_behind_starts_from_a_peers_snapshot_then_backfills_the_history() {
+    logs();
+    let mut net = Testnet::builder()
+        .nodes(3)
+        .replication(3)
+        .block_time(Duration::from_millis(500))
+        .network(|n| n.snapshot_interval = 4)
+        .start()
+        .await;
+    let creator = NodeKey::generate();
+    let stream = create_streams(&net, &creator, 1).await[0];
+    net.stop(2).await;
+    let load = net.load(stream, &creator, &[0, 1], 4, pb::Ack::Quorum, 64);
+    // Far behind: more than twice the snapshot interval plus the recency window (32).
+    let client = net.client_with(0, creator.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let head = client.head(stream, true).await.expect("readable").0;
+        if head > 60 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stream grows (head {head})");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let acked = load.stop().await;
+    net.restart(2).await;
+    // Every replica ends with the whole chain, the restarted one included.
+    let finalized = net
+        .expect_finalized(stream, &acked.events, Duration::from_secs(90))
+        .await;
+    assert!(
+        net.metric(2, "rill_snapshot_jumps_total").await >= 1.0,
+        "the replica started from a peer's snapshot instead of replaying"
+    );
+    let backfilled = net.metric(2, "rill_backfilled_miniblocks_total").await;
+    assert!(
+        backfilled > 0.0 && backfilled < finalized.chain.len() as f64,
+        "it backfilled the skipped history ({backfilled} of {} miniblocks)",
+        finalized.chain.len()
+    );
+}
