@@ -12,7 +12,10 @@
 //! turns the engine's store effects into [`Write`]s) and re-opens everything it reads, so a
 //! corrupted file yields an error, never a bad event.
 
+mod gap;
 mod keys;
+mod reads;
 mod store;
 
-pub use store::{Store, StoreError, StoredGap, StoredStream, Write};
+pub use gap::StoredGap;
+pub use store::{Store, StoreError, StoredStream, Write};

@@ -9,6 +9,7 @@ use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId, pb};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
+use crate::gap::StoredGap;
 use crate::keys;
 
 /// Why a store operation failed.
@@ -95,39 +96,6 @@ pub enum Write {
     },
 }
 
-/// Miniblocks a stream skipped when its replica jumped to a peer's snapshot: `down_to..below`
-/// are missing, and miniblock `below - 1` must hash to `hash`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StoredGap {
-    /// The first missing number.
-    pub down_to: u64,
-    /// The first number held above the gap.
-    pub below: u64,
-    /// The hash miniblock `below - 1` must have.
-    pub hash: B256,
-}
-
-impl StoredGap {
-    fn encode(&self) -> Vec<u8> {
-        let mut bytes = self.down_to.to_be_bytes().to_vec();
-        bytes.extend_from_slice(&self.below.to_be_bytes());
-        bytes.extend_from_slice(self.hash.as_slice());
-        bytes
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        if bytes.len() != 48 {
-            return Err(StoreError::Corrupt("a gap record of the wrong size".into()));
-        }
-        let num = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-        Ok(Self {
-            down_to: num(0),
-            below: num(8),
-            hash: B256::from_slice(&bytes[16..]),
-        })
-    }
-}
-
 /// A stream as stored, re-opened for the engine (see [`Store::load`]).
 #[derive(Clone, Debug)]
 pub struct StoredStream {
@@ -155,22 +123,22 @@ impl From<TransactionError<StoreError>> for StoreError {
     }
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
 /// A node's store. Cheap to clone (sled trees are shared handles).
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: sled::Db,
-    events: sled::Tree,
-    streams: sled::Tree,
-    minipool: sled::Tree,
-    minipool_index: sled::Tree,
-    candidates: sled::Tree,
-    miniblocks: sled::Tree,
-    heads: sled::Tree,
+    pub(crate) db: sled::Db,
+    pub(crate) events: sled::Tree,
+    pub(crate) streams: sled::Tree,
+    pub(crate) minipool: sled::Tree,
+    pub(crate) minipool_index: sled::Tree,
+    pub(crate) candidates: sled::Tree,
+    pub(crate) miniblocks: sled::Tree,
+    pub(crate) heads: sled::Tree,
     /// Per stream: the history a jump skipped, until it is backfilled.
-    gaps: sled::Tree,
-    meta: sled::Tree,
+    pub(crate) gaps: sled::Tree,
+    pub(crate) meta: sled::Tree,
 }
 
 const LAST_BLOCK: &[u8] = b"last_chain_block";
@@ -292,11 +260,11 @@ impl Store {
             .collect()
     }
 
-    /// The streams with events in their minipool or stored candidates: work a restarted node
-    /// must load them for.
+    /// The streams with events in their minipool, stored candidates or history to backfill:
+    /// work a restarted node must load them for.
     pub fn streams_with_pending(&self) -> Result<BTreeSet<StreamId>, StoreError> {
         let mut out = BTreeSet::new();
-        for tree in [&self.minipool, &self.candidates] {
+        for tree in [&self.minipool, &self.candidates, &self.gaps] {
             let mut key = tree.first()?.map(|(k, _)| k);
             while let Some(k) = key {
                 let id = StreamId::from_slice(&k[..32])
@@ -452,296 +420,6 @@ impl Store {
         Ok(())
     }
 
-    /// Takes `run` (linked miniblocks, oldest first, past the stored head) as the stream's
-    /// new head in one write: stores them and their events, removes those events from the
-    /// minipool and every candidate up to the last number. Miniblocks between the old head
-    /// and the run stay absent: reads stop at the gap.
-    pub fn rebase(
-        &self,
-        id: &StreamId,
-        run: &[ParsedMiniblock],
-        gap: &StoredGap,
-    ) -> Result<(), StoreError> {
-        let (Some(first), Some(last)) = (run.first(), run.last()) else {
-            return Ok(());
-        };
-        let head = self.head(id)?;
-        let linked = run
-            .windows(2)
-            .all(|w| w[1].num() == w[0].num() + 1 && w[1].prev_hash() == w[0].hash());
-        if !linked || head.is_some_and(|(num, _)| first.num() <= num) {
-            return Err(StoreError::OutOfOrder(format!(
-                "a run {}..={} that is not linked or not past the stored head {head:?}",
-                first.num(),
-                last.num()
-            )));
-        }
-        let encoded: Vec<_> = run.iter().map(|m| (m.num(), encode(m))).collect();
-        let stale: Vec<sled::IVec> = self
-            .candidates
-            .range(
-                keys::numbered(id, 0).to_vec()
-                    ..=keys::candidate(id, last.num(), &B256::repeat_byte(0xff)).to_vec(),
-            )
-            .keys()
-            .collect::<Result<_, _>>()?;
-        let mut head_value = last.num().to_be_bytes().to_vec();
-        head_value.extend_from_slice(last.hash().as_slice());
-        let gap = gap.encode();
-        let trees = (
-            &self.events,
-            &self.minipool,
-            &self.minipool_index,
-            &self.candidates,
-            &self.miniblocks,
-            &self.heads,
-            &self.gaps,
-        );
-        trees.transaction(
-            |(tree, minipool, index, candidates, miniblocks, heads, gaps)| -> TxResult<()> {
-                gaps.insert(keys::stream_prefix(id).as_slice(), gap.as_slice())?;
-                for (num, (header, events)) in &encoded {
-                    for (hash, bytes) in events {
-                        tree.insert(hash.as_slice(), bytes.as_slice())?;
-                        if let Some(seq) = index.remove(keys::hashed(id, hash).as_slice())? {
-                            minipool.remove(keys::numbered(id, seq_of(&seq)?).as_slice())?;
-                        }
-                    }
-                    miniblocks.insert(keys::numbered(id, *num).as_slice(), header.as_slice())?;
-                }
-                for key in &stale {
-                    candidates.remove(key)?;
-                }
-                heads.insert(keys::stream_prefix(id).as_slice(), head_value.as_slice())?;
-                Ok(())
-            },
-        )?;
-        Ok(())
-    }
-
-    /// Fills the top of the stream's gap with `miniblocks` (oldest first, each the parent of
-    /// the next, the last the parent of the gap's top) and records what is still missing.
-    /// Refuses miniblocks that do not close the top of the recorded gap.
-    pub fn backfill(
-        &self,
-        id: &StreamId,
-        miniblocks: &[ParsedMiniblock],
-        rest: Option<&StoredGap>,
-    ) -> Result<(), StoreError> {
-        let gap = self.gap(id)?;
-        let fits = gap.is_some_and(|gap| {
-            miniblocks.last().is_some_and(|m| {
-                m.num() + 1 == gap.below && m.hash() == gap.hash && m.num() >= gap.down_to
-            }) && miniblocks
-                .windows(2)
-                .all(|w| w[1].num() == w[0].num() + 1 && w[1].prev_hash() == w[0].hash())
-        });
-        if !fits {
-            return Err(StoreError::OutOfOrder(format!(
-                "backfill of stream {id} does not close the top of its gap {gap:?}"
-            )));
-        }
-        let encoded: Vec<_> = miniblocks.iter().map(|m| (m.num(), encode(m))).collect();
-        let rest = rest.map(StoredGap::encode);
-        (&self.events, &self.miniblocks, &self.gaps).transaction(
-            |(tree, stored, gaps)| -> TxResult<()> {
-                for (num, (header, events)) in &encoded {
-                    for (hash, bytes) in events {
-                        tree.insert(hash.as_slice(), bytes.as_slice())?;
-                    }
-                    stored.insert(keys::numbered(id, *num).as_slice(), header.as_slice())?;
-                }
-                match &rest {
-                    Some(rest) => {
-                        gaps.insert(keys::stream_prefix(id).as_slice(), rest.as_slice())?
-                    }
-                    None => gaps.remove(keys::stream_prefix(id).as_slice())?,
-                };
-                Ok(())
-            },
-        )?;
-        Ok(())
-    }
-
-    /// The history the stream's replica skipped and has not backfilled yet.
-    pub fn gap(&self, id: &StreamId) -> Result<Option<StoredGap>, StoreError> {
-        self.gaps
-            .get(keys::stream_prefix(id))?
-            .map(|bytes| StoredGap::decode(&bytes))
-            .transpose()
-    }
-
-    /// The envelopes with these hashes that the store has (minipool or miniblocks).
-    pub fn events(&self, hashes: &[B256]) -> Result<Vec<pb::Envelope>, StoreError> {
-        let mut out = Vec::new();
-        for hash in hashes {
-            if let Some(bytes) = self.events.get(hash.as_slice())? {
-                out.push(decode_envelope(&bytes)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Promoted miniblocks `from ..= to`, in wire form.
-    pub fn miniblocks(
-        &self,
-        id: &StreamId,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<pb::Miniblock>, StoreError> {
-        self.miniblocks
-            .range(keys::numbered(id, from)..=keys::numbered(id, to))
-            .values()
-            .map(|header| self.assemble(&header?))
-            .collect()
-    }
-
-    /// Promoted miniblocks from `from` on, up to `to` or until `max_bytes` of them (at least
-    /// one), in wire form; and whether the page reached `to` (or the stored head). The page
-    /// is contiguous: it is empty if `from` is not stored and ends at a gap (a replica that
-    /// jumped to a snapshot lacks the miniblocks before it).
-    pub fn miniblocks_page(
-        &self,
-        id: &StreamId,
-        from: u64,
-        to: u64,
-        max_bytes: usize,
-    ) -> Result<(Vec<pb::Miniblock>, bool), StoreError> {
-        let mut page = Vec::new();
-        let mut bytes = 0;
-        for entry in self
-            .miniblocks
-            .range(keys::numbered(id, from)..=keys::numbered(id, to))
-        {
-            let (key, header) = entry?;
-            if keys::num_of(&key) != from + page.len() as u64 {
-                return Ok((page, false));
-            }
-            let miniblock = self.assemble(&header)?;
-            let size = miniblock.encoded_len();
-            if !page.is_empty() && bytes + size > max_bytes {
-                return Ok((page, false));
-            }
-            bytes += size;
-            page.push(miniblock);
-        }
-        Ok((page, true))
-    }
-
-    /// The envelopes with these hashes that the store has (minipool or miniblocks), up to
-    /// `max_bytes` of them (at least one).
-    pub fn events_page(
-        &self,
-        hashes: &[B256],
-        max_bytes: usize,
-    ) -> Result<Vec<pb::Envelope>, StoreError> {
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for hash in hashes {
-            if let Some(raw) = self.events.get(hash.as_slice())? {
-                if !out.is_empty() && bytes + raw.len() > max_bytes {
-                    break;
-                }
-                bytes += raw.len();
-                out.push(decode_envelope(&raw)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Stored candidates, in wire form.
-    pub fn candidates(&self, id: &StreamId) -> Result<Vec<pb::Miniblock>, StoreError> {
-        self.candidates
-            .scan_prefix(keys::stream_prefix(id))
-            .values()
-            .map(|header| self.assemble(&header?))
-            .collect()
-    }
-
-    /// The minipool's envelopes, in arrival order.
-    pub fn minipool(&self, id: &StreamId) -> Result<Vec<pb::Envelope>, StoreError> {
-        let mut out = Vec::new();
-        for hash in self.minipool.scan_prefix(keys::stream_prefix(id)).values() {
-            let hash = hash?;
-            let bytes = self
-                .events
-                .get(&hash)?
-                .ok_or_else(|| StoreError::Corrupt("minipool names a missing event".into()))?;
-            out.push(decode_envelope(&bytes)?);
-        }
-        Ok(out)
-    }
-
-    /// What the engine needs to load the stream: the promoted miniblocks from its base (the
-    /// genesis, or the latest miniblock that carries a snapshot) or from `window` before the
-    /// head, whichever is older, then its minipool and its candidates. How much is read does
-    /// not grow with the stream's history. Bytes are re-opened with their hashes checked, not
-    /// their signatures: this node checked those before it stored them.
-    pub fn load(&self, id: &StreamId, window: u64) -> Result<StoredStream, StoreError> {
-        let nodes = self.nodes(id)?;
-        let Some((head, _)) = self.head(id)? else {
-            return Err(StoreError::Incomplete(*id));
-        };
-        let head_header = self
-            .miniblocks
-            .get(keys::numbered(id, head))?
-            .ok_or_else(|| StoreError::Corrupt(format!("head miniblock {head} is missing")))?;
-        let (_, fields) = decode_header(&head_header)?;
-        let base = if fields.snapshot.is_some() {
-            head
-        } else {
-            fields.prev_snapshot_num
-        };
-        let first = base.min(head.saturating_sub(window));
-        // The run that ends at the head (a stream taken from a peer's snapshot has nothing
-        // before it).
-        let mut run = Vec::new();
-        for entry in self
-            .miniblocks
-            .range(keys::numbered(id, first)..=keys::numbered(id, head))
-            .rev()
-        {
-            let (key, header) = entry?;
-            if keys::num_of(&key) != head - run.len() as u64 {
-                break;
-            }
-            run.push(header);
-        }
-        if (run.len() as u64) < head - base + 1 {
-            return Err(StoreError::Corrupt(format!(
-                "miniblocks {base}..={head} are not all stored"
-            )));
-        }
-        let open_miniblock = |mb: pb::Miniblock| {
-            ParsedMiniblock::open_stored(mb).map_err(|e| StoreError::Corrupt(e.to_string()))
-        };
-        let miniblocks = run
-            .iter()
-            .rev()
-            .map(|header| open_miniblock(self.assemble(header)?))
-            .collect::<Result<Vec<_>, _>>()?;
-        let minipool = self
-            .minipool(id)?
-            .into_iter()
-            .map(|e| ParsedEvent::open_stored(e).map_err(|e| StoreError::Corrupt(e.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        // A candidate that no longer assembles (its events were dropped) is useless: skip it.
-        let candidates = self
-            .candidates(id)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|mb| open_miniblock(mb).ok())
-            .collect();
-        Ok(StoredStream {
-            id: *id,
-            nodes,
-            miniblocks,
-            minipool,
-            candidates,
-            gap: self.gap(id)?,
-        })
-    }
-
     /// Remembers the last chain block processed, to resume the chain monitor after it.
     pub fn set_last_block(&self, number: u64) -> Result<(), StoreError> {
         self.meta.insert(LAST_BLOCK, &number.to_be_bytes())?;
@@ -753,7 +431,7 @@ impl Store {
         Ok(self.meta.get(LAST_BLOCK)?.map(|v| seq_of_bytes(&v)))
     }
 
-    fn assemble(&self, header: &[u8]) -> Result<pb::Miniblock, StoreError> {
+    pub(crate) fn assemble(&self, header: &[u8]) -> Result<pb::Miniblock, StoreError> {
         let (header, fields) = decode_header(header)?;
         let mut events = Vec::with_capacity(fields.event_hashes.len());
         for hash in &fields.event_hashes {
@@ -771,7 +449,9 @@ impl Store {
 }
 
 /// A stored header envelope and the header fields it carries.
-fn decode_header(bytes: &[u8]) -> Result<(pb::Envelope, pb::MiniblockHeader), StoreError> {
+pub(crate) fn decode_header(
+    bytes: &[u8],
+) -> Result<(pb::Envelope, pb::MiniblockHeader), StoreError> {
     let header = decode_envelope(bytes)?;
     let event = pb::StreamEvent::decode(header.event.as_slice())
         .map_err(|e| StoreError::Corrupt(format!("header: {e}")))?;
@@ -782,7 +462,7 @@ fn decode_header(bytes: &[u8]) -> Result<(pb::Envelope, pb::MiniblockHeader), St
 }
 
 /// A miniblock as stored: its header envelope, and its events by hash (kept in `events`).
-fn encode(miniblock: &ParsedMiniblock) -> (Vec<u8>, Vec<(B256, Vec<u8>)>) {
+pub(crate) fn encode(miniblock: &ParsedMiniblock) -> (Vec<u8>, Vec<(B256, Vec<u8>)>) {
     let header = miniblock.header_event().envelope().encode_to_vec();
     let events = miniblock
         .events()
@@ -792,7 +472,7 @@ fn encode(miniblock: &ParsedMiniblock) -> (Vec<u8>, Vec<(B256, Vec<u8>)>) {
     (header, events)
 }
 
-fn decode_envelope(bytes: &[u8]) -> Result<pb::Envelope, StoreError> {
+pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<pb::Envelope, StoreError> {
     pb::Envelope::decode(bytes).map_err(|e| StoreError::Corrupt(format!("envelope: {e}")))
 }
 
@@ -803,7 +483,7 @@ fn seq_of_bytes(bytes: &[u8]) -> u64 {
     u64::from_be_bytes(out)
 }
 
-fn seq_of(bytes: &[u8]) -> TxResult<u64> {
+pub(crate) fn seq_of(bytes: &[u8]) -> TxResult<u64> {
     if bytes.len() != 8 {
         return Err(ConflictableTransactionError::Abort(StoreError::Corrupt(
             "minipool index".into(),

@@ -295,10 +295,13 @@ fn a_rebase_skips_history_that_a_checked_backfill_fills_in_and_survives_a_reopen
             .backfill(&STREAM, &chain[9..=13], Some(&rest))
             .unwrap();
         assert_eq!(store.gap(&STREAM).unwrap(), Some(rest));
+        // A restarted node loads the stream to go on backfilling.
+        assert!(store.streams_with_pending().unwrap().contains(&STREAM));
     }
     let store = Store::open(dir.path()).unwrap();
     store.backfill(&STREAM, &chain[3..=8], None).unwrap();
     assert_eq!(store.gap(&STREAM).unwrap(), None);
+    assert!(!store.streams_with_pending().unwrap().contains(&STREAM));
     let (page, complete) = store.miniblocks_page(&STREAM, 0, 16, 1 << 20).unwrap();
     assert!(complete);
     assert_eq!(

@@ -1,0 +1,182 @@
+//! Reads: events, miniblocks and minipools in wire form, in pages bounded in bytes, and a
+//! stream loaded for the engine from its latest snapshot.
+
+use alloy_primitives::B256;
+use prost::Message as _;
+use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId, pb};
+
+use crate::keys;
+use crate::store::{Store, StoreError, StoredStream, decode_envelope, decode_header};
+
+impl Store {
+    /// The envelopes with these hashes that the store has (minipool or miniblocks).
+    pub fn events(&self, hashes: &[B256]) -> Result<Vec<pb::Envelope>, StoreError> {
+        let mut out = Vec::new();
+        for hash in hashes {
+            if let Some(bytes) = self.events.get(hash.as_slice())? {
+                out.push(decode_envelope(&bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Promoted miniblocks `from ..= to`, in wire form.
+    pub fn miniblocks(
+        &self,
+        id: &StreamId,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<pb::Miniblock>, StoreError> {
+        self.miniblocks
+            .range(keys::numbered(id, from)..=keys::numbered(id, to))
+            .values()
+            .map(|header| self.assemble(&header?))
+            .collect()
+    }
+
+    /// Promoted miniblocks from `from` on, up to `to` or until `max_bytes` of them (at least
+    /// one), in wire form; and whether the page reached `to` (or the stored head). The page
+    /// is contiguous: it is empty if `from` is not stored and ends at a gap (a replica that
+    /// jumped to a snapshot lacks the miniblocks before it).
+    pub fn miniblocks_page(
+        &self,
+        id: &StreamId,
+        from: u64,
+        to: u64,
+        max_bytes: usize,
+    ) -> Result<(Vec<pb::Miniblock>, bool), StoreError> {
+        let mut page = Vec::new();
+        let mut bytes = 0;
+        for entry in self
+            .miniblocks
+            .range(keys::numbered(id, from)..=keys::numbered(id, to))
+        {
+            let (key, header) = entry?;
+            if keys::num_of(&key) != from + page.len() as u64 {
+                return Ok((page, false));
+            }
+            let miniblock = self.assemble(&header)?;
+            let size = miniblock.encoded_len();
+            if !page.is_empty() && bytes + size > max_bytes {
+                return Ok((page, false));
+            }
+            bytes += size;
+            page.push(miniblock);
+        }
+        Ok((page, true))
+    }
+
+    /// The envelopes with these hashes that the store has (minipool or miniblocks), up to
+    /// `max_bytes` of them (at least one).
+    pub fn events_page(
+        &self,
+        hashes: &[B256],
+        max_bytes: usize,
+    ) -> Result<Vec<pb::Envelope>, StoreError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for hash in hashes {
+            if let Some(raw) = self.events.get(hash.as_slice())? {
+                if !out.is_empty() && bytes + raw.len() > max_bytes {
+                    break;
+                }
+                bytes += raw.len();
+                out.push(decode_envelope(&raw)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stored candidates, in wire form.
+    pub fn candidates(&self, id: &StreamId) -> Result<Vec<pb::Miniblock>, StoreError> {
+        self.candidates
+            .scan_prefix(keys::stream_prefix(id))
+            .values()
+            .map(|header| self.assemble(&header?))
+            .collect()
+    }
+
+    /// The minipool's envelopes, in arrival order.
+    pub fn minipool(&self, id: &StreamId) -> Result<Vec<pb::Envelope>, StoreError> {
+        let mut out = Vec::new();
+        for hash in self.minipool.scan_prefix(keys::stream_prefix(id)).values() {
+            let hash = hash?;
+            let bytes = self
+                .events
+                .get(&hash)?
+                .ok_or_else(|| StoreError::Corrupt("minipool names a missing event".into()))?;
+            out.push(decode_envelope(&bytes)?);
+        }
+        Ok(out)
+    }
+
+    /// What the engine needs to load the stream: the promoted miniblocks from its base (the
+    /// genesis, or the latest miniblock that carries a snapshot) or from `window` before the
+    /// head, whichever is older, then its minipool and its candidates. How much is read does
+    /// not grow with the stream's history. Bytes are re-opened with their hashes checked, not
+    /// their signatures: this node checked those before it stored them.
+    pub fn load(&self, id: &StreamId, window: u64) -> Result<StoredStream, StoreError> {
+        let nodes = self.nodes(id)?;
+        let Some((head, _)) = self.head(id)? else {
+            return Err(StoreError::Incomplete(*id));
+        };
+        let head_header = self
+            .miniblocks
+            .get(keys::numbered(id, head))?
+            .ok_or_else(|| StoreError::Corrupt(format!("head miniblock {head} is missing")))?;
+        let (_, fields) = decode_header(&head_header)?;
+        let base = if fields.snapshot.is_some() {
+            head
+        } else {
+            fields.prev_snapshot_num
+        };
+        let first = base.min(head.saturating_sub(window));
+        // The run that ends at the head (a stream taken from a peer's snapshot has nothing
+        // before it).
+        let mut run = Vec::new();
+        for entry in self
+            .miniblocks
+            .range(keys::numbered(id, first)..=keys::numbered(id, head))
+            .rev()
+        {
+            let (key, header) = entry?;
+            if keys::num_of(&key) != head - run.len() as u64 {
+                break;
+            }
+            run.push(header);
+        }
+        if (run.len() as u64) < head - base + 1 {
+            return Err(StoreError::Corrupt(format!(
+                "miniblocks {base}..={head} are not all stored"
+            )));
+        }
+        let open_miniblock = |mb: pb::Miniblock| {
+            ParsedMiniblock::open_stored(mb).map_err(|e| StoreError::Corrupt(e.to_string()))
+        };
+        let miniblocks = run
+            .iter()
+            .rev()
+            .map(|header| open_miniblock(self.assemble(header)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        let minipool = self
+            .minipool(id)?
+            .into_iter()
+            .map(|e| ParsedEvent::open_stored(e).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A candidate that no longer assembles (its events were dropped) is useless: skip it.
+        let candidates = self
+            .candidates(id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|mb| open_miniblock(mb).ok())
+            .collect();
+        Ok(StoredStream {
+            id: *id,
+            nodes,
+            miniblocks,
+            minipool,
+            candidates,
+            gap: self.gap(id)?,
+        })
+    }
+}
