@@ -4,7 +4,7 @@
 //! refusals to the metrics.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256};
 use rill_chain::{MiniblockRegistration, Registrar, RegistrationOutcome};
@@ -29,6 +29,8 @@ struct Timings {
     client_events: HashMap<B256, Instant>,
     /// Candidates built here and not yet promoted.
     candidates: HashMap<B256, Instant>,
+    /// Candidates built here that have not reached their write quorum yet.
+    built: HashMap<B256, Instant>,
 }
 
 /// Carries out effects.
@@ -147,6 +149,9 @@ impl Executor {
                 Write::DropFromMinipool { stream, hashes }
             }
             StoreOp::StoreCandidate { stream, miniblock } => {
+                if miniblock.producer() == self.me {
+                    self.timings.built.insert(miniblock.hash(), Instant::now());
+                }
                 Write::StoreCandidate { stream, miniblock }
             }
             StoreOp::Promote { stream, miniblock } => Write::Promote { stream, miniblock },
@@ -192,6 +197,17 @@ impl Executor {
     /// Queues a registration once this node's copy of the candidate is durable.
     fn register(&mut self, registration: Registration) {
         self.metrics.miniblocks_produced.inc();
+        // Candidates that never reached a quorum are given up by the engine; forget them.
+        if self.timings.built.len() > 4096 {
+            self.timings
+                .built
+                .retain(|_, at| at.elapsed() < Duration::from_secs(60));
+        }
+        if let Some(at) = self.timings.built.remove(&registration.hash) {
+            self.metrics
+                .candidate_to_write_quorum
+                .observe(at.elapsed().as_secs_f64());
+        }
         self.timings
             .candidates
             .insert(registration.hash, Instant::now());
@@ -265,6 +281,7 @@ impl Executor {
     /// Forgets timings of candidates that will never be promoted (the registry took another).
     pub(crate) fn candidate_rejected(&mut self, hash: &B256) {
         self.timings.candidates.remove(hash);
+        self.timings.built.remove(hash);
     }
 
     /// Sends what the outbox gathered, once everything this node wrote is durable: a node

@@ -107,6 +107,7 @@ pub(crate) struct Metrics {
     pub(crate) add_to_quorum: Histogram,
     pub(crate) add_to_promoted: Histogram,
     pub(crate) candidate_to_registered: Histogram,
+    pub(crate) candidate_to_write_quorum: Histogram,
     pub(crate) catch_up_page: Histogram,
     pub(crate) store_write: Histogram,
     pub(crate) store_flush: Histogram,
@@ -142,6 +143,7 @@ impl Metrics {
             add_to_quorum: seconds(),
             add_to_promoted: seconds(),
             candidate_to_registered: seconds(),
+            candidate_to_write_quorum: seconds(),
             catch_up_page: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             store_write: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
             store_flush: seconds(),
@@ -266,8 +268,13 @@ impl Metrics {
             self.add_to_promoted.clone(),
         );
         r.register(
+            "candidate_to_write_quorum_seconds",
+            "From a candidate built here to more than half of the stream's nodes storing it",
+            self.candidate_to_write_quorum.clone(),
+        );
+        r.register(
             "candidate_to_registered_seconds",
-            "From a candidate built here to its registration promoted",
+            "From a candidate's write quorum to its registration promoted here",
             self.candidate_to_registered.clone(),
         );
         r.register(

@@ -133,6 +133,7 @@ impl Task {
             .collect();
         let contract = self.registry.contract().clone();
         let registry = self.registry.address();
+        let sent = Instant::now();
         let result = self
             .send(|| {
                 contract
@@ -146,7 +147,12 @@ impl Task {
             Ok((allocated, registered)) => {
                 metrics.transactions.inc();
                 metrics.batch_size.observe((take_a + take_r) as f64);
-                info!(streams = take_a, heads = take_r, "registration batch mined");
+                info!(
+                    streams = take_a,
+                    heads = take_r,
+                    ms = sent.elapsed().as_millis() as u64,
+                    "registration batch mined"
+                );
                 for (queued, outcome) in allocations.into_iter().zip(allocated) {
                     if let AllocationOutcome::Rejected { reason, .. } = &outcome {
                         metrics.rejected_entries.inc();

@@ -7,8 +7,11 @@
 //!   block;
 //! - many streams (`--streams N --active M`): creation rate, each node's idle CPU and memory
 //!   with the N streams held, restart-to-serving time, then events spread over the M active
-//!   streams (finalized events/s, latencies on a sample of `--watch` streams).
+//!   streams (finalized events/s, latencies on a sample of `--watch` streams);
+//! - a replica far behind (`--catch-up-mb N`): one replica down while N MiB are finalized,
+//!   then its restart to serving and to caught up, and the write quorum's cost.
 
+mod catch_up;
 mod chain;
 mod scale;
 mod single;
@@ -54,6 +57,9 @@ pub(crate) struct Args {
     /// Many-streams mode: how long idle CPU is measured (seconds).
     #[arg(long, default_value_t = 20.0)]
     idle_seconds: f64,
+    /// Catch-up mode: MiB finalized while one replica is down.
+    #[arg(long)]
+    catch_up_mb: Option<u64>,
     #[arg(long, default_value = ".devnet-bench")]
     dir: PathBuf,
 }
@@ -120,6 +126,33 @@ impl Devnet {
     }
 }
 
+/// The mean of a histogram node `i` serves on its metrics endpoint (`_sum / _count`), 0 if
+/// it has no observations.
+pub(crate) async fn histogram_mean(devnet: &Devnet, i: usize, name: &str) -> f64 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let Ok(mut socket) = tokio::net::TcpStream::connect(&devnet.processes[i].node.metrics).await
+    else {
+        return 0.0;
+    };
+    let mut body = String::new();
+    let request = b"GET /metrics HTTP/1.0\r\nhost: localhost\r\n\r\n";
+    if socket.write_all(request).await.is_err() || socket.read_to_string(&mut body).await.is_err() {
+        return 0.0;
+    }
+    let value = |suffix: &str| -> f64 {
+        let metric = format!("{name}{suffix} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&metric)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let count = value("_count");
+    if count == 0.0 {
+        0.0
+    } else {
+        value("_sum") / count
+    }
+}
+
 pub(crate) fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {
     if values.is_empty() {
         return Duration::ZERO;
@@ -131,7 +164,9 @@ pub(crate) fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.streams > 1 {
+    if let Some(megabytes) = args.catch_up_mb {
+        catch_up::run(&args, megabytes).await
+    } else if args.streams > 1 {
         scale::run(&args).await
     } else {
         single::run(&args).await
