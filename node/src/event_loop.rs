@@ -14,7 +14,7 @@ use rill_p2p::{NetworkEvent, P2p};
 use rill_protocol::{Limits, ParsedEvent, StreamId};
 use rill_store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::blocks::Blocks;
 use crate::client::Watch;
@@ -152,6 +152,10 @@ impl NodeLoop {
                 _ = flush.tick() => self.executor.flush_gossip(),
                 () = &mut shutdown => break,
             }
+            if let Some(failure) = self.executor.take_failure() {
+                error!(%failure, "a store write failed: stopping without flushing gossip");
+                return Err(failure);
+            }
         }
         info!("shutting down");
         self.executor.flush_gossip();
@@ -192,7 +196,10 @@ impl NodeLoop {
                     Ok(effects) => {
                         self.executor.client_event(hash);
                         self.executor.run(effects);
-                        let _ = reply.send(Ok(()));
+                        // Dropped on a store failure: the client is told the node is stopping.
+                        if !self.executor.failed() {
+                            let _ = reply.send(Ok(()));
+                        }
                     }
                     Err(reject) => {
                         self.metrics.reject(reject.code());

@@ -11,8 +11,8 @@ use rill_chain::{MiniblockRegistration, Registrar, RegistrationOutcome};
 use rill_engine::{Effect, Notification, Registration, StoreOp};
 use rill_p2p::P2p;
 use rill_protocol::pb;
-use rill_store::{Store, Write};
-use tracing::{debug, warn};
+use rill_store::{Store, StoreError, Write};
+use tracing::{debug, error, warn};
 
 use crate::client::{Acks, Watch};
 use crate::directory::{SharedDirectory, read};
@@ -48,6 +48,9 @@ pub(crate) struct Executor {
     pub(crate) directory: SharedDirectory,
     pub(crate) faults: Hook,
     timings: Timings,
+    /// The first store write that failed: the engine moved on without the store, so the node
+    /// stops (fail-stop) and a restart reloads what the store holds.
+    failure: Option<StoreError>,
 }
 
 impl Executor {
@@ -79,7 +82,18 @@ impl Executor {
             directory,
             faults,
             timings: Timings::default(),
+            failure: None,
         }
+    }
+
+    /// Whether a store write failed (nothing more is carried out after it).
+    pub(crate) fn failed(&self) -> bool {
+        self.failure.is_some()
+    }
+
+    /// The store failure that stops the node, if any.
+    pub(crate) fn take_failure(&mut self) -> Option<StoreError> {
+        self.failure.take()
     }
 
     /// The next event admitted with this hash came from a client of this node.
@@ -90,6 +104,9 @@ impl Executor {
     /// Carries out `effects`, in order.
     pub(crate) fn run(&mut self, effects: Vec<Effect>) {
         for effect in effects {
+            if self.failure.is_some() {
+                return;
+            }
             match effect {
                 Effect::Store(op) => self.store(op),
                 Effect::Gossip { stream, message } => {
@@ -183,14 +200,20 @@ impl Executor {
             }
         };
         let started = Instant::now();
-        let written = self.store.write(&write);
+        let written = if self.faults.store_fails(self.me) {
+            Err(StoreError::io("injected write failure"))
+        } else {
+            self.store.write(&write)
+        };
         self.metrics
             .store_write
             .observe(started.elapsed().as_secs_f64());
         if let Err(e) = written {
-            // The engine moved on; the store did not. A restart reloads from the store and
-            // catches up from peers.
-            warn!(%e, "store write failed");
+            // The engine moved on; the store did not. Nothing after this write is carried out
+            // (no gossip, no acknowledgement) and the node stops; a restart reloads what the
+            // store holds and catches up from peers.
+            error!(%e, "store write failed; stopping");
+            self.failure = Some(e);
         }
     }
 

@@ -1,5 +1,5 @@
-//! Fault injection for tests: drop or delay one kind of message between nodes, or partition
-//! them. The rules are only compiled in with the `faults` feature (the testnet and the fault
+//! Fault injection for tests: drop or delay one kind of message between nodes, partition
+//! them, or make a node's store writes fail. The rules are only compiled in with the `faults` feature (the testnet and the fault
 //! suite turn it on); without it every message is delivered and nothing here is reachable.
 //!
 //! Every node checks its outgoing messages against the rules, so a rule shared by all the
@@ -70,6 +70,8 @@ mod rules {
     #[derive(Clone, Debug, Default)]
     pub struct Faults {
         rules: Arc<Mutex<Vec<Rule>>>,
+        /// Nodes whose store writes fail.
+        failing_stores: Arc<Mutex<Vec<Address>>>,
     }
 
     /// A `RILL_FAULTS` spec that does not parse.
@@ -129,6 +131,26 @@ mod rules {
         /// Removes every rule.
         pub fn heal(&self) {
             self.lock().clear();
+            self.failing_stores
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
+
+        /// Makes every store write of `node` fail from now on (a disk that stopped working).
+        pub fn fail_store_writes(&self, node: Address) {
+            self.failing_stores
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(node);
+        }
+
+        /// Whether `node`'s store writes fail.
+        pub fn store_fails(&self, node: Address) -> bool {
+            self.failing_stores
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&node)
         }
 
         /// What happens to a message of `kind` from `from` to `to`: the first matching rule
@@ -196,5 +218,15 @@ impl Hook {
             return faults.action(kind, from, to);
         }
         Action::Deliver
+    }
+
+    /// Whether this node's (`me`) store writes are made to fail.
+    #[cfg_attr(not(feature = "faults"), allow(unused_variables))]
+    pub(crate) fn store_fails(&self, me: Address) -> bool {
+        #[cfg(feature = "faults")]
+        if let Some(faults) = &self.faults {
+            return faults.store_fails(me);
+        }
+        false
     }
 }

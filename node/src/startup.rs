@@ -91,6 +91,8 @@ pub struct Node {
     metrics: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     main: JoinHandle<Result<(), StoreError>>,
+    /// Whether `main`'s result was taken (a JoinHandle must not be polled again after).
+    main_done: bool,
     tasks: JoinSet<()>,
 }
 
@@ -285,6 +287,7 @@ impl Node {
             metrics: metrics_addr,
             shutdown: Some(shutdown),
             main,
+            main_done: false,
             tasks,
         })
     }
@@ -311,7 +314,12 @@ impl Node {
 
     /// Resolves when the node's loop ends on its own (a store failure).
     pub async fn finished(&mut self) -> Result<(), StoreError> {
-        (&mut self.main).await.unwrap_or(Ok(()))
+        if self.main_done {
+            return Ok(());
+        }
+        let result = (&mut self.main).await.unwrap_or(Ok(()));
+        self.main_done = true;
+        result
     }
 
     /// Stops the node: the loop ends, what was written is flushed, every task stops.
@@ -319,7 +327,7 @@ impl Node {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        let result = (&mut self.main).await.unwrap_or(Ok(()));
+        let result = self.finished().await;
         self.tasks.shutdown().await;
         result
     }
@@ -327,7 +335,7 @@ impl Node {
     /// Stops every task of the node at once, without flushing (for tests of what survives).
     pub async fn crash(mut self) {
         self.main.abort();
-        let _ = (&mut self.main).await;
+        let _ = self.finished().await;
         self.tasks.shutdown().await;
     }
 }

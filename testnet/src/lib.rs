@@ -260,6 +260,21 @@ impl Testnet {
         }
     }
 
+    /// Waits up to `within` for node `i` to stop on its own (a fail-stop) and returns why;
+    /// the node is down afterwards. Panics if it keeps running.
+    pub async fn wait_stopped(
+        &mut self,
+        i: usize,
+        within: Duration,
+    ) -> Result<(), rill_store::StoreError> {
+        let node = self.nodes[i].as_mut().expect("node i runs");
+        let result = tokio::time::timeout(within, node.finished())
+            .await
+            .unwrap_or_else(|_| panic!("node {i} still runs after {within:?}"));
+        self.crash(i).await;
+        result
+    }
+
     /// Stops node `i` gracefully.
     pub async fn stop(&mut self, i: usize) {
         if let Some(node) = self.nodes[i].take() {

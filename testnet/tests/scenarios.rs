@@ -114,3 +114,34 @@ async fn metrics_have_latency_histograms_of_the_path_of_an_event() {
     assert!(produced >= 1.0, "some node observed a registration");
     assert!(net.metric(0, "rill_add_to_promoted_seconds_count").await >= 5.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_disk_fails_stops_and_every_acknowledged_event_is_still_finalized() {
+    logs();
+    let mut net = Testnet::builder().nodes(4).replication(3).start().await;
+    let creator = NodeKey::generate();
+    let (stream, replicas) = stream(&net, &creator).await;
+    let load = net.load(stream, &creator, &replicas, 4, pb::Ack::Quorum, 64);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let victim = replicas[1];
+    net.faults().fail_store_writes(net.address(victim));
+    // Fail-stop: the node does not go on with an engine ahead of its store.
+    let stopped = net.wait_stopped(victim, Duration::from_secs(30)).await;
+    assert!(
+        stopped.is_err(),
+        "the node stopped because a write failed: {stopped:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    net.faults().heal();
+    net.restart(victim).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let acked = load.stop().await;
+    assert!(
+        acked.events.len() > 50,
+        "the load made progress: {} acknowledged",
+        acked.events.len()
+    );
+    // Every acknowledged event, on every replica, the restarted one included.
+    net.expect_finalized(stream, &acked.events, Duration::from_secs(60))
+        .await;
+}

@@ -33,6 +33,13 @@ pub enum StoreError {
     Incomplete(StreamId),
 }
 
+impl StoreError {
+    /// An I/O failure as the disk reports it (fault injection uses it).
+    pub fn io(message: &str) -> Self {
+        Self::Sled(sled::Error::Io(std::io::Error::other(message.to_owned())))
+    }
+}
+
 /// A write to the store. Each one is a single sled transaction, so a node killed at any point
 /// reopens to a state before or after it, never in between.
 #[derive(Clone, Debug)]
