@@ -46,6 +46,20 @@ async fn create_streams(net: &Testnet, creator: &NodeKey, count: usize) -> Vec<S
         .await
 }
 
+/// Waits (up to 90 s) until node `i`'s head of `stream` is past miniblock `num`.
+async fn grow_past(net: &Testnet, i: usize, reader: &NodeKey, stream: StreamId, num: u64) {
+    let client = net.client_with(i, reader.clone()).await;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let head = client.head(stream, true).await.expect("readable").0;
+        if head > num {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the stream grows (head {head})");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_in_a_random_sample_of_hundreds_of_streams_finalize_on_every_replica() {
     logs();
@@ -166,24 +180,7 @@ async fn a_replica_restarted_with_a_long_history_loads_the_stream_from_its_lates
     let stream = create_streams(&net, &creator, 1).await[0];
     let load = net.load(stream, &creator, &[0, 1, 2], 4, pb::Ack::Quorum, 64);
     // Long enough for well over a recency window (32) of miniblocks.
-    let client = net.client_with(0, creator.clone()).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let head = client
-            .get_stream(stream)
-            .await
-            .expect("readable")
-            .miniblocks
-            .len();
-        if head > 60 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the stream grows ({head} miniblocks)"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    grow_past(&net, 0, &creator, stream, 60).await;
     let acked = load.stop().await;
     let finalized = net
         .expect_finalized(stream, &acked.events, Duration::from_secs(60))
@@ -232,16 +229,7 @@ async fn a_replica_far_behind_starts_from_a_peers_snapshot_then_backfills_the_hi
     net.stop(2).await;
     let load = net.load(stream, &creator, &[0, 1], 4, pb::Ack::Quorum, 64);
     // Far behind: more than twice the snapshot interval plus the recency window (32).
-    let client = net.client_with(0, creator.clone()).await;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let head = client.head(stream, true).await.expect("readable").0;
-        if head > 60 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the stream grows (head {head})");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    grow_past(&net, 0, &creator, stream, 60).await;
     let acked = load.stop().await;
     net.restart(2).await;
     // Every replica ends with the whole chain, the restarted one included.

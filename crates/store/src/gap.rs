@@ -6,7 +6,7 @@ use rill_protocol::{ParsedMiniblock, StreamId};
 use sled::Transactional;
 
 use crate::keys;
-use crate::store::{Store, StoreError, TxResult, encode, seq_of};
+use crate::store::{Store, StoreError, TxResult, encode};
 
 /// Miniblocks a stream skipped when its replica jumped to a peer's snapshot: `down_to..below`
 /// are missing, and miniblock `below - 1` must hash to `hash`.
@@ -21,7 +21,7 @@ pub struct StoredGap {
 }
 
 impl StoredGap {
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut bytes = self.down_to.to_be_bytes().to_vec();
         bytes.extend_from_slice(&self.below.to_be_bytes());
         bytes.extend_from_slice(self.hash.as_slice());
@@ -66,47 +66,7 @@ impl Store {
                 last.num()
             )));
         }
-        let encoded: Vec<_> = run.iter().map(|m| (m.num(), encode(m))).collect();
-        let stale: Vec<sled::IVec> = self
-            .candidates
-            .range(
-                keys::numbered(id, 0).to_vec()
-                    ..=keys::candidate(id, last.num(), &B256::repeat_byte(0xff)).to_vec(),
-            )
-            .keys()
-            .collect::<Result<_, _>>()?;
-        let mut head_value = last.num().to_be_bytes().to_vec();
-        head_value.extend_from_slice(last.hash().as_slice());
-        let gap = gap.encode();
-        let trees = (
-            &self.events,
-            &self.minipool,
-            &self.minipool_index,
-            &self.candidates,
-            &self.miniblocks,
-            &self.heads,
-            &self.gaps,
-        );
-        trees.transaction(
-            |(tree, minipool, index, candidates, miniblocks, heads, gaps)| -> TxResult<()> {
-                gaps.insert(keys::stream_prefix(id).as_slice(), gap.as_slice())?;
-                for (num, (header, events)) in &encoded {
-                    for (hash, bytes) in events {
-                        tree.insert(hash.as_slice(), bytes.as_slice())?;
-                        if let Some(seq) = index.remove(keys::hashed(id, hash).as_slice())? {
-                            minipool.remove(keys::numbered(id, seq_of(&seq)?).as_slice())?;
-                        }
-                    }
-                    miniblocks.insert(keys::numbered(id, *num).as_slice(), header.as_slice())?;
-                }
-                for key in &stale {
-                    candidates.remove(key)?;
-                }
-                heads.insert(keys::stream_prefix(id).as_slice(), head_value.as_slice())?;
-                Ok(())
-            },
-        )?;
-        Ok(())
+        self.take_run(id, run, Some(gap))
     }
 
     /// Fills the top of the stream's gap with `miniblocks` (oldest first, each the parent of

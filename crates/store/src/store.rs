@@ -386,20 +386,36 @@ impl Store {
                 miniblock.num()
             )));
         }
-        let num = miniblock.num();
-        let (header, events) = encode(miniblock);
+        self.take_run(id, std::slice::from_ref(miniblock), None)
+    }
+
+    /// Takes `run` (linked miniblocks, oldest first, checked by the caller) as the stream's
+    /// head in one write: stores them and their events, removes those events from the
+    /// minipool and every candidate up to the last number, and records `gap` (what a jump
+    /// skipped) if there is one.
+    pub(crate) fn take_run(
+        &self,
+        id: &StreamId,
+        run: &[ParsedMiniblock],
+        gap: Option<&StoredGap>,
+    ) -> Result<(), StoreError> {
+        let Some(last) = run.last() else {
+            return Ok(());
+        };
+        let encoded: Vec<_> = run.iter().map(|m| (m.num(), encode(m))).collect();
         // Transactions cannot scan: find the candidates to remove first. This store has one
         // writer (the node's engine loop), so nothing adds one in between.
         let stale: Vec<sled::IVec> = self
             .candidates
             .range(
                 keys::numbered(id, 0).to_vec()
-                    ..=keys::candidate(id, num, &B256::repeat_byte(0xff)).to_vec(),
+                    ..=keys::candidate(id, last.num(), &B256::repeat_byte(0xff)).to_vec(),
             )
             .keys()
             .collect::<Result<_, _>>()?;
-        let mut head_value = num.to_be_bytes().to_vec();
-        head_value.extend_from_slice(miniblock.hash().as_slice());
+        let mut head_value = last.num().to_be_bytes().to_vec();
+        head_value.extend_from_slice(last.hash().as_slice());
+        let gap = gap.map(StoredGap::encode);
         let trees = (
             &self.events,
             &self.minipool,
@@ -407,20 +423,26 @@ impl Store {
             &self.candidates,
             &self.miniblocks,
             &self.heads,
+            &self.gaps,
         );
         trees.transaction(
-            |(tree, minipool, index, candidates, miniblocks, heads)| -> TxResult<()> {
-                for (hash, bytes) in &events {
-                    tree.insert(hash.as_slice(), bytes.as_slice())?;
-                    if let Some(seq) = index.remove(keys::hashed(id, hash).as_slice())? {
-                        minipool.remove(keys::numbered(id, seq_of(&seq)?).as_slice())?;
+            |(tree, minipool, index, candidates, miniblocks, heads, gaps)| -> TxResult<()> {
+                for (num, (header, events)) in &encoded {
+                    for (hash, bytes) in events {
+                        tree.insert(hash.as_slice(), bytes.as_slice())?;
+                        if let Some(seq) = index.remove(keys::hashed(id, hash).as_slice())? {
+                            minipool.remove(keys::numbered(id, seq_of(&seq)?).as_slice())?;
+                        }
                     }
+                    miniblocks.insert(keys::numbered(id, *num).as_slice(), header.as_slice())?;
                 }
                 for key in &stale {
                     candidates.remove(key)?;
                 }
-                miniblocks.insert(keys::numbered(id, num).as_slice(), header.as_slice())?;
                 heads.insert(keys::stream_prefix(id).as_slice(), head_value.as_slice())?;
+                if let Some(gap) = &gap {
+                    gaps.insert(keys::stream_prefix(id).as_slice(), gap.as_slice())?;
+                }
                 Ok(())
             },
         )?;

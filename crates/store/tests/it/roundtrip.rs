@@ -1,7 +1,9 @@
 use rill_protocol::{Limits, ParsedMiniblock};
 use rill_store::{Store, StoreError, StoredGap, Write};
 
-use crate::support::{STREAM, genesis, hashes, key, message, next, next_with};
+use crate::support::{
+    STREAM, chain_with_snapshots, genesis, hashes, key, message, next, next_with,
+};
 
 #[test]
 fn stream_survives_a_reopen_with_its_chain_minipool_and_candidates() {
@@ -170,31 +172,14 @@ fn a_removed_stream_leaves_nothing_behind() {
 fn a_load_reads_from_the_latest_snapshot_or_the_window_not_from_the_genesis() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let g = genesis();
+    // 40 miniblocks, a snapshot every 8.
+    let chain = chain_with_snapshots(40, 8);
+    let g = chain[0].clone();
     store
         .create_stream(&STREAM, &[key(1).address()], &g)
         .unwrap();
-    // 40 miniblocks, a snapshot every 8.
-    let mut chain = vec![g.clone()];
-    let mut last_snapshot = 0;
-    for num in 1..=40u64 {
-        let snapshot = num.is_multiple_of(8).then(|| rill_protocol::pb::Snapshot {
-            stream_id: STREAM.0.to_vec(),
-            members: vec![key(2).address().to_vec()],
-            settings: None,
-            event_count: num,
-        });
-        let m = next_with(
-            chain.last(),
-            vec![message(&g, num)],
-            snapshot,
-            last_snapshot,
-        );
-        if num.is_multiple_of(8) {
-            last_snapshot = num;
-        }
-        store.promote(&STREAM, &m).unwrap();
-        chain.push(m);
+    for m in &chain[1..] {
+        store.promote(&STREAM, m).unwrap();
     }
     let nums = |window| -> Vec<u64> {
         store
@@ -220,24 +205,9 @@ fn a_load_reads_from_the_latest_snapshot_or_the_window_not_from_the_genesis() {
 #[test]
 fn a_rebase_skips_history_that_a_checked_backfill_fills_in_and_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let g = genesis();
     // The chain a peer holds: 20 miniblocks, a snapshot at 16.
-    let mut chain = vec![g.clone()];
-    for num in 1..=20u64 {
-        let snapshot = (num == 16).then(|| rill_protocol::pb::Snapshot {
-            stream_id: STREAM.0.to_vec(),
-            members: vec![key(2).address().to_vec()],
-            settings: None,
-            event_count: num,
-        });
-        let prev_snapshot = if num > 16 { 16 } else { 0 };
-        chain.push(next_with(
-            chain.last(),
-            vec![message(&g, num)],
-            snapshot,
-            prev_snapshot,
-        ));
-    }
+    let chain = chain_with_snapshots(20, 16);
+    let g = chain[0].clone();
     let gap = StoredGap {
         down_to: 3,
         below: 14,

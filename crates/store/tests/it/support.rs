@@ -56,3 +56,28 @@ pub(crate) fn next_with(
 pub(crate) fn hashes(events: &[ParsedEvent]) -> Vec<B256> {
     events.iter().map(|e| e.hash()).collect()
 }
+
+/// The genesis and `count` miniblocks after it, one message each, a snapshot every `every`.
+pub(crate) fn chain_with_snapshots(count: u64, every: u64) -> Vec<ParsedMiniblock> {
+    let g = genesis();
+    let mut chain = vec![g.clone()];
+    let mut last_snapshot = 0;
+    for num in 1..=count {
+        let snapshot = num.is_multiple_of(every).then(|| pb::Snapshot {
+            stream_id: STREAM.0.to_vec(),
+            members: vec![key(2).address().to_vec()],
+            settings: None,
+            event_count: num,
+        });
+        chain.push(next_with(
+            chain.last(),
+            vec![message(&g, num)],
+            snapshot,
+            last_snapshot,
+        ));
+        if num.is_multiple_of(every) {
+            last_snapshot = num;
+        }
+    }
+    chain
+}
