@@ -4,7 +4,9 @@
 use alloy_primitives::B256;
 use rill_engine::{ProposalReply, ProposalRequest, Request};
 use rill_p2p::NodeRequest;
-use rill_protocol::{Limits, ParsedEvent, StreamId, pb};
+use rill_protocol::{ParsedEvent, StreamId, pb};
+
+use crate::workers::Opener;
 
 /// 32-byte hashes from their wire form; `None` if one is not 32 bytes.
 pub(crate) fn hashes(wire: &[Vec<u8>]) -> Option<Vec<B256>> {
@@ -78,7 +80,7 @@ pub(crate) fn reply_to_pb(reply: ProposalReply) -> pb::ProposeMiniblockResponse 
 /// A replica's proposal from the wire, its events opened; `None` if anything is malformed.
 pub(crate) fn reply_from_pb(
     reply: pb::ProposeMiniblockResponse,
-    limits: &Limits,
+    opener: &Opener,
 ) -> Option<ProposalReply> {
     Some(ProposalReply {
         num: reply.num,
@@ -88,7 +90,7 @@ pub(crate) fn reply_from_pb(
         missing: reply
             .missing
             .into_iter()
-            .map(|e| ParsedEvent::open(e, limits).ok())
+            .map(|e| opener.open(e).ok())
             .collect::<Option<_>>()?,
     })
 }

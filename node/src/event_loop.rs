@@ -39,14 +39,15 @@ pub(crate) enum LoopMsg {
     Gossip(OpenedGossip),
     /// A leader's candidate, opened.
     Candidate(OpenedCandidate),
-    /// A client's event, opened, to admit.
-    AddEvent {
+    /// A client's events for one stream, opened, to admit in order; the reply has a verdict
+    /// per event, and is dropped if a store write failed.
+    AddEvents {
         stream: StreamId,
-        event: ParsedEvent,
-        reply: oneshot::Sender<Result<(), Reject>>,
+        events: Vec<ParsedEvent>,
+        reply: oneshot::Sender<Vec<Result<(), Reject>>>,
     },
-    /// A client's event did not open (for the metrics).
-    ClientRefused(&'static str),
+    /// Client events that did not open, by reason (for the metrics).
+    ClientRefused(Vec<&'static str>),
     /// A stream to take again from its registry record and genesis.
     Retake {
         record: rill_chain::StreamRecord,
@@ -182,32 +183,43 @@ impl NodeLoop {
                 self.router
                     .on_opened_candidate(opened, now, &mut self.streams, &mut self.executor);
             }
-            LoopMsg::AddEvent {
+            LoopMsg::AddEvents {
                 stream,
-                event,
+                events,
                 reply,
             } => {
-                let hash = event.hash();
-                match self
-                    .streams
-                    .for_stream(&stream)
-                    .add_event(now, stream, event)
-                {
-                    Ok(effects) => {
-                        self.executor.client_event(hash);
-                        self.executor.run(effects);
-                        // Dropped on a store failure: the client is told the node is stopping.
-                        if !self.executor.failed() {
-                            let _ = reply.send(Ok(()));
+                let mut verdicts = Vec::with_capacity(events.len());
+                let mut effects = Vec::new();
+                for event in events {
+                    let hash = event.hash();
+                    match self
+                        .streams
+                        .for_stream(&stream)
+                        .add_event(now, stream, event)
+                    {
+                        Ok(admitted) => {
+                            self.executor.client_event(hash);
+                            effects.extend(admitted);
+                            verdicts.push(Ok(()));
+                        }
+                        Err(reject) => {
+                            self.metrics.reject(reject.code());
+                            verdicts.push(Err(reject));
                         }
                     }
-                    Err(reject) => {
-                        self.metrics.reject(reject.code());
-                        let _ = reply.send(Err(reject));
-                    }
+                }
+                // One run for the whole batch: its minipool writes go in one store write.
+                self.executor.run(effects);
+                // Dropped on a store failure: the client is told the node is stopping.
+                if !self.executor.failed() {
+                    let _ = reply.send(verdicts);
                 }
             }
-            LoopMsg::ClientRefused(reason) => self.metrics.reject(reason),
+            LoopMsg::ClientRefused(reasons) => {
+                for reason in reasons {
+                    self.metrics.reject(reason);
+                }
+            }
             LoopMsg::Retake { record, genesis } => {
                 self.allocated(record.id, record.nodes, record.genesis_hash, &genesis);
                 let effects = self.streams.handle(

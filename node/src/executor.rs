@@ -10,7 +10,7 @@ use alloy_primitives::{Address, B256};
 use rill_chain::{MiniblockRegistration, Registrar, RegistrationOutcome};
 use rill_engine::{Effect, Notification, Registration, StoreOp};
 use rill_p2p::P2p;
-use rill_protocol::pb;
+use rill_protocol::{ParsedEvent, StreamId, pb};
 use rill_store::{Store, StoreError, Write};
 use tracing::{debug, error, warn};
 
@@ -51,6 +51,9 @@ pub(crate) struct Executor {
     /// The first store write that failed: the engine moved on without the store, so the node
     /// stops (fail-stop) and a restart reloads what the store holds.
     failure: Option<StoreError>,
+    /// Minipool additions to one stream in a row, written as one store write before any
+    /// effect that must follow them (see [`Self::run`]).
+    adds: Option<(StreamId, Vec<ParsedEvent>)>,
 }
 
 impl Executor {
@@ -83,6 +86,7 @@ impl Executor {
             faults,
             timings: Timings::default(),
             failure: None,
+            adds: None,
         }
     }
 
@@ -101,14 +105,21 @@ impl Executor {
         self.timings.client_events.insert(hash, Instant::now());
     }
 
-    /// Carries out `effects`, in order.
+    /// Carries out `effects`, in order. Minipool additions in a row (a client's batch, a
+    /// gossip batch) become one store write: it happens before the next effect that others
+    /// could observe (another write, a request, a registration, a notification) and at the
+    /// end, so nothing leaves the node before the write it follows. Gossip only enters the
+    /// outbox here and leaves after this returns.
     pub(crate) fn run(&mut self, effects: Vec<Effect>) {
         for effect in effects {
             if self.failure.is_some() {
+                self.adds = None;
                 return;
             }
             match effect {
-                Effect::Store(op) => self.store(op),
+                Effect::Store(StoreOp::AddToMinipool { stream, event }) => {
+                    self.add_to_minipool(stream, event)
+                }
                 Effect::Gossip { stream, message } => {
                     let to: Vec<Address> = read(&self.directory)
                         .stream_nodes(&stream)
@@ -124,15 +135,55 @@ impl Executor {
                     stream,
                     message,
                 } => self.outbox.add(&[to], stream, &message),
-                Effect::Send {
-                    to,
-                    stream,
-                    request,
-                } => self.requests.send(to, stream, request),
-                Effect::Register(registration) => self.register(registration),
-                Effect::Notify(notification) => self.notify(notification),
                 Effect::Rejected { reason, .. } => self.metrics.reject(reason.code()),
+                effect => {
+                    self.write_adds();
+                    if self.failure.is_some() {
+                        return;
+                    }
+                    match effect {
+                        Effect::Store(op) => self.store(op),
+                        Effect::Send {
+                            to,
+                            stream,
+                            request,
+                        } => self.requests.send(to, stream, request),
+                        Effect::Register(registration) => self.register(registration),
+                        Effect::Notify(notification) => self.notify(notification),
+                        Effect::Gossip { .. }
+                        | Effect::GossipTo { .. }
+                        | Effect::Rejected { .. } => unreachable!("handled above"),
+                    }
+                }
             }
+        }
+        self.write_adds();
+    }
+
+    /// Queues a minipool addition for the next [`Self::write_adds`].
+    fn add_to_minipool(&mut self, stream: StreamId, event: ParsedEvent) {
+        let origin = if self.timings.client_events.contains_key(&event.hash()) {
+            Origin::Client
+        } else {
+            Origin::Peer
+        };
+        self.metrics
+            .events_admitted
+            .get_or_create(&OriginLabels { origin })
+            .inc();
+        if self.adds.as_ref().is_some_and(|(s, _)| *s != stream) {
+            self.write_adds();
+        }
+        self.adds
+            .get_or_insert_with(|| (stream, Vec::new()))
+            .1
+            .push(event);
+    }
+
+    /// Writes the queued minipool additions, if any.
+    fn write_adds(&mut self) {
+        if let Some((stream, events)) = self.adds.take() {
+            self.write(Write::AddToMinipool { stream, events });
         }
     }
 
@@ -147,18 +198,10 @@ impl Executor {
                 nodes,
                 genesis,
             },
-            StoreOp::AddToMinipool { stream, event } => {
-                let origin = if self.timings.client_events.contains_key(&event.hash()) {
-                    Origin::Client
-                } else {
-                    Origin::Peer
-                };
-                self.metrics
-                    .events_admitted
-                    .get_or_create(&OriginLabels { origin })
-                    .inc();
-                Write::AddToMinipool { stream, event }
-            }
+            StoreOp::AddToMinipool { stream, event } => Write::AddToMinipool {
+                stream,
+                events: vec![event],
+            },
             StoreOp::DropFromMinipool { stream, hashes } => {
                 for hash in &hashes {
                     self.timings.client_events.remove(hash);
@@ -199,6 +242,11 @@ impl Executor {
                 }
             }
         };
+        self.write(write);
+    }
+
+    /// Carries out one store write; a failure stops the node.
+    fn write(&mut self, write: Write) {
         let started = Instant::now();
         let written = if self.faults.store_fails(self.me) {
             Err(StoreError::io("injected write failure"))

@@ -8,7 +8,7 @@ use std::time::Duration;
 use alloy_primitives::Address;
 use rill_engine::{Input, Request, RequestKind, Response};
 use rill_p2p::{NodeResponse, P2p};
-use rill_protocol::{Limits, ParsedEvent, ParsedMiniblock, StreamId, pb};
+use rill_protocol::{Limits, ParsedMiniblock, StreamId, pb};
 use tokio::sync::mpsc;
 use tracing::debug;
 
@@ -101,6 +101,7 @@ impl Requests {
     async fn open(&self, kind: RequestKind, answer: NodeResponse) -> Option<Response> {
         use pb::miniblock_response::Kind;
         let limits = self.limits;
+        let opener = self.workers.opener(limits);
         match (kind, answer) {
             (RequestKind::SaveCandidate(hash), NodeResponse::Miniblock(r)) => {
                 let deferred = pb::ErrorCode::Unavailable as i32;
@@ -117,7 +118,7 @@ impl Requests {
                 };
                 let reply = self
                     .workers
-                    .run(move || convert::reply_from_pb(reply, &limits))
+                    .run(move || convert::reply_from_pb(reply, &opener))
                     .await??;
                 Some(Response::Proposal(reply))
             }
@@ -130,7 +131,7 @@ impl Requests {
                     .run(move || {
                         r.envelopes
                             .into_iter()
-                            .filter_map(|e| ParsedEvent::open(e, &limits).ok())
+                            .filter_map(|e| opener.open(e).ok())
                             .collect()
                     })
                     .await?;

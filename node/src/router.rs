@@ -155,16 +155,13 @@ impl Router {
         if received.is_empty() {
             return self.report(id, via, verdict);
         }
-        let (mailbox, limits) = (self.mailbox.clone(), self.limits);
+        let (mailbox, opener) = (self.mailbox.clone(), self.workers.opener(self.limits));
         let (shed_id, shed_via) = (id.clone(), via);
         let open = move || {
             let streams = received
                 .into_iter()
                 .map(|(stream, envelopes)| {
-                    let events = envelopes
-                        .into_iter()
-                        .map(|e| ParsedEvent::open(e, &limits))
-                        .collect();
+                    let events = envelopes.into_iter().map(|e| opener.open(e)).collect();
                     (stream, events)
                 })
                 .collect();

@@ -1,11 +1,16 @@
 //! A fixed pool of threads for CPU-bound work (opening envelopes: hash and signature checks),
 //! fed by a bounded queue, so nothing per event runs on the node's loop and a flood of work
-//! waits (or is shed) instead of piling up.
+//! waits (or is shed) instead of piling up. The pool keeps the node's [`SignerCache`], so an
+//! event that arrives twice (gossip, and a proposal's missing events) is recovered once.
 
 use std::sync::Arc;
 use std::sync::Mutex;
 
+use rill_protocol::{Limits, OpenError, ParsedEvent, SignerCache, pb};
 use tokio::sync::{mpsc, oneshot};
+
+/// Signers remembered: a few seconds of events at the rates one node admits.
+const SIGNERS_CACHED: usize = 32 * 1024;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -17,6 +22,21 @@ pub(crate) struct Busy;
 #[derive(Clone, Debug)]
 pub(crate) struct Workers {
     jobs: mpsc::Sender<Job>,
+    signers: Arc<SignerCache>,
+}
+
+/// Opens envelopes with the node's signer cache; moved into the jobs that open them.
+#[derive(Clone, Debug)]
+pub(crate) struct Opener {
+    signers: Arc<SignerCache>,
+    limits: Limits,
+}
+
+impl Opener {
+    /// Checks one envelope (see [`ParsedEvent::open`]).
+    pub(crate) fn open(&self, envelope: pb::Envelope) -> Result<ParsedEvent, OpenError> {
+        ParsedEvent::open_cached(envelope, &self.limits, &self.signers)
+    }
 }
 
 impl Workers {
@@ -39,7 +59,18 @@ impl Workers {
                 })
                 .expect("spawning a worker thread");
         }
-        Self { jobs }
+        Self {
+            jobs,
+            signers: Arc::new(SignerCache::new(SIGNERS_CACHED)),
+        }
+    }
+
+    /// Something that opens envelopes under `limits`, to move into a job.
+    pub(crate) fn opener(&self, limits: Limits) -> Opener {
+        Opener {
+            signers: self.signers.clone(),
+            limits,
+        }
     }
 
     /// Runs `work` on the pool and waits for its result (waiting for room in the queue).

@@ -7,13 +7,13 @@
 
 use std::sync::Arc;
 
-use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
 use prost::Message as _;
 
 use crate::hash::{HashTag, framed_hash};
 use crate::ids::{Address, Hash, StreamId};
-use crate::keys::{NodeKey, address_of_key};
+use crate::keys::NodeKey;
 use crate::pb;
+use crate::signature::{Backend, SignerCache};
 
 pub use crate::pb::stream_event::Payload;
 
@@ -191,6 +191,28 @@ pub fn inception(
 impl ParsedEvent {
     /// Checks a decoded envelope. The hash is computed over `envelope.event` as received.
     pub fn open(envelope: pb::Envelope, limits: &Limits) -> Result<Self, OpenError> {
+        Self::open_with(envelope, limits, |hash, signature| {
+            Backend::NODE.recover(hash, signature)
+        })
+    }
+
+    /// [`Self::open`], taking the signer from `signers` when it recovered the same signature
+    /// over the same hash before.
+    pub fn open_cached(
+        envelope: pb::Envelope,
+        limits: &Limits,
+        signers: &SignerCache,
+    ) -> Result<Self, OpenError> {
+        Self::open_with(envelope, limits, |hash, signature| {
+            signers.recover(Backend::NODE, hash, signature)
+        })
+    }
+
+    fn open_with(
+        envelope: pb::Envelope,
+        limits: &Limits,
+        recover: impl FnOnce(&Hash, &[u8]) -> Result<Address, OpenError>,
+    ) -> Result<Self, OpenError> {
         if envelope.event.len() > limits.max_event_bytes {
             return Err(OpenError::TooLarge {
                 size: envelope.event.len(),
@@ -204,7 +226,7 @@ impl ParsedEvent {
         if claimed != computed {
             return Err(OpenError::BadHash { claimed, computed });
         }
-        let signer = recover_signer(&computed, &envelope.signature)?;
+        let signer = recover(&computed, &envelope.signature)?;
         let event = pb::StreamEvent::decode(envelope.event.as_slice())
             .map_err(|e| OpenError::Malformed(format!("event does not decode: {e}")))?;
         check_shape(&event)?;
@@ -319,25 +341,6 @@ impl ParsedEvent {
             _ => None,
         }
     }
-}
-
-fn recover_signer(hash: &Hash, signature: &[u8]) -> Result<Address, OpenError> {
-    let bytes: &[u8; 65] = signature
-        .try_into()
-        .map_err(|_| OpenError::BadSignature("a signature is 65 bytes: r ‖ s ‖ v"))?;
-    let recovery = RecoveryId::from_byte(bytes[64])
-        .filter(|id| !id.is_x_reduced())
-        .ok_or(OpenError::BadSignature("recovery id v must be 0 or 1"))?;
-    let signature = Signature::from_slice(&bytes[..64])
-        .map_err(|_| OpenError::BadSignature("r or s is out of range"))?;
-    if signature.normalize_s().is_some() {
-        return Err(OpenError::BadSignature(
-            "s is in the upper half of the order",
-        ));
-    }
-    let key = VerifyingKey::recover_from_prehash(hash.as_slice(), &signature, recovery)
-        .map_err(|_| OpenError::BadSignature("no public key recovers from it"))?;
-    Ok(address_of_key(&key))
 }
 
 fn malformed(what: &str) -> OpenError {

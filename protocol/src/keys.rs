@@ -19,6 +19,7 @@ use k256::ecdsa::{SigningKey, VerifyingKey};
 use libp2p_identity::{Keypair, PeerId, PublicKey};
 
 use crate::ids::{Address, Hash};
+use crate::signature::Backend;
 
 /// Why a key could not be made, loaded or saved.
 #[derive(Debug, thiserror::Error)]
@@ -113,16 +114,15 @@ impl NodeKey {
         self.libp2p_keypair().public().to_peer_id()
     }
 
-    /// The 65-byte recoverable signature `r ‖ s ‖ v` (v ∈ {0,1}, low s) over `hash` itself.
+    /// The 65-byte recoverable signature `r ‖ s ‖ v` (v ∈ {0,1}, low s) over `hash` itself,
+    /// made with [`Backend::NODE`] (every backend gives the same bytes).
     pub fn sign_hash(&self, hash: &Hash) -> [u8; 65] {
-        let (signature, recovery) = self
-            .signing
-            .sign_prehash_recoverable(hash.as_slice())
-            .expect("signing a 32-byte prehash cannot fail");
-        let mut out = [0u8; 65];
-        out[..64].copy_from_slice(&signature.to_bytes());
-        out[64] = recovery.to_byte();
-        out
+        Backend::NODE.sign(self, hash)
+    }
+
+    /// The k256 signing key (for [`Backend::K256`]).
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.signing
     }
 
     /// Loads a key file.

@@ -13,9 +13,14 @@ pub mod ids;
 pub mod keys;
 pub mod miniblock;
 pub mod pb;
+pub mod signature;
 
 pub use envelope::{Limits, OpenError, ParsedEvent, Payload, open, seal};
 pub use hash::{HashTag, framed_hash};
 pub use ids::{Address, Hash, StreamId};
 pub use keys::{KeyError, NodeKey};
 pub use miniblock::{MiniblockError, ParsedMiniblock};
+pub use signature::{Backend, SignerCache};
+
+/// At most this many events in one `AddEvents` request: a node refuses more (`TOO_LARGE`).
+pub const MAX_EVENTS_PER_REQUEST: usize = 1_000;

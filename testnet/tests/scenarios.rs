@@ -145,3 +145,94 @@ async fn a_replica_whose_disk_fails_stops_and_every_acknowledged_event_is_still_
     net.expect_finalized(stream, &acked.events, Duration::from_secs(60))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_with_bad_events_finalizes_the_good_ones_and_stores_none_of_the_bad() {
+    use rill_protocol::envelope::new_event;
+    use rill_protocol::{Payload, seal};
+    logs();
+    let net = Testnet::builder().nodes(4).replication(3).start().await;
+    let creator = NodeKey::generate();
+    let (stream, replicas) = stream(&net, &creator).await;
+    let client = net.client_with(replicas[0], creator.clone()).await;
+    let head = client.head(stream, true).await.expect("the head");
+    let message = |key: &NodeKey, text: &str| {
+        let payload = Payload::Message(pb::Message {
+            data: text.as_bytes().to_vec(),
+        });
+        seal(new_event(Some(head), now_ms(), payload), key).expect("sealed")
+    };
+    let good: Vec<_> = (0..8)
+        .map(|i| message(&creator, &format!("good {i}")))
+        .collect();
+    let mut forged = message(&creator, "forged").envelope().clone();
+    forged.signature[10] ^= 0xff;
+    let outsider = message(&NodeKey::generate(), "not a member");
+    let mut envelopes: Vec<pb::Envelope> = good.iter().map(|e| e.envelope().clone()).collect();
+    envelopes.insert(2, forged.clone());
+    envelopes.insert(5, outsider.envelope().clone());
+    envelopes.insert(7, pb::Envelope::default());
+    envelopes.push(good[0].envelope().clone());
+
+    let results = client
+        .add_envelopes(stream, envelopes, pb::Ack::Quorum)
+        .await
+        .expect("the request is answered");
+    let codes: Vec<Option<pb::ErrorCode>> = results
+        .iter()
+        .map(|r| {
+            r.error
+                .as_ref()
+                .map(|e| pb::ErrorCode::try_from(e.code).unwrap())
+        })
+        .collect();
+    use pb::ErrorCode as C;
+    let refused = [
+        (2, C::BadSignature),
+        (5, C::NotAMember),
+        (7, C::Malformed),
+        (11, C::Duplicate),
+    ];
+    for (i, code) in codes.iter().enumerate() {
+        let expected = refused.iter().find(|(at, _)| *at == i).map(|(_, c)| *c);
+        assert_eq!(*code, expected, "event {i}: {:?}", results[i].error);
+    }
+
+    let acked: HashSet<_> = good.iter().map(|e| e.hash()).collect();
+    let finalized = net
+        .expect_finalized(stream, &acked, Duration::from_secs(30))
+        .await;
+    for bad in [
+        rill_protocol::framed_hash(rill_protocol::HashTag::Event, &forged.event),
+        outsider.hash(),
+    ] {
+        assert!(!finalized.events.contains(&bad), "{bad} is in the chain");
+        for i in &replicas {
+            let pool = net
+                .client(*i)
+                .await
+                .get_stream(stream)
+                .await
+                .unwrap()
+                .minipool;
+            assert!(
+                pool.iter().all(|e| e.hash != bad.to_vec()),
+                "{bad} in node {i}'s minipool"
+            );
+        }
+    }
+
+    let too_many = vec![pb::Envelope::default(); rill_protocol::MAX_EVENTS_PER_REQUEST + 1];
+    let error = client
+        .add_envelopes(stream, too_many, pb::Ack::Local)
+        .await
+        .expect_err("over the limit");
+    assert_eq!(error.code(), Some(C::TooLarge));
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}

@@ -17,6 +17,7 @@ use prost::Message as _;
 use rill_p2p::{Multiaddr, P2p, P2pConfig, PeerId, RequestError};
 
 pub use devnet::{DevnetFile, DevnetFileError, DevnetNode};
+pub use rill_protocol::MAX_EVENTS_PER_REQUEST;
 use rill_protocol::envelope::new_event;
 use rill_protocol::{NodeKey, ParsedEvent, Payload, StreamId, pb, seal};
 
@@ -56,6 +57,25 @@ impl ClientError {
         match self {
             ClientError::Node { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+}
+
+/// One event of an [`Client::add_batch`]: the event as signed, and whether the node took it
+/// (with the miniblock number when the acknowledgement was `ACK_MINIBLOCK`).
+#[derive(Debug)]
+pub struct Added {
+    /// The event.
+    pub event: ParsedEvent,
+    /// The node's answer for it.
+    pub result: Result<Option<u64>, ClientError>,
+}
+
+impl From<pb::Error> for ClientError {
+    fn from(error: pb::Error) -> Self {
+        ClientError::Node {
+            code: pb::ErrorCode::try_from(error.code).unwrap_or(pb::ErrorCode::Unspecified),
+            message: error.message,
         }
     }
 }
@@ -120,10 +140,7 @@ impl Client {
             .await
             .map_err(ClientError::Unreachable)?;
         if let Some(error) = response.error {
-            return Err(ClientError::Node {
-                code: pb::ErrorCode::try_from(error.code).unwrap_or(pb::ErrorCode::Unspecified),
-                message: error.message,
-            });
+            return Err(error.into());
         }
         response.kind.ok_or(ClientError::Unexpected)
     }
@@ -204,6 +221,74 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Adds many events to one stream in one request (at most [`MAX_EVENTS_PER_REQUEST`]),
+    /// each built on the stream's head and signed here. Each is accepted or refused on its
+    /// own, in the order given; events refused because the head moved on are built again on
+    /// the new head and sent once more. Fails as a whole only when the request does.
+    pub async fn add_batch(
+        &self,
+        stream: StreamId,
+        payloads: Vec<Payload>,
+        ack: pb::Ack,
+    ) -> Result<Vec<Added>, ClientError> {
+        let mut out: Vec<Option<Added>> = payloads.iter().map(|_| None).collect();
+        let mut pending: Vec<(usize, Payload)> = payloads.into_iter().enumerate().collect();
+        let mut refresh = false;
+        while !pending.is_empty() {
+            let head = self.head(stream, refresh).await?;
+            let created_at = now_ms();
+            let events = pending
+                .iter()
+                .map(|(_, payload)| {
+                    seal(
+                        new_event(Some(head), created_at, payload.clone()),
+                        &self.key,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| ClientError::Unexpected)?;
+            let envelopes = events.iter().map(|e| e.envelope().clone()).collect();
+            let results = self.add_envelopes(stream, envelopes, ack).await?;
+            let mut stale = Vec::new();
+            let answers = events.into_iter().zip(results);
+            for ((index, payload), (event, answer)) in pending.into_iter().zip(answers) {
+                let result = match answer.error {
+                    None => Ok(answer.miniblock_num),
+                    Some(e) => Err(ClientError::from(e)),
+                };
+                match result {
+                    Err(e) if !refresh && e.code() == Some(pb::ErrorCode::StaleMiniblock) => {
+                        stale.push((index, payload))
+                    }
+                    result => out[index] = Some(Added { event, result }),
+                }
+            }
+            pending = stale;
+            refresh = true;
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Sends envelopes as they are (signed elsewhere, or not at all) in one `AddEvents`
+    /// request, and returns the node's result for each, in order.
+    pub async fn add_envelopes(
+        &self,
+        stream: StreamId,
+        envelopes: Vec<pb::Envelope>,
+        ack: pb::Ack,
+    ) -> Result<Vec<pb::AddEventResult>, ClientError> {
+        let count = envelopes.len();
+        let kind = pb::client_request::Kind::AddEvents(pb::AddEventsRequest {
+            stream_id: stream.0.to_vec(),
+            envelopes,
+            ack: ack as i32,
+        });
+        match self.call(kind).await? {
+            pb::client_response::Kind::AddEvents(r) if r.results.len() == count => Ok(r.results),
+            _ => Err(ClientError::Unexpected),
         }
     }
 

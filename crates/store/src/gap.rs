@@ -6,7 +6,7 @@ use rill_protocol::{ParsedMiniblock, StreamId};
 use sled::Transactional;
 
 use crate::keys;
-use crate::store::{Store, StoreError, TxResult, encode};
+use crate::store::{Store, StoreError, TxResult};
 
 /// Miniblocks a stream skipped when its replica jumped to a peer's snapshot: `down_to..below`
 /// are missing, and miniblock `below - 1` must hash to `hash`.
@@ -91,7 +91,10 @@ impl Store {
                 "backfill of stream {id} does not close the top of its gap {gap:?}"
             )));
         }
-        let encoded: Vec<_> = miniblocks.iter().map(|m| (m.num(), encode(m))).collect();
+        let encoded: Vec<_> = miniblocks
+            .iter()
+            .map(|m| Ok((m.num(), self.encode_new(m)?)))
+            .collect::<Result<_, StoreError>>()?;
         let rest = rest.map(StoredGap::encode);
         (&self.events, &self.miniblocks, &self.gaps).transaction(
             |(tree, stored, gaps)| -> TxResult<()> {

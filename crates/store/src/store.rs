@@ -53,12 +53,12 @@ pub enum Write {
         /// Its genesis miniblock.
         genesis: ParsedMiniblock,
     },
-    /// Adds an event to the minipool (idempotent).
+    /// Adds events to the minipool, in order (idempotent).
     AddToMinipool {
         /// The stream.
         stream: StreamId,
-        /// The event.
-        event: ParsedEvent,
+        /// The events.
+        events: Vec<ParsedEvent>,
     },
     /// Removes events from the minipool.
     DropFromMinipool {
@@ -182,7 +182,7 @@ impl Store {
                 nodes,
                 genesis,
             } => self.create_stream(stream, nodes, genesis),
-            Write::AddToMinipool { stream, event } => self.add_to_minipool(stream, event),
+            Write::AddToMinipool { stream, events } => self.add_to_minipool(stream, events),
             Write::DropFromMinipool { stream, hashes } => self.drop_from_minipool(stream, hashes),
             Write::StoreCandidate { stream, miniblock } => self.store_candidate(stream, miniblock),
             Write::Promote { stream, miniblock } => self.promote(stream, miniblock),
@@ -214,7 +214,7 @@ impl Store {
             )));
         }
         let record: Vec<u8> = nodes.iter().flat_map(|a| a.0.0).collect();
-        let (header, events) = encode(genesis);
+        let (header, events) = self.encode_new(genesis)?;
         let mut head_value = 0u64.to_be_bytes().to_vec();
         head_value.extend_from_slice(genesis.hash().as_slice());
         let trees = (&self.streams, &self.events, &self.miniblocks, &self.heads);
@@ -315,23 +315,36 @@ impl Store {
         )))
     }
 
-    /// Adds an event to the stream's minipool (idempotent).
-    pub fn add_to_minipool(&self, id: &StreamId, event: &ParsedEvent) -> Result<(), StoreError> {
-        let index_key = keys::hashed(id, &event.hash());
-        if self.minipool_index.contains_key(index_key)? {
+    /// Adds events to the stream's minipool in one write, in order (idempotent: events
+    /// already there are skipped).
+    pub fn add_to_minipool(&self, id: &StreamId, events: &[ParsedEvent]) -> Result<(), StoreError> {
+        let mut new = Vec::with_capacity(events.len());
+        let mut seen = std::collections::HashSet::with_capacity(events.len());
+        for event in events {
+            let index_key = keys::hashed(id, &event.hash());
+            if seen.insert(event.hash()) && !self.minipool_index.contains_key(index_key)? {
+                new.push((index_key, event));
+            }
+        }
+        if new.is_empty() {
             return Ok(());
         }
         let prefix = keys::stream_prefix(id);
-        let seq = match self.minipool.scan_prefix(prefix).keys().next_back() {
+        let first = match self.minipool.scan_prefix(prefix).keys().next_back() {
             Some(key) => keys::num_of(&key?) + 1,
             None => 0,
         };
-        let envelope = event.envelope().encode_to_vec();
+        let encoded: Vec<_> = new
+            .iter()
+            .map(|(index_key, event)| (index_key, event.hash(), event.envelope().encode_to_vec()))
+            .collect();
         (&self.events, &self.minipool, &self.minipool_index).transaction(
             |(events, minipool, index)| -> TxResult<()> {
-                events.insert(event.hash().as_slice(), envelope.as_slice())?;
-                minipool.insert(keys::numbered(id, seq).as_slice(), event.hash().as_slice())?;
-                index.insert(index_key.as_slice(), &seq.to_be_bytes()[..])?;
+                for (seq, (index_key, hash, envelope)) in (first..).zip(&encoded) {
+                    events.insert(hash.as_slice(), envelope.as_slice())?;
+                    minipool.insert(keys::numbered(id, seq).as_slice(), hash.as_slice())?;
+                    index.insert(index_key.as_slice(), &seq.to_be_bytes()[..])?;
+                }
                 Ok(())
             },
         )?;
@@ -361,7 +374,7 @@ impl Store {
         miniblock: &ParsedMiniblock,
     ) -> Result<(), StoreError> {
         let key = keys::candidate(id, miniblock.num(), &miniblock.hash());
-        let (header, events) = encode(miniblock);
+        let (header, events) = self.encode_new(miniblock)?;
         (&self.events, &self.candidates).transaction(|(tree, candidates)| -> TxResult<()> {
             for (hash, bytes) in &events {
                 tree.insert(hash.as_slice(), bytes.as_slice())?;
@@ -402,7 +415,10 @@ impl Store {
         let Some(last) = run.last() else {
             return Ok(());
         };
-        let encoded: Vec<_> = run.iter().map(|m| (m.num(), encode(m))).collect();
+        let encoded: Vec<Encoded> = run
+            .iter()
+            .map(|m| self.encode_new(m))
+            .collect::<Result<_, _>>()?;
         // Transactions cannot scan: find the candidates to remove first. This store has one
         // writer (the node's engine loop), so nothing adds one in between.
         let stale: Vec<sled::IVec> = self
@@ -427,14 +443,18 @@ impl Store {
         );
         trees.transaction(
             |(tree, minipool, index, candidates, miniblocks, heads, gaps)| -> TxResult<()> {
-                for (num, (header, events)) in &encoded {
+                for (miniblock, (header, events)) in run.iter().zip(&encoded) {
                     for (hash, bytes) in events {
                         tree.insert(hash.as_slice(), bytes.as_slice())?;
-                        if let Some(seq) = index.remove(keys::hashed(id, hash).as_slice())? {
+                    }
+                    for event in miniblock.events() {
+                        let key = keys::hashed(id, &event.hash());
+                        if let Some(seq) = index.remove(key.as_slice())? {
                             minipool.remove(keys::numbered(id, seq_of(&seq)?).as_slice())?;
                         }
                     }
-                    miniblocks.insert(keys::numbered(id, *num).as_slice(), header.as_slice())?;
+                    let key = keys::numbered(id, miniblock.num());
+                    miniblocks.insert(key.as_slice(), header.as_slice())?;
                 }
                 for key in &stale {
                     candidates.remove(key)?;
@@ -447,6 +467,21 @@ impl Store {
             },
         )?;
         Ok(())
+    }
+
+    /// A miniblock as it is written: its header envelope, and those of its events that
+    /// `events` does not hold yet. Each envelope is written once (usually when it entered the
+    /// minipool), however many candidates and promotions name it; this store has one writer,
+    /// so nothing removes one before the write that follows.
+    pub(crate) fn encode_new(&self, miniblock: &ParsedMiniblock) -> Result<Encoded, StoreError> {
+        let header = miniblock.header_event().envelope().encode_to_vec();
+        let mut absent = Vec::new();
+        for event in miniblock.events() {
+            if !self.events.contains_key(event.hash())? {
+                absent.push((event.hash(), event.envelope().encode_to_vec()));
+            }
+        }
+        Ok((header, absent))
     }
 
     /// Remembers the last chain block processed, to resume the chain monitor after it.
@@ -490,16 +525,8 @@ pub(crate) fn decode_header(
     Ok((header, fields))
 }
 
-/// A miniblock as stored: its header envelope, and its events by hash (kept in `events`).
-pub(crate) fn encode(miniblock: &ParsedMiniblock) -> (Vec<u8>, Vec<(B256, Vec<u8>)>) {
-    let header = miniblock.header_event().envelope().encode_to_vec();
-    let events = miniblock
-        .events()
-        .iter()
-        .map(|e| (e.hash(), e.envelope().encode_to_vec()))
-        .collect();
-    (header, events)
-}
+/// A miniblock to write: its header envelope and the events to add to `events` by hash.
+pub(crate) type Encoded = (Vec<u8>, Vec<(B256, Vec<u8>)>);
 
 pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<pb::Envelope, StoreError> {
     pb::Envelope::decode(bytes).map_err(|e| StoreError::Corrupt(format!("envelope: {e}")))

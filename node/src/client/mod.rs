@@ -16,7 +16,7 @@ use prost::Message as _;
 use rill_chain::{AllocationFailure, AllocationOutcome, NewStream, Registrar};
 use rill_engine::Reject;
 use rill_p2p::{P2p, PeerId, Responder};
-use rill_protocol::{Limits, NodeKey, ParsedEvent, ParsedMiniblock, StreamId, pb};
+use rill_protocol::{Limits, MAX_EVENTS_PER_REQUEST, NodeKey, ParsedMiniblock, StreamId, pb};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub(crate) use acks::{Acks, Wait};
@@ -99,6 +99,14 @@ fn stream_id(bytes: &[u8]) -> Result<StreamId, pb::Error> {
         .ok_or_else(|| error(pb::ErrorCode::Malformed, "a stream id is 32 bytes"))
 }
 
+/// Every result refused with `reason`.
+fn refuse_all(mut results: Vec<pb::AddEventResult>, reason: pb::Error) -> Vec<pb::AddEventResult> {
+    for result in &mut results {
+        result.error = Some(reason.clone());
+    }
+    results
+}
+
 fn stopping() -> pb::Error {
     error(pb::ErrorCode::Unavailable, "the node is stopping")
 }
@@ -158,7 +166,37 @@ impl ClientService {
             Kind::CreateStream(create) => self.create_stream(create).await,
             Kind::Info(info) => self.info(info.list_streams).await,
             Kind::AddEvent(add) => match stream_id(&add.stream_id) {
-                Ok(stream) if self.holds(&stream) => self.add_event(stream, add).await,
+                Ok(stream) if self.holds(&stream) => {
+                    let ack = pb::Ack::try_from(add.ack).unwrap_or(pb::Ack::Local);
+                    let envelope = add.envelope.unwrap_or_default();
+                    let results = self.add_events(stream, vec![envelope], ack).await;
+                    match results.into_iter().next() {
+                        Some(pb::AddEventResult { error: Some(e), .. }) => fail(e),
+                        Some(r) => ok(pb::client_response::Kind::AddEvent(pb::AddEventResponse {
+                            hash: r.hash,
+                            miniblock_num: r.miniblock_num,
+                        })),
+                        None => fail(stopping()),
+                    }
+                }
+                Ok(stream) => self.forward(stream, request).await,
+                Err(e) => fail(e),
+            },
+            Kind::AddEvents(add) => match stream_id(&add.stream_id) {
+                Ok(_) if add.envelopes.len() > MAX_EVENTS_PER_REQUEST => fail(error(
+                    pb::ErrorCode::TooLarge,
+                    format!(
+                        "{} events in one request; at most {MAX_EVENTS_PER_REQUEST}",
+                        add.envelopes.len()
+                    ),
+                )),
+                Ok(stream) if self.holds(&stream) => {
+                    let ack = pb::Ack::try_from(add.ack).unwrap_or(pb::Ack::Local);
+                    let results = self.add_events(stream, add.envelopes, ack).await;
+                    ok(pb::client_response::Kind::AddEvents(
+                        pb::AddEventsResponse { results },
+                    ))
+                }
                 Ok(stream) => self.forward(stream, request).await,
                 Err(e) => fail(e),
             },
@@ -190,61 +228,105 @@ impl ClientService {
         responder.send(response).await;
     }
 
-    /// Opens the event on the workers, admits it through the loop, and answers once it is
-    /// durable here (and, if asked, held by a quorum or promoted).
-    async fn add_event(&self, stream: StreamId, add: pb::AddEventRequest) -> pb::ClientResponse {
-        let ack = pb::Ack::try_from(add.ack).unwrap_or(pb::Ack::Local);
-        let limits = self.limits();
-        let envelope = add.envelope.unwrap_or_default();
-        let Some(opened) = self
-            .workers
-            .run(move || ParsedEvent::open(envelope, &limits))
-            .await
-        else {
-            return fail(stopping());
+    /// Opens the events on the workers (one job), admits them through the loop (one message,
+    /// one store write), and answers once they are durable here (one flush) and, if asked,
+    /// held by a quorum or promoted. Each event gets its own result.
+    async fn add_events(
+        &self,
+        stream: StreamId,
+        envelopes: Vec<pb::Envelope>,
+        ack: pb::Ack,
+    ) -> Vec<pb::AddEventResult> {
+        let mut results: Vec<pb::AddEventResult> = envelopes
+            .iter()
+            .map(|e| pb::AddEventResult {
+                hash: e.hash.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let opener = self.workers.opener(self.limits());
+        let open = move || {
+            envelopes
+                .into_iter()
+                .map(|e| opener.open(e))
+                .collect::<Vec<_>>()
         };
-        let event = match opened {
-            Ok(event) => event,
-            Err(e) => {
-                let _ = self.mailbox.send(LoopMsg::ClientRefused(e.name())).await;
-                return fail(e.to_pb());
+        let Some(opened) = self.workers.run(open).await else {
+            return refuse_all(results, stopping());
+        };
+        let mut admit = Vec::new();
+        let mut refused = Vec::new();
+        for (i, opened) in opened.into_iter().enumerate() {
+            match opened {
+                Ok(event) => admit.push((i, event)),
+                Err(e) => {
+                    refused.push(e.name());
+                    results[i].error = Some(e.to_pb());
+                }
             }
-        };
-        let hash = event.hash();
-        let waiting = match ack {
-            pb::Ack::Local => None,
-            pb::Ack::Quorum => Some(self.acks.wait(hash, Wait::Quorum)),
-            pb::Ack::Miniblock => Some(self.acks.wait(hash, Wait::Miniblock)),
-        };
-        let (reply, admitted) = oneshot::channel();
-        let message = LoopMsg::AddEvent {
-            stream,
-            event,
-            reply,
-        };
-        if self.mailbox.send(message).await.is_err() {
-            return fail(stopping());
         }
-        match admitted.await {
-            Ok(Ok(())) => {}
-            Ok(Err(reject)) => {
-                drop(waiting);
-                self.acks.cancel(&hash);
-                return fail(error(code(&reject), reject.to_string()));
+        if !refused.is_empty() {
+            let _ = self.mailbox.send(LoopMsg::ClientRefused(refused)).await;
+        }
+        if admit.is_empty() {
+            return results;
+        }
+        // Register before admission, so the moment cannot be missed.
+        let waits: Vec<_> = admit
+            .iter()
+            .map(|(_, event)| match ack {
+                pb::Ack::Local => None,
+                pb::Ack::Quorum => Some(self.acks.wait(event.hash(), Wait::Quorum)),
+                pb::Ack::Miniblock => Some(self.acks.wait(event.hash(), Wait::Miniblock)),
+            })
+            .collect();
+        let (reply, admitted) = oneshot::channel();
+        let events = admit.iter().map(|(_, event)| event.clone()).collect();
+        let sent = self.mailbox.send(LoopMsg::AddEvents {
+            stream,
+            events,
+            reply,
+        });
+        let verdicts = match sent.await {
+            Ok(()) => admitted.await.ok(),
+            Err(_) => None,
+        };
+        let Some(verdicts) = verdicts else {
+            drop(waits);
+            for (_, event) in &admit {
+                self.acks.cancel(&event.hash());
             }
-            Err(_) => return fail(stopping()),
+            return refuse_all(results, stopping());
+        };
+        let mut accepted = Vec::new();
+        for ((i, event), (verdict, wait)) in admit.into_iter().zip(verdicts.into_iter().zip(waits))
+        {
+            let hash = event.hash();
+            results[i].hash = hash.to_vec();
+            match verdict {
+                Ok(()) => accepted.push((i, hash, wait)),
+                Err(reject) => {
+                    drop(wait);
+                    self.acks.cancel(&hash);
+                    results[i].error = Some(error(code(&reject), reject.to_string()));
+                }
+            }
         }
         // Acknowledge only what is on disk (one flush serves every write since the last).
-        if !self.durability.mark().await {
-            return fail(error(pb::ErrorCode::Internal, "the store cannot flush"));
+        if !accepted.is_empty() && !self.durability.mark().await {
+            for (i, _, _) in &accepted {
+                results[*i].error = Some(error(pb::ErrorCode::Internal, "the store cannot flush"));
+            }
+            return results;
         }
-        let miniblock_num = match waiting {
-            None => None,
-            Some(waiting) => match tokio::time::timeout(ACK_TIMEOUT, waiting).await {
-                Ok(Ok(num)) => num.filter(|_| ack == pb::Ack::Miniblock),
+        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+        for (i, hash, wait) in accepted {
+            let Some(wait) = wait else { continue };
+            match tokio::time::timeout_at(deadline, wait).await {
+                Ok(Ok(num)) => results[i].miniblock_num = num.filter(|_| ack == pb::Ack::Miniblock),
                 _ => {
                     self.acks.cancel(&hash);
-                    return fail(error(
+                    results[i].error = Some(error(
                         pb::ErrorCode::Timeout,
                         format!(
                             "event {hash} is in this node's minipool but was not {ack:?}-acknowledged within {}s; check `rill stream get`",
@@ -252,23 +334,20 @@ impl ClientService {
                         ),
                     ));
                 }
-            },
-        };
-        ok(pb::client_response::Kind::AddEvent(pb::AddEventResponse {
-            hash: hash.to_vec(),
-            miniblock_num,
-        }))
+            }
+        }
+        results
     }
 
     /// Builds and signs the genesis, places the stream, and allocates it in the registry.
     async fn create_stream(&self, create: pb::CreateStreamRequest) -> pb::ClientResponse {
-        let limits = self.limits();
+        let opener = self.workers.opener(self.limits());
         let opened = self
             .workers
             .run(move || {
                 std::iter::once(create.inception.unwrap_or_default())
                     .chain(create.events)
-                    .map(|e| ParsedEvent::open(e, &limits))
+                    .map(|e| opener.open(e))
                     .collect::<Result<Vec<_>, _>>()
             })
             .await;

@@ -40,7 +40,9 @@ fn writer_child() {
             })
             .collect();
         for e in &events {
-            store.add_to_minipool(&STREAM, e).unwrap();
+            store
+                .add_to_minipool(&STREAM, std::slice::from_ref(e))
+                .unwrap();
         }
         let candidate = next(Some(&head), events[..15].to_vec());
         store.store_candidate(&STREAM, &candidate).unwrap();

@@ -17,7 +17,9 @@ fn stream_survives_a_reopen_with_its_chain_minipool_and_candidates() {
             .create_stream(&STREAM, &[key(1).address()], &g)
             .unwrap();
         for e in &pool {
-            store.add_to_minipool(&STREAM, e).unwrap();
+            store
+                .add_to_minipool(&STREAM, std::slice::from_ref(e))
+                .unwrap();
         }
         m1 = next(Some(&g), pool[..3].to_vec());
         store.store_candidate(&STREAM, &m1).unwrap();
@@ -47,6 +49,47 @@ fn stream_survives_a_reopen_with_its_chain_minipool_and_candidates() {
         .map(|m| ParsedMiniblock::open(m, &Limits::default()).unwrap())
         .collect();
     assert_eq!(reopened, vec![g, m1]);
+}
+
+#[test]
+fn a_batch_enters_the_minipool_in_order_once_and_its_events_are_not_written_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let g = genesis();
+    store
+        .create_stream(&STREAM, &[key(1).address()], &g)
+        .unwrap();
+    let pool: Vec<_> = (0..4).map(|i| message(&g, i)).collect();
+    store.add_to_minipool(&STREAM, &pool[..1]).unwrap();
+    // Already there, then repeated within the batch: each is kept once, in first order.
+    let batch = [
+        pool[0].clone(),
+        pool[1].clone(),
+        pool[2].clone(),
+        pool[1].clone(),
+        pool[3].clone(),
+    ];
+    store.add_to_minipool(&STREAM, &batch).unwrap();
+    assert_eq!(
+        hashes(&store.load(&STREAM, 32).unwrap().minipool),
+        hashes(&pool)
+    );
+
+    // An event dropped from the minipool (its bytes with it) and then named by a candidate is
+    // written by the candidate; the others are found where admission wrote them.
+    store
+        .drop_from_minipool(&STREAM, &[pool[0].hash()])
+        .unwrap();
+    let m1 = next(Some(&g), pool.clone());
+    store.store_candidate(&STREAM, &m1).unwrap();
+    store.promote(&STREAM, &m1).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let restored = store.load(&STREAM, 32).unwrap();
+    assert_eq!(restored.miniblocks, vec![g, m1]);
+    assert!(restored.minipool.is_empty());
+    assert_eq!(store.events(&hashes(&pool)).unwrap().len(), 4);
 }
 
 #[test]
@@ -100,8 +143,12 @@ fn dropped_events_leave_the_minipool() {
         .unwrap();
     let pool: Vec<_> = (0..3).map(|i| message(&g, i)).collect();
     for e in &pool {
-        store.add_to_minipool(&STREAM, e).unwrap();
-        store.add_to_minipool(&STREAM, e).unwrap(); // idempotent
+        store
+            .add_to_minipool(&STREAM, std::slice::from_ref(e))
+            .unwrap();
+        store
+            .add_to_minipool(&STREAM, std::slice::from_ref(e))
+            .unwrap(); // idempotent
     }
     store
         .drop_from_minipool(&STREAM, &[pool[1].hash()])
@@ -158,7 +205,7 @@ fn a_removed_stream_leaves_nothing_behind() {
     store
         .create_stream(&STREAM, &[key(1).address()], &g)
         .unwrap();
-    store.add_to_minipool(&STREAM, &message(&g, 1)).unwrap();
+    store.add_to_minipool(&STREAM, &[message(&g, 1)]).unwrap();
     store.remove_stream(&STREAM).unwrap();
     assert!(store.stream_ids().unwrap().is_empty());
     assert_eq!(store.head(&STREAM).unwrap(), None);

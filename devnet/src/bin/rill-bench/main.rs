@@ -2,7 +2,7 @@
 //!
 //! Starts its own devnet (release `rill-node` beside this binary) and runs one of two modes:
 //! - one stream (default): `--clients` connections add `--events` messages spread over the
-//!   stream's replicas; reports events/s admitted and finalized, add → every replica's
+//!   stream's replicas, `--batch` per request; reports events/s admitted and finalized, add → every replica's
 //!   minipool and add → promoted on every replica (p50/p99), registration transactions per
 //!   block;
 //! - many streams (`--streams N --active M`): creation rate, each node's idle CPU and memory
@@ -13,6 +13,7 @@
 
 mod catch_up;
 mod chain;
+mod crypto;
 mod scale;
 mod single;
 mod watch;
@@ -39,6 +40,9 @@ pub(crate) struct Args {
     /// Concurrent writers.
     #[arg(long, default_value_t = 8)]
     clients: usize,
+    /// One-stream mode: events per request (`AddEvents` when more than one).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Streams to create; more than one selects the many-streams mode.
     #[arg(long, default_value_t = 1)]
     streams: usize,

@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::chain::registry_transactions;
+use crate::crypto;
 use crate::watch::{Book, latencies, watch};
 use crate::{Args, Devnet, percentile};
 
@@ -23,6 +24,7 @@ type Placed = (StreamId, Vec<usize>);
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let evict = ("RILL_EVICT_IDLE_AFTER", args.evict_idle_after.to_string());
+    let costs = crypto::measure();
     let mut devnet = Devnet::start(args, &[evict]).await?;
     let rpc = connect(&devnet.chain.file.rpc_url)?;
     let infos = info_clients(&devnet).await?;
@@ -121,10 +123,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         "| active streams / writers / events acknowledged | {active} / {} / {} ({} failed) |",
         args.clients, load.acked, load.failed
     );
-    println!(
-        "| finalized events/s (promoted on every replica) | {:.0} |",
-        load.acked as f64 / secs(load.finalized)
-    );
+    let finalized = load.acked as f64 / secs(load.finalized);
+    println!("| finalized events/s (promoted on every replica) | {finalized:.0} |");
     println!(
         "| add → every replica's minipool, p50 / p99 (sample of {} streams) | {:.1?} / {:.1?} |",
         load.watched,
@@ -150,6 +150,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
             rss.saturating_sub(empty) / held.max(1)
         );
     }
+    crypto::report(&costs, args.replication, finalized);
     Ok(())
 }
 

@@ -8,13 +8,15 @@ use alloy::providers::Provider as _;
 use anyhow::Context as _;
 use rill_chain::connect;
 use rill_client::Client;
-use rill_protocol::{NodeKey, StreamId, pb};
+use rill_protocol::{NodeKey, Payload, StreamId, pb};
 
 use crate::chain::registry_transactions;
+use crate::crypto;
 use crate::watch::{Book, latencies, watch};
 use crate::{Args, Devnet, percentile};
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
+    let costs = crypto::measure();
     let devnet = Devnet::start(args, &[]).await?;
     let key = NodeKey::generate();
     let created = Client::connect(devnet.addr(0), key.clone())
@@ -35,23 +37,49 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let per_client = args.events / args.clients;
+    let batch = args.batch.clamp(1, rill_client::MAX_EVENTS_PER_REQUEST);
     let mut writers = Vec::new();
     for c in 0..args.clients {
         let client =
             Client::connect(devnet.addr(replicas[c % replicas.len()]), key.clone()).await?;
         let book = book.clone();
         writers.push(tokio::spawn(async move {
-            for i in 0..per_client {
+            let mut i = 0;
+            while i < per_client {
+                let n = batch.min(per_client - i);
+                let payloads: Vec<Payload> = (i..i + n)
+                    .map(|e| {
+                        Payload::Message(pb::Message {
+                            data: format!("c{c} e{e}").into_bytes(),
+                        })
+                    })
+                    .collect();
+                i += n;
                 let sent = Instant::now();
-                let (event, _) = client
-                    .add_message(stream, &format!("c{c} e{i}"), pb::Ack::Local)
-                    .await
-                    .expect("add");
-                book.lock()
-                    .expect("lock")
-                    .entry(event.hash())
-                    .or_default()
-                    .sent = Some(sent);
+                let added = if batch == 1 {
+                    let (event, _) = client
+                        .add(
+                            stream,
+                            payloads.into_iter().next().expect("one"),
+                            pb::Ack::Local,
+                        )
+                        .await
+                        .expect("add");
+                    vec![event]
+                } else {
+                    let added = client
+                        .add_batch(stream, payloads, pb::Ack::Local)
+                        .await
+                        .expect("add batch");
+                    added
+                        .into_iter()
+                        .map(|a| a.result.map(|_| a.event).expect("added"))
+                        .collect()
+                };
+                let mut book = book.lock().expect("lock");
+                for event in added {
+                    book.entry(event.hash()).or_default().sent = Some(sent);
+                }
             }
         }));
     }
@@ -93,7 +121,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
 
     let secs = |d: Duration| d.as_secs_f64();
     println!(
-        "## rill-bench: {} nodes, replication {}, block time {:?}, {} clients\n",
+        "## rill-bench: {} nodes, replication {}, block time {:?}, {} clients, {batch} events per request\n",
         args.nodes, args.replication, devnet.block_time, args.clients
     );
     println!("| measure | value |\n|---|---:|");
@@ -103,10 +131,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         "| admitted events/s | {:.0} |",
         total as f64 / secs(admitted_at - started)
     );
-    println!(
-        "| finalized events/s | {:.0} |",
-        to_final.len() as f64 / secs(finalized_at - started)
-    );
+    let finalized = to_final.len() as f64 / secs(finalized_at - started);
+    println!("| finalized events/s | {finalized:.0} |");
     println!(
         "| add → every replica's minipool, p50 / p99 | {:.1?} / {:.1?} |",
         percentile(to_pools.clone(), 0.5),
@@ -125,5 +151,6 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         "| registration transactions per block per node, max | {} |",
         txs.max_per_sender_block
     );
+    crypto::report(&costs, args.replication, finalized);
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! `rill`: the Rill command-line client.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod views;
@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use rill_client::{Client, DevnetFile};
 use rill_p2p::Multiaddr;
-use rill_protocol::{NodeKey, ParsedEvent, StreamId, pb};
+use rill_protocol::{NodeKey, ParsedEvent, Payload, StreamId, pb};
 use serde::Serialize;
 use serde_json::json;
 use views::{EventView, InfoView, MiniblockView, StreamView, hex0x};
@@ -102,12 +102,17 @@ enum Wait {
 
 #[derive(Subcommand)]
 enum EventCommand {
-    /// Add a text message. Prints its hash.
+    /// Add a text message, or one per line of a file (`-`: standard input), sent in batches
+    /// of up to 1,000 events per request. Prints each event's hash, or why it was refused.
     Add {
         /// The stream id.
         stream: StreamId,
         /// The text.
-        text: String,
+        #[arg(required_unless_present = "file")]
+        text: Option<String>,
+        /// Add each non-empty line of this file as a message instead.
+        #[arg(long, conflicts_with = "text")]
+        file: Option<PathBuf>,
         /// How long to wait.
         #[arg(long, value_enum, default_value_t = Wait::Quorum)]
         wait: Wait,
@@ -297,10 +302,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        Command::Event(EventCommand::Add { stream, text, wait }) => {
+        Command::Event(EventCommand::Add {
+            stream,
+            text,
+            file,
+            wait,
+        }) => {
             let client = connect(&cli).await?;
-            let (event, response) = client.add_message(*stream, text, ack(*wait)).await?;
-            print_added(cli.json, &event, &response);
+            match (text, file) {
+                (Some(text), _) => {
+                    let (event, response) = client.add_message(*stream, text, ack(*wait)).await?;
+                    print_added(cli.json, &event, response.miniblock_num);
+                }
+                (None, Some(file)) => add_lines(&cli, &client, *stream, file, ack(*wait)).await?,
+                (None, None) => unreachable!("clap requires a text or a file"),
+            }
         }
         Command::Member(command) => {
             let (stream, join) = match command {
@@ -309,7 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let client = connect(&cli).await?;
             let (event, response) = client.membership(*stream, join, pb::Ack::Miniblock).await?;
-            print_added(cli.json, &event, &response);
+            print_added(cli.json, &event, response.miniblock_num);
         }
         Command::Node(NodeCommand::Info { streams }) => {
             let client = connect(&cli).await?;
@@ -328,14 +344,60 @@ fn print_json(value: &impl Serialize) {
     println!("{}", serde_json::to_string(value).expect("views serialize"));
 }
 
-fn print_added(json_out: bool, event: &ParsedEvent, response: &pb::AddEventResponse) {
+fn print_added(json_out: bool, event: &ParsedEvent, miniblock: Option<u64>) {
     let hash = hex0x(event.hash().as_slice());
     if json_out {
-        print_json(&json!({ "hash": hash, "miniblock": response.miniblock_num }));
+        print_json(&json!({ "hash": hash, "miniblock": miniblock }));
     } else {
-        match response.miniblock_num {
+        match miniblock {
             Some(num) => println!("{hash} in miniblock {num}"),
             None => println!("{hash}"),
         }
     }
+}
+
+/// `rill event add --file`: each non-empty line a message, in batches; one output line per
+/// event, and an error at the end if any was refused.
+async fn add_lines(
+    cli: &Cli,
+    client: &Client,
+    stream: StreamId,
+    file: &Path,
+    ack: pb::Ack,
+) -> anyhow::Result<()> {
+    let text = if file == Path::new("-") {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut refused = 0;
+    for chunk in lines.chunks(rill_client::MAX_EVENTS_PER_REQUEST) {
+        let payloads = chunk
+            .iter()
+            .map(|line| {
+                Payload::Message(pb::Message {
+                    data: line.as_bytes().to_vec(),
+                })
+            })
+            .collect();
+        for added in client.add_batch(stream, payloads, ack).await? {
+            match added.result {
+                Ok(miniblock) => print_added(cli.json, &added.event, miniblock),
+                Err(e) => {
+                    refused += 1;
+                    let hash = hex0x(added.event.hash().as_slice());
+                    if cli.json {
+                        print_json(&json!({ "hash": hash, "error": e.to_string() }));
+                    } else {
+                        println!("{hash} refused: {e}");
+                    }
+                }
+            }
+        }
+    }
+    if refused > 0 {
+        bail!("{refused} of {} events were refused", lines.len());
+    }
+    Ok(())
 }
