@@ -117,9 +117,7 @@ impl Executor {
                 return;
             }
             match effect {
-                Effect::Store(StoreOp::AddToMinipool { stream, event }) => {
-                    self.add_to_minipool(stream, event)
-                }
+                Effect::Store(op) => self.store(op),
                 Effect::Gossip { stream, message } => {
                     let to: Vec<Address> = read(&self.directory)
                         .stream_nodes(&stream)
@@ -135,26 +133,26 @@ impl Executor {
                     stream,
                     message,
                 } => self.outbox.add(&[to], stream, &message),
-                Effect::Rejected { reason, .. } => self.metrics.reject(reason.code()),
-                effect => {
-                    self.write_adds();
-                    if self.failure.is_some() {
-                        return;
-                    }
-                    match effect {
-                        Effect::Store(op) => self.store(op),
-                        Effect::Send {
-                            to,
-                            stream,
-                            request,
-                        } => self.requests.send(to, stream, request),
-                        Effect::Register(registration) => self.register(registration),
-                        Effect::Notify(notification) => self.notify(notification),
-                        Effect::Gossip { .. }
-                        | Effect::GossipTo { .. }
-                        | Effect::Rejected { .. } => unreachable!("handled above"),
+                Effect::Send {
+                    to,
+                    stream,
+                    request,
+                } => {
+                    if self.write_adds() {
+                        self.requests.send(to, stream, request)
                     }
                 }
+                Effect::Register(registration) => {
+                    if self.write_adds() {
+                        self.register(registration)
+                    }
+                }
+                Effect::Notify(notification) => {
+                    if self.write_adds() {
+                        self.notify(notification)
+                    }
+                }
+                Effect::Rejected { reason, .. } => self.metrics.reject(reason.code()),
             }
         }
         self.write_adds();
@@ -180,11 +178,13 @@ impl Executor {
             .push(event);
     }
 
-    /// Writes the queued minipool additions, if any.
-    fn write_adds(&mut self) {
+    /// Writes the queued minipool additions, if any; `false` if the node must stop (this or
+    /// an earlier write failed).
+    fn write_adds(&mut self) -> bool {
         if let Some((stream, events)) = self.adds.take() {
             self.write(Write::AddToMinipool { stream, events });
         }
+        self.failure.is_none()
     }
 
     fn store(&mut self, op: StoreOp) {
@@ -198,10 +198,9 @@ impl Executor {
                 nodes,
                 genesis,
             },
-            StoreOp::AddToMinipool { stream, event } => Write::AddToMinipool {
-                stream,
-                events: vec![event],
-            },
+            StoreOp::AddToMinipool { stream, event } => {
+                return self.add_to_minipool(stream, event);
+            }
             StoreOp::DropFromMinipool { stream, hashes } => {
                 for hash in &hashes {
                     self.timings.client_events.remove(hash);
@@ -242,7 +241,10 @@ impl Executor {
                 }
             }
         };
-        self.write(write);
+        // Queued minipool additions come first: this write may depend on them.
+        if self.write_adds() {
+            self.write(write);
+        }
     }
 
     /// Carries out one store write; a failure stops the node.

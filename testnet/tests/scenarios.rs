@@ -165,13 +165,19 @@ async fn a_batch_with_bad_events_finalizes_the_good_ones_and_stores_none_of_the_
     let good: Vec<_> = (0..8)
         .map(|i| message(&creator, &format!("good {i}")))
         .collect();
+    // A damaged r could still recover to some key; a bad recovery id never does.
     let mut forged = message(&creator, "forged").envelope().clone();
-    forged.signature[10] ^= 0xff;
+    forged.signature[64] = 5;
+    // The creator's event, signed by someone else.
+    let mut impostor = message(&creator, "impostor").envelope().clone();
+    let impostor_hash = rill_protocol::Hash::from_slice(&impostor.hash);
+    impostor.signature = NodeKey::generate().sign_hash(&impostor_hash).to_vec();
     let outsider = message(&NodeKey::generate(), "not a member");
     let mut envelopes: Vec<pb::Envelope> = good.iter().map(|e| e.envelope().clone()).collect();
     envelopes.insert(2, forged.clone());
     envelopes.insert(5, outsider.envelope().clone());
     envelopes.insert(7, pb::Envelope::default());
+    envelopes.insert(9, impostor);
     envelopes.push(good[0].envelope().clone());
 
     let results = client
@@ -191,7 +197,8 @@ async fn a_batch_with_bad_events_finalizes_the_good_ones_and_stores_none_of_the_
         (2, C::BadSignature),
         (5, C::NotAMember),
         (7, C::Malformed),
-        (11, C::Duplicate),
+        (9, C::CreatorMismatch),
+        (12, C::Duplicate),
     ];
     for (i, code) in codes.iter().enumerate() {
         let expected = refused.iter().find(|(at, _)| *at == i).map(|(_, c)| *c);
@@ -205,6 +212,7 @@ async fn a_batch_with_bad_events_finalizes_the_good_ones_and_stores_none_of_the_
     for bad in [
         rill_protocol::framed_hash(rill_protocol::HashTag::Event, &forged.event),
         outsider.hash(),
+        impostor_hash,
     ] {
         assert!(!finalized.events.contains(&bad), "{bad} is in the chain");
         for i in &replicas {
