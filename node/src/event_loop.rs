@@ -61,6 +61,7 @@ pub(crate) struct Status {
     pub(crate) chain_head: u64,
     pub(crate) streams_held: u64,
     pub(crate) streams_loaded: u64,
+    pub(crate) streams_busy: u64,
     pub(crate) minipool_events: u64,
     pub(crate) miniblocks_promoted: u64,
     pub(crate) events_promoted: u64,
@@ -259,21 +260,23 @@ impl NodeLoop {
     /// Publishes what `Info` and the metrics report (the same figures).
     pub(crate) fn refresh_status(&mut self) {
         let engine = &self.streams.engine;
-        let pooled: u64 = engine
-            .stream_ids()
-            .filter_map(|id| engine.stream(id))
-            .map(|s| s.minipool_len() as u64)
-            .sum();
+        let (mut pooled, mut busy) = (0u64, 0u64);
+        for stream in engine.stream_ids().filter_map(|id| engine.stream(id)) {
+            pooled += stream.minipool_len() as u64;
+            busy += u64::from(stream.busy());
+        }
         let loaded = self.streams.loaded() as u64;
         let held = self.streams.held() as u64;
         self.metrics.streams_loaded.set(loaded as i64);
         self.metrics.streams_held.set(held as i64);
         self.metrics.minipool_events.set(pooled as i64);
+        self.metrics.streams_busy.set(busy as i64);
         let promoted = self.metrics.miniblocks_promoted.get();
         let events_promoted = self.metrics.events_promoted.get();
         let produced = self.metrics.miniblocks_produced.get();
         self.status.send_modify(|s| {
             s.streams_loaded = loaded;
+            s.streams_busy = busy;
             s.streams_held = held;
             s.minipool_events = pooled;
             s.miniblocks_promoted = promoted;

@@ -97,6 +97,7 @@ pub(crate) struct Metrics {
     pub(crate) streams_held: Gauge,
     pub(crate) streams_loaded: Gauge,
     pub(crate) minipool_events: Gauge,
+    pub(crate) streams_busy: Gauge,
     pub(crate) stream_loads: Counter,
     pub(crate) stream_evictions: Counter,
     pub(crate) stream_load_failures: Counter,
@@ -133,6 +134,7 @@ impl Metrics {
             streams_held: Gauge::default(),
             streams_loaded: Gauge::default(),
             minipool_events: Gauge::default(),
+            streams_busy: Gauge::default(),
             stream_loads: Counter::default(),
             stream_evictions: Counter::default(),
             stream_load_failures: Counter::default(),
@@ -251,6 +253,11 @@ impl Metrics {
             "streams_loaded",
             "Streams loaded in memory",
             self.streams_loaded.clone(),
+        );
+        r.register(
+            "streams_busy",
+            "Loaded streams with work in progress (minipool, candidate, round, fetch, catch-up)",
+            self.streams_busy.clone(),
         );
         r.register(
             "minipool_events",

@@ -355,6 +355,35 @@ impl Testnet {
         Load::start(stream, key, &addrs, writers, ack, bytes)
     }
 
+    /// Waits until every running node reports no stream with work in progress (nothing in a
+    /// minipool, no candidate waiting for its registration, no round or fetch), on two polls a
+    /// block time apart, so nothing in flight between them is missed.
+    pub async fn expect_quiet(&self, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut quiet_polls = 0;
+        while quiet_polls < 2 {
+            let mut busy = Vec::new();
+            for i in (0..self.len()).filter(|i| self.is_up(*i)) {
+                let info = self.client(i).await.info(false).await.expect("info");
+                if info.streams_busy > 0 {
+                    busy.push((i, info.streams_busy, info.minipool_events));
+                }
+            }
+            if busy.is_empty() {
+                quiet_polls += 1;
+            } else {
+                quiet_polls = 0;
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "nodes still busy after {within:?} (node, busy streams, minipool events): {busy:?}"
+                );
+            }
+            if quiet_polls < 2 {
+                tokio::time::sleep(self.block_time()).await;
+            }
+        }
+    }
+
     /// Waits (up to `within`) until the promise holds for `stream` on every running replica:
     /// the same chain, the registry's head, and each of `acked` in exactly one miniblock.
     /// Panics with what still fails.

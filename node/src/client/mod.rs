@@ -464,6 +464,7 @@ impl ClientService {
             miniblocks_produced: status.miniblocks_produced,
             node_peers: node_peers as u64,
             events_promoted: status.events_promoted,
+            streams_busy: status.streams_busy,
         }))
     }
 }

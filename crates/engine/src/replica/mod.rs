@@ -128,6 +128,9 @@ pub trait StreamView {
     fn minipool_len(&self) -> usize;
     /// An event of the minipool.
     fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent>;
+    /// Whether the stream has work in progress: minipool events, a candidate, a round, a
+    /// fetch, a catch-up or a backfill.
+    fn busy(&self) -> bool;
 }
 
 /// One stream's replica on this node.
@@ -253,5 +256,9 @@ impl StreamView for Replica {
 
     fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent> {
         self.pool.get(hash)
+    }
+
+    fn busy(&self) -> bool {
+        !self.is_idle()
     }
 }

@@ -158,6 +158,7 @@ pub(crate) struct InfoView {
     pub(crate) node_peers: u64,
     pub(crate) streams_held: u64,
     pub(crate) streams_loaded: u64,
+    pub(crate) streams_busy: u64,
     pub(crate) minipool_events: u64,
     pub(crate) miniblocks_promoted: u64,
     pub(crate) miniblocks_produced: u64,
@@ -178,6 +179,7 @@ impl InfoView {
             node_peers: info.node_peers,
             streams_held: info.streams_held,
             streams_loaded: info.streams_loaded,
+            streams_busy: info.streams_busy,
             minipool_events: info.minipool_events,
             miniblocks_promoted: info.miniblocks_promoted,
             miniblocks_produced: info.miniblocks_produced,
@@ -189,13 +191,14 @@ impl InfoView {
 
     pub(crate) fn print(&self) {
         println!(
-            "address    {}\npeer id    {}\npeers      {} ({} nodes)\nstreams    {} held, {} loaded\nminipools  {} event(s)\nminiblocks {} promoted, {} produced\nchain head {}",
+            "address    {}\npeer id    {}\npeers      {} ({} nodes)\nstreams    {} held, {} loaded, {} busy\nminipools  {} event(s)\nminiblocks {} promoted, {} produced\nchain head {}",
             self.address,
             self.peer_id,
             self.peers.len(),
             self.node_peers,
             self.streams_held,
             self.streams_loaded,
+            self.streams_busy,
             self.minipool_events,
             self.miniblocks_promoted,
             self.miniblocks_produced,
