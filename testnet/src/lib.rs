@@ -30,6 +30,9 @@ use rill_devnet::{DevnetChain, DevnetConfig, bootstrap};
 use rill_node::{Node, NodeConfig};
 use rill_protocol::{NodeKey, StreamId, pb};
 
+mod outsider;
+
+pub use outsider::Outsider;
 pub use rill_devnet::load::{Acked, Load};
 pub use rill_devnet::promise::Finalized;
 pub use rill_node::Residency;

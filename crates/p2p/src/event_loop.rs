@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
-use crate::gossip::inbox_topic;
+use crate::gossip::{OUTSIDER_SCORE, inbox_topic};
 use crate::handle::{Command, NetworkEvent, NodeEntry, NodeRequest, NodeResponse, P2p, Responder};
 use crate::inbound::{
     EventsProtocol, MiniblockProtocol, NodeProtocol, Reply, busy, inbound, not_a_node,
@@ -103,6 +103,7 @@ pub async fn spawn(
         pending_client: HashMap::new(),
         outgoing: Outgoing::default(),
         peers_of: HashMap::new(),
+        subscriptions: HashMap::new(),
     };
     tokio::spawn(event_loop.run());
     Ok((P2p { commands, peer_id }, events))
@@ -153,6 +154,8 @@ struct EventLoop {
     outgoing: Outgoing,
     /// Registered nodes' peer ids by address.
     peers_of: HashMap<Address, PeerId>,
+    /// The topics each connected peer subscribed to.
+    subscriptions: HashMap<PeerId, HashSet<TopicHash>>,
 }
 
 impl EventLoop {
@@ -277,13 +280,55 @@ impl EventLoop {
         }
     }
 
+    /// Lets a registered node take part in gossip and shuts everyone else out, both ways: a
+    /// blacklisted peer's messages are dropped, and a score below every threshold keeps it out
+    /// of publishing, meshes and IHAVE gossip, so a subscription it holds (gossipsub records
+    /// subscriptions whoever sends them) brings it nothing.
     fn gate_gossip(&mut self, peer: &PeerId) {
+        let admitted = self.nodes.get(peer).is_some_and(|address| {
+            let own = inbox_topic(address).hash();
+            self.subscriptions
+                .get(peer)
+                .is_none_or(|topics| topics.iter().all(|t| *t == own))
+        });
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-        if self.nodes.contains_key(peer) {
+        if admitted {
             gossipsub.remove_blacklisted_peer(peer);
+            gossipsub.set_application_score(peer, 0.0);
         } else {
             gossipsub.blacklist_peer(peer);
+            gossipsub.set_application_score(peer, OUTSIDER_SCORE);
         }
+    }
+
+    /// A peer subscribed to `topic`. A registered node's own inbox is the only topic a peer
+    /// may hold: any other subscription shuts the peer out of gossip while it holds it.
+    fn subscribed(&mut self, peer: PeerId, topic: TopicHash) {
+        self.subscriptions
+            .entry(peer)
+            .or_default()
+            .insert(topic.clone());
+        let own = self
+            .nodes
+            .get(&peer)
+            .is_some_and(|address| inbox_topic(address).hash() == topic);
+        self.gate_gossip(&peer);
+        if !own {
+            debug!(%peer, %topic, registered = self.nodes.contains_key(&peer), "subscription to an inbox not its own; shut out of gossip");
+            self.config.metrics.gossip_subscriptions_refused.inc();
+            return;
+        }
+        for data in self.outgoing.subscribed(peer, topic.clone()) {
+            self.publish(topic.clone(), data);
+        }
+    }
+
+    fn unsubscribed(&mut self, peer: PeerId, topic: &TopicHash) {
+        self.outgoing.unsubscribed(&peer, topic);
+        if let Some(topics) = self.subscriptions.get_mut(&peer) {
+            topics.remove(topic);
+        }
+        self.gate_gossip(&peer);
     }
 
     fn redial(&mut self) {
@@ -415,6 +460,7 @@ impl EventLoop {
                 ..
             } => {
                 self.outgoing.gone(&peer_id);
+                self.subscriptions.remove(&peer_id);
                 let _ = self.emit(NetworkEvent::PeerDisconnected(peer_id));
             }
             SwarmEvent::OutgoingConnectionError {
@@ -534,13 +580,9 @@ impl EventLoop {
                     }
                 }
             }
-            gossipsub::Event::Subscribed { peer_id, topic } => {
-                for data in self.outgoing.subscribed(peer_id, topic.clone()) {
-                    self.publish(topic.clone(), data);
-                }
-            }
+            gossipsub::Event::Subscribed { peer_id, topic } => self.subscribed(peer_id, topic),
             gossipsub::Event::Unsubscribed { peer_id, topic } => {
-                self.outgoing.unsubscribed(&peer_id, &topic);
+                self.unsubscribed(peer_id, &topic);
             }
             _ => {}
         }

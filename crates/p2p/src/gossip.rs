@@ -4,7 +4,9 @@
 //! sends a stream's events and announcements to the inboxes of the stream's other nodes,
 //! batched per destination, so an event costs `replication_factor - 1` messages whatever the
 //! number of streams or nodes, and a peer never holds more than one topic (the subscription
-//! filter allows a few, inbox topics only). Messages are not relayed: the peer that delivers
+//! filter allows a few, inbox topics only). Only registered nodes take part, each holding its
+//! own inbox alone; the event loop shuts everyone else out (see `OUTSIDER_SCORE`). Messages are
+//! not relayed: the peer that delivers
 //! a message is its sender, authenticated by the transport, so gossip messages carry no
 //! signature of their own.
 
@@ -22,6 +24,11 @@ pub const INBOX_PREFIX: &str = "/rill/node/1/";
 pub fn inbox_topic(node: &Address) -> IdentTopic {
     IdentTopic::new(format!("{INBOX_PREFIX}{node}"))
 }
+
+/// The application score of a peer that may not take part in gossip: below gossipsub's
+/// gossip, publish and graylist thresholds, so nothing is published, forwarded or announced to
+/// it and its messages are ignored.
+pub(crate) const OUTSIDER_SCORE: f64 = -1_000_000.0;
 
 /// Topics a peer may hold: a node holds its inbox; a few more leave room for an upgrade.
 const MAX_TOPICS_PER_PEER: usize = 4;

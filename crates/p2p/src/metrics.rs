@@ -23,6 +23,9 @@ pub struct P2pMetrics {
     pub requests_shed: Counter,
     /// Node-protocol requests refused because the peer is not a registered node.
     pub requests_not_a_node: Counter,
+    /// Gossip subscriptions to an inbox other than the peer's own (an outsider's, or another
+    /// node's): the peer is shut out of gossip.
+    pub gossip_subscriptions_refused: Counter,
 }
 
 impl P2pMetrics {
@@ -67,6 +70,11 @@ impl P2pMetrics {
             "requests_not_a_node",
             "Node-protocol requests refused because the peer is not a registered node",
             self.requests_not_a_node.clone(),
+        );
+        registry.register(
+            "gossip_subscriptions_refused",
+            "Subscriptions to an inbox other than the peer's own; the peer is shut out of gossip",
+            self.gossip_subscriptions_refused.clone(),
         );
     }
 }
