@@ -358,6 +358,29 @@ fn check_hash_field(bytes: &[u8], what: &str) -> Result<(), OpenError> {
     }
 }
 
+/// The most admins a stream may name.
+pub const MAX_ADMINS: usize = 64;
+
+/// Whether stream settings are well formed: a known join policy, admins that are 20-byte
+/// addresses, once each, at most [`MAX_ADMINS`]. Checked for inceptions and snapshots alike.
+pub fn check_settings(settings: &pb::StreamSettings) -> Result<(), &'static str> {
+    if pb::JoinPolicy::try_from(settings.join_policy).is_err() {
+        return Err("unknown join policy");
+    }
+    if settings.admins.len() > MAX_ADMINS {
+        return Err("too many admins");
+    }
+    for (i, admin) in settings.admins.iter().enumerate() {
+        if admin.len() != 20 {
+            return Err("an admin is not a 20-byte address");
+        }
+        if settings.admins[..i].contains(admin) {
+            return Err("an admin is named twice");
+        }
+    }
+    Ok(())
+}
+
 /// Field shapes every event must have, whatever stream it is for.
 fn check_shape(event: &pb::StreamEvent) -> Result<(), OpenError> {
     if event.creator.len() != 20 {
@@ -370,6 +393,9 @@ fn check_shape(event: &pb::StreamEvent) -> Result<(), OpenError> {
     match payload {
         Payload::Inception(inception) => {
             check_hash_field(&inception.stream_id, "inception stream id")?;
+            if let Some(settings) = &inception.settings {
+                check_settings(settings).map_err(malformed)?;
+            }
             if !event.prev_miniblock_hash.is_empty() {
                 return Err(malformed("an inception refers to no previous miniblock"));
             }

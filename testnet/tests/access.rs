@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use rill_protocol::{NodeKey, StreamId, pb};
+use alloy_primitives::{Address, B256};
+use rill_protocol::envelope::new_event;
+use rill_protocol::{NodeKey, ParsedEvent, Payload, StreamId, pb, seal};
 use rill_testnet::{Outsider, Testnet};
 
 fn logs() {
@@ -70,4 +72,137 @@ async fn an_outsider_subscribed_to_the_nodes_inboxes_receives_nothing_while_they
         "gossipsub spoke with the outsider (it saw the nodes' subscriptions)"
     );
     assert_eq!(outsider.messages(), 0, "the outsider overheard gossip");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// A join (or leave) of `address` signed by `key`, on top of `head`.
+fn membership(key: &NodeKey, head: (u64, B256), join: bool, address: Address) -> ParsedEvent {
+    let op = if join {
+        pb::member::Op::Join
+    } else {
+        pb::member::Op::Leave
+    };
+    let payload = Payload::Member(pb::Member {
+        op: op as i32,
+        address: address.to_vec(),
+    });
+    seal(new_event(Some(head), now_ms(), payload), key).expect("sealed")
+}
+
+/// Sends `event` on its own and returns the node's refusal code (None: accepted).
+async fn send(
+    client: &rill_client::Client,
+    stream: StreamId,
+    event: &ParsedEvent,
+) -> Option<pb::ErrorCode> {
+    let results = client
+        .add_envelopes(stream, vec![event.envelope().clone()], pb::Ack::Local)
+        .await
+        .expect("answered");
+    results[0]
+        .error
+        .as_ref()
+        .map(|e| pb::ErrorCode::try_from(e.code).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_only_streams_rules_hold_on_every_replica_and_nothing_refused_is_stored() {
+    logs();
+    let net = Testnet::builder().nodes(3).replication(3).start().await;
+    let (creator, invitee, stranger) = (
+        NodeKey::generate(),
+        NodeKey::generate(),
+        NodeKey::generate(),
+    );
+    let settings = pb::StreamSettings {
+        join_policy: pb::JoinPolicy::Invite as i32,
+        ..Default::default()
+    };
+    let admins = net.client_with(0, creator.clone()).await;
+    let created = admins
+        .create_stream_with(None, settings)
+        .await
+        .expect("created");
+    let stream = StreamId::from_slice(&created.stream_id).unwrap();
+
+    // Joining by oneself is refused, with what is needed.
+    let strangers = net.client_with(1, stranger.clone()).await;
+    let head = strangers.head(stream, true).await.unwrap();
+    let self_join = membership(&stranger, head, true, stranger.address());
+    assert_eq!(
+        send(&strangers, stream, &self_join).await,
+        Some(pb::ErrorCode::InviteOnly)
+    );
+
+    // A member invites: the invitee posts from the next miniblock on.
+    let (invited, _) = admins
+        .member(stream, true, invitee.address(), pb::Ack::Miniblock)
+        .await
+        .expect("the creator invites");
+    // From the next miniblock on each replica: once every replica has promoted the invite.
+    net.expect_finalized(stream, &[invited.hash()].into(), Duration::from_secs(30))
+        .await;
+    let invitees = net.client_with(2, invitee.clone()).await;
+    let (posted, _) = invitees
+        .add_message(stream, "hello", pb::Ack::Miniblock)
+        .await
+        .expect("the invitee posts");
+
+    // A member that is not an admin cannot remove another.
+    let head = invitees.head(stream, true).await.unwrap();
+    let kick = membership(&invitee, head, false, creator.address());
+    assert_eq!(
+        send(&invitees, stream, &kick).await,
+        Some(pb::ErrorCode::NotAnAdmin)
+    );
+
+    // The admin (the creator: the inception named none) removes the invitee.
+    let (removed, _) = admins
+        .member(stream, false, invitee.address(), pb::Ack::Miniblock)
+        .await
+        .expect("the admin removes a member");
+    net.expect_finalized(stream, &[removed.hash()].into(), Duration::from_secs(30))
+        .await;
+    let refused_after = invitees
+        .add_message(stream, "still here?", pb::Ack::Local)
+        .await
+        .expect_err("a removed member cannot post");
+    assert_eq!(refused_after.code(), Some(pb::ErrorCode::NotAMember));
+
+    let acked: HashSet<_> = [invited.hash(), posted.hash(), removed.hash()].into();
+    let finalized = net
+        .expect_finalized(stream, &acked, Duration::from_secs(30))
+        .await;
+    for bad in [self_join.hash(), kick.hash()] {
+        assert!(!finalized.events.contains(&bad), "{bad} is in the chain");
+        for i in 0..net.len() {
+            let pool = net
+                .client(i)
+                .await
+                .get_stream(stream)
+                .await
+                .unwrap()
+                .minipool;
+            assert!(
+                pool.iter().all(|e| e.hash != bad.to_vec()),
+                "{bad} in node {i}'s minipool"
+            );
+        }
+    }
+    assert!(
+        net.metric(1, "rill_inputs_rejected_total{reason=\"invite_only\"}")
+            .await
+            >= 1.0
+    );
+    assert!(
+        net.metric(2, "rill_inputs_rejected_total{reason=\"not_an_admin\"}")
+            .await
+            >= 1.0
+    );
 }

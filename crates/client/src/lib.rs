@@ -150,13 +150,18 @@ impl Client {
         &self,
         id: Option<StreamId>,
     ) -> Result<pb::CreateStreamResponse, ClientError> {
+        self.create_stream_with(id, pb::StreamSettings::default())
+            .await
+    }
+
+    /// Creates a stream with `settings`: its join policy and admins (none named: this client).
+    pub async fn create_stream_with(
+        &self,
+        id: Option<StreamId>,
+        settings: pb::StreamSettings,
+    ) -> Result<pb::CreateStreamResponse, ClientError> {
         let id = id.unwrap_or_else(StreamId::random);
-        let inception = rill_protocol::envelope::inception(
-            id,
-            pb::StreamSettings::default(),
-            now_ms(),
-            &self.key,
-        );
+        let inception = rill_protocol::envelope::inception(id, settings, now_ms(), &self.key);
         let kind = pb::client_request::Kind::CreateStream(pb::CreateStreamRequest {
             inception: Some(inception.into_envelope()),
             events: vec![],
@@ -316,6 +321,18 @@ impl Client {
         join: bool,
         ack: pb::Ack,
     ) -> Result<(ParsedEvent, pb::AddEventResponse), ClientError> {
+        self.member(stream, join, self.address(), ack).await
+    }
+
+    /// Adds `address` to the stream (`join`) or removes it, signed by this client: a member
+    /// adds others (the only way into an invite-only stream), an admin removes them.
+    pub async fn member(
+        &self,
+        stream: StreamId,
+        join: bool,
+        address: Address,
+        ack: pb::Ack,
+    ) -> Result<(ParsedEvent, pb::AddEventResponse), ClientError> {
         let op = if join {
             pb::member::Op::Join
         } else {
@@ -323,7 +340,7 @@ impl Client {
         };
         let payload = Payload::Member(pb::Member {
             op: op as i32,
-            address: self.address().to_vec(),
+            address: address.to_vec(),
         });
         self.add(stream, payload, ack).await
     }

@@ -46,6 +46,14 @@ pub enum Reject {
     /// The address is already a member.
     #[error("{0} is already a member")]
     AlreadyMember(Address),
+    /// A join by oneself on an invite-only stream.
+    #[error("the stream is invite-only: {0} cannot join by itself; a member must add it")]
+    InviteOnly(Address),
+    /// A member that is not an admin tried to remove another member.
+    #[error(
+        "{0} is not an admin of the stream: only its admins remove other members (anyone may leave)"
+    )]
+    NotAnAdmin(Address),
     /// This payload may not be added as an event (inceptions and headers).
     #[error("{0} cannot be added to a stream as an event")]
     BadPayload(&'static str),
@@ -168,6 +176,8 @@ impl Reject {
             Reject::UnknownMiniblock { .. }
             | Reject::NotAStreamNode(_)
             | Reject::BadPayload(_)
+            | Reject::InviteOnly(_)
+            | Reject::NotAnAdmin(_)
             | Reject::Malformed(_)
             | Reject::WrongNum { .. }
             | Reject::BadPrevHash { .. }
@@ -195,6 +205,8 @@ impl Reject {
             Reject::Duplicate(_) => "duplicate",
             Reject::NotAMember(_) => "not_a_member",
             Reject::AlreadyMember(_) => "already_member",
+            Reject::InviteOnly(_) => "invite_only",
+            Reject::NotAnAdmin(_) => "not_an_admin",
             Reject::BadPayload(_) => "bad_payload",
             Reject::Malformed(_) => "malformed",
             Reject::WrongNum { .. } => "wrong_num",

@@ -87,17 +87,24 @@ impl Stream {
                 "a genesis has no offset and no snapshot",
             ));
         }
+        let mut settings = body.settings.clone().unwrap_or_default();
+        rill_protocol::envelope::check_settings(&settings).map_err(Reject::BadGenesis)?;
+        if settings.admins.is_empty() {
+            settings.admins = vec![inception.creator().to_vec()];
+        }
+        let policy = settings.join_policy();
         let mut members = BTreeSet::from([inception.creator()]);
         for event in &genesis.events()[1..] {
-            match event.membership() {
-                Some((true, address)) if members.insert(address) => {}
-                _ => return Err(Reject::BadGenesis("after the inception, only new joins")),
-            }
+            let Some((true, address)) = event.membership() else {
+                return Err(Reject::BadGenesis("after the inception, only new joins"));
+            };
+            check_join(&members, policy, event.creator(), address)?;
+            members.insert(address);
         }
         let mut stream = Self {
             id,
             nodes,
-            settings: body.settings.unwrap_or_default(),
+            settings,
             head: Head {
                 num: 0,
                 hash: genesis.hash(),
@@ -139,10 +146,12 @@ impl Stream {
                 ));
             }
         }
+        let settings = snapshot.settings.clone().unwrap_or_default();
+        rill_protocol::envelope::check_settings(&settings).map_err(Reject::BadSnapshot)?;
         let mut stream = Self {
             id,
             nodes,
-            settings: snapshot.settings.unwrap_or_default(),
+            settings,
             head: Head {
                 num: miniblock.num(),
                 hash: miniblock.hash(),
@@ -272,16 +281,22 @@ impl Stream {
         self.check_membership(event)
     }
 
+    /// Whether `address` may remove other members.
+    pub(crate) fn is_admin(&self, address: &Address) -> bool {
+        self.settings
+            .admins
+            .iter()
+            .any(|admin| admin.as_slice() == address.as_slice())
+    }
+
+    /// The stream's rules on who does what: a join as the policy allows (see [`check_join`]);
+    /// a leave by a member, of itself or, by an admin, of another member; anything else by a
+    /// member.
     fn check_membership(&self, event: &ParsedEvent) -> Result<(), Reject> {
         let creator = event.creator();
         match event.membership() {
             Some((true, address)) => {
-                if self.members.contains(&address) {
-                    return Err(Reject::AlreadyMember(address));
-                }
-                if address != creator && !self.members.contains(&creator) {
-                    return Err(Reject::NotAMember(creator));
-                }
+                check_join(&self.members, self.settings.join_policy(), creator, address)?;
             }
             Some((false, address)) => {
                 if !self.members.contains(&creator) {
@@ -289,6 +304,9 @@ impl Stream {
                 }
                 if !self.members.contains(&address) {
                     return Err(Reject::NotAMember(address));
+                }
+                if address != creator && !self.is_admin(&creator) {
+                    return Err(Reject::NotAnAdmin(creator));
                 }
             }
             None => {
@@ -331,7 +349,7 @@ impl Stream {
                 .iter()
                 .map(|a| a.to_vec())
                 .collect(),
-            settings: Some(self.settings),
+            settings: Some(self.settings.clone()),
             event_count: self.event_count + events.len() as u64,
         }
     }
@@ -351,4 +369,28 @@ impl Stream {
         };
         self.remember(miniblock, rules.window);
     }
+}
+
+/// Whether `creator` may make `address` a member of a stream with `members` under `policy`: not
+/// twice; on an open stream anyone may join by themselves; otherwise a member adds it.
+fn check_join(
+    members: &BTreeSet<Address>,
+    policy: pb::JoinPolicy,
+    creator: Address,
+    address: Address,
+) -> Result<(), Reject> {
+    if members.contains(&address) {
+        return Err(Reject::AlreadyMember(address));
+    }
+    if address == creator && policy == pb::JoinPolicy::Open {
+        return Ok(());
+    }
+    if !members.contains(&creator) {
+        return Err(if address == creator {
+            Reject::InviteOnly(address)
+        } else {
+            Reject::NotAMember(creator)
+        });
+    }
+    Ok(())
 }

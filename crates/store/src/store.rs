@@ -150,10 +150,28 @@ pub struct Store {
 
 const LAST_BLOCK: &[u8] = b"last_chain_block";
 
+/// How long [`Store::open`] waits for the lock of an instance that is closing.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(dir)?;
+        // sled releases its file lock from background threads shortly after the last handle
+        // of a closed instance is dropped: a store reopened right away in the same process (a
+        // restarted node, a test) waits for it, briefly. Another process holding it still
+        // fails, with sled's message.
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match sled::open(dir) {
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                opened => break opened?,
+            }
+        };
         Ok(Self {
             events: db.open_tree("events")?,
             streams: db.open_tree("streams")?,

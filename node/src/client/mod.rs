@@ -67,6 +67,8 @@ pub(crate) fn code(reject: &Reject) -> pb::ErrorCode {
         Reject::Duplicate(_) => C::Duplicate,
         Reject::TooLarge { .. } => C::TooLarge,
         Reject::AlreadyMember(_) => C::AlreadyExists,
+        Reject::InviteOnly(_) => C::InviteOnly,
+        Reject::NotAnAdmin(_) => C::NotAnAdmin,
         Reject::BadPayload(_) | Reject::Malformed(_) | Reject::BadGenesis(_) => C::Malformed,
         Reject::NotAStreamNode(_) => C::NotANode,
         Reject::BeforeSnapshot { .. } => C::Unavailable,

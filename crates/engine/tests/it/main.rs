@@ -4,6 +4,7 @@
 mod behaviour;
 mod liveness;
 mod loading;
+mod policy;
 mod rules;
 mod sim;
 mod support;

@@ -56,9 +56,35 @@ pub(crate) fn member(
 
 /// A genesis miniblock: `creator`'s inception, signed by node `by`.
 pub(crate) fn genesis(stream: StreamId, creator: &NodeKey, by: &NodeKey) -> ParsedMiniblock {
-    let inception =
-        rill_protocol::envelope::inception(stream, pb::StreamSettings::default(), 0, creator);
-    ParsedMiniblock::genesis(vec![inception], 1, 0, by).unwrap()
+    genesis_with(stream, creator, by, pb::StreamSettings::default(), vec![])
+}
+
+/// A genesis with `settings`, and `joins` (each `(signer, address)`) after the inception.
+pub(crate) fn genesis_with(
+    stream: StreamId,
+    creator: &NodeKey,
+    by: &NodeKey,
+    settings: pb::StreamSettings,
+    joins: Vec<(NodeKey, Address)>,
+) -> ParsedMiniblock {
+    let mut events = vec![rill_protocol::envelope::inception(
+        stream, settings, 0, creator,
+    )];
+    for (i, (signer, address)) in joins.iter().enumerate() {
+        let join = pb::StreamEvent {
+            creator: Vec::new(),
+            salt: (i as u64).to_be_bytes().to_vec(),
+            prev_miniblock_hash: vec![0; 32],
+            prev_miniblock_num: 0,
+            created_at_ms: 0,
+            payload: Some(Payload::Member(pb::Member {
+                op: pb::member::Op::Join as i32,
+                address: address.to_vec(),
+            })),
+        };
+        events.push(seal(join, signer).expect("well formed"));
+    }
+    ParsedMiniblock::genesis(events, 1, 0, by).unwrap()
 }
 
 pub(crate) fn registrations(effects: &[Effect]) -> Vec<Registration> {
@@ -82,11 +108,21 @@ pub(crate) struct Solo {
 
 impl Solo {
     pub(crate) fn new(config: EngineConfig) -> Self {
+        Self::with_genesis(config, |stream, creator, node| {
+            genesis(stream, creator, node)
+        })
+    }
+
+    /// A solo stream whose genesis `make` builds from the stream id, creator and node keys.
+    pub(crate) fn with_genesis(
+        config: EngineConfig,
+        make: impl FnOnce(StreamId, &NodeKey, &NodeKey) -> ParsedMiniblock,
+    ) -> Self {
         let node = key(1);
         let creator = key(2);
         let stream = StreamId([7; 32]);
         let mut engine = Engine::new(node.clone(), config);
-        let genesis = genesis(stream, &creator, &node);
+        let genesis = make(stream, &creator, &node);
         engine.handle(
             0,
             Input::StreamAllocated {

@@ -65,6 +65,12 @@ enum StreamCommand {
         /// The id (64 hex digits); random if omitted.
         #[arg(long)]
         id: Option<StreamId>,
+        /// Who may join: anyone by themselves (open), or only those a member adds (invite).
+        #[arg(long, value_enum, default_value_t = Policy::Open)]
+        policy: Policy,
+        /// An admin, who may remove other members (repeat for more; default: you).
+        #[arg(long = "admin", value_name = "ADDR")]
+        admins: Vec<alloy_primitives::Address>,
     },
     /// Show the stream as the node holds it: by default its last miniblocks and its minipool.
     Get {
@@ -88,6 +94,14 @@ enum StreamCommand {
         /// The stream id.
         stream: StreamId,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Policy {
+    /// Anyone may join by themselves; members may add others.
+    Open,
+    /// Only a member may add someone.
+    Invite,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -130,6 +144,20 @@ enum MemberCommand {
     Leave {
         /// The stream id.
         stream: StreamId,
+    },
+    /// Add someone to a stream (you must be a member; the way into an invite-only stream).
+    Add {
+        /// The stream id.
+        stream: StreamId,
+        /// The address to add.
+        address: alloy_primitives::Address,
+    },
+    /// Remove a member from a stream (you must be one of its admins).
+    Remove {
+        /// The stream id.
+        stream: StreamId,
+        /// The member to remove.
+        address: alloy_primitives::Address,
     },
 }
 
@@ -224,9 +252,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{} {}", key.address(), path.display());
             }
         }
-        Command::Stream(StreamCommand::Create { id }) => {
+        Command::Stream(StreamCommand::Create { id, policy, admins }) => {
             let client = connect(&cli).await?;
-            let created = client.create_stream(*id).await?;
+            let settings = pb::StreamSettings {
+                join_policy: match policy {
+                    Policy::Open => pb::JoinPolicy::Open,
+                    Policy::Invite => pb::JoinPolicy::Invite,
+                } as i32,
+                admins: admins.iter().map(|a| a.to_vec()).collect(),
+                ..Default::default()
+            };
+            let created = client.create_stream_with(*id, settings).await?;
             let stream = hex0x(&created.stream_id);
             if cli.json {
                 let nodes: Vec<String> = created.nodes.iter().map(|n| hex0x(n)).collect();
@@ -319,12 +355,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Member(command) => {
-            let (stream, join) = match command {
-                MemberCommand::Join { stream } => (stream, true),
-                MemberCommand::Leave { stream } => (stream, false),
-            };
             let client = connect(&cli).await?;
-            let (event, response) = client.membership(*stream, join, pb::Ack::Miniblock).await?;
+            let (stream, join, address) = match command {
+                MemberCommand::Join { stream } => (stream, true, client.address()),
+                MemberCommand::Leave { stream } => (stream, false, client.address()),
+                MemberCommand::Add { stream, address } => (stream, true, *address),
+                MemberCommand::Remove { stream, address } => (stream, false, *address),
+            };
+            let (event, response) = client
+                .member(*stream, join, address, pb::Ack::Miniblock)
+                .await?;
             print_added(cli.json, &event, response.miniblock_num);
         }
         Command::Node(NodeCommand::Info { streams }) => {
