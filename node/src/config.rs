@@ -6,6 +6,30 @@ use std::time::Duration;
 
 use alloy_primitives::Address;
 use rill_p2p::Multiaddr;
+use rill_p2p::limits::Rate;
+
+/// How much one client (one libp2p peer) may ask of this node.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClientLimits {
+    /// Requests per second (an `AddEvents` costs its number of events), refused
+    /// `RATE_LIMITED` beyond it at the network's edge; `None`: no limit.
+    pub requests: Option<Rate>,
+    /// Stream creations (each costs this node gas), refused `QUOTA_EXCEEDED` beyond it;
+    /// `None`: no limit.
+    pub stream_creations: Option<Rate>,
+}
+
+/// Stream creations one client may make per hour by default.
+pub const DEFAULT_STREAM_CREATIONS_PER_HOUR: f64 = 1_000.0;
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            requests: Some(Rate::per_second(rill_p2p::DEFAULT_CLIENT_RATE)),
+            stream_creations: Some(Rate::per_hour(DEFAULT_STREAM_CREATIONS_PER_HOUR)),
+        }
+    }
+}
 
 /// What `rill-node run` is told.
 #[derive(Clone, Debug)]
@@ -28,6 +52,8 @@ pub struct NodeConfig {
     pub poll_interval: Duration,
     /// How many streams stay in memory, and for how long when idle.
     pub residency: crate::Residency,
+    /// How much one client may ask.
+    pub client_limits: ClientLimits,
     /// Fault rules for tests (only with the `faults` feature).
     #[cfg(feature = "faults")]
     pub faults: Option<crate::faults::Faults>,
@@ -53,6 +79,7 @@ impl NodeConfig {
             block_time: Duration::from_secs(1),
             poll_interval: Duration::from_millis(100),
             residency: crate::Residency::default(),
+            client_limits: ClientLimits::default(),
             #[cfg(feature = "faults")]
             faults: None,
         }

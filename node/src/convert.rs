@@ -100,5 +100,6 @@ pub(crate) fn error(code: pb::ErrorCode, message: impl Into<String>) -> pb::Erro
     pb::Error {
         code: code as i32,
         message: message.into(),
+        ..Default::default()
     }
 }

@@ -33,6 +33,7 @@ mod startup;
 mod streams;
 mod workers;
 
-pub use config::NodeConfig;
+pub use config::{ClientLimits, DEFAULT_STREAM_CREATIONS_PER_HOUR, NodeConfig};
+pub use rill_p2p::limits::Rate;
 pub use startup::{Node, RunError, StartError, run};
 pub use streams::Residency;

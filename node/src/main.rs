@@ -49,6 +49,14 @@ enum Command {
         /// Evict a stream from memory after this many seconds idle.
         #[arg(long, env = "RILL_EVICT_IDLE_AFTER", default_value_t = 60.0)]
         evict_idle_after: f64,
+        /// Requests per second one client may send (an `AddEvents` counts its events), with
+        /// two seconds' worth at once; 0: no limit.
+        #[arg(long, env = "RILL_CLIENT_RATE", default_value_t = rill_p2p::DEFAULT_CLIENT_RATE)]
+        client_rate: f64,
+        /// Streams one client may create per hour (all at once if it has not created any);
+        /// 0: no limit.
+        #[arg(long, env = "RILL_CLIENT_STREAM_CREATIONS", default_value_t = rill_node::DEFAULT_STREAM_CREATIONS_PER_HOUR)]
+        client_stream_creations: f64,
     },
     /// Create a node key file (mode 0600) and print its address and peer id.
     Keygen {
@@ -102,6 +110,8 @@ async fn main() -> anyhow::Result<()> {
             block_time,
             max_loaded_streams,
             evict_idle_after,
+            client_rate,
+            client_stream_creations,
         } => {
             let mut config = NodeConfig::new(key, data, listen, rpc_url, registry);
             config.metrics = metrics;
@@ -109,6 +119,11 @@ async fn main() -> anyhow::Result<()> {
             config.residency = rill_node::Residency {
                 max_loaded: max_loaded_streams,
                 evict_idle_after: Duration::from_secs_f64(evict_idle_after),
+            };
+            config.client_limits = rill_node::ClientLimits {
+                requests: (client_rate > 0.0).then(|| rill_node::Rate::per_second(client_rate)),
+                stream_creations: (client_stream_creations > 0.0)
+                    .then(|| rill_node::Rate::per_hour(client_stream_creations)),
             };
             #[cfg(feature = "faults")]
             if let Ok(spec) = std::env::var("RILL_FAULTS") {

@@ -92,6 +92,7 @@ pub(crate) struct Metrics {
     pub(crate) requests: Family<KindLabels, Counter>,
     pub(crate) request_failures: Family<KindLabels, Counter>,
     pub(crate) client_requests_shed: Counter,
+    pub(crate) stream_creations_refused: Counter,
     pub(crate) peers: Gauge,
     pub(crate) chain_head: Gauge,
     pub(crate) streams_held: Gauge,
@@ -129,6 +130,7 @@ impl Metrics {
             requests: Family::default(),
             request_failures: Family::default(),
             client_requests_shed: Counter::default(),
+            stream_creations_refused: Counter::default(),
             peers: Gauge::default(),
             chain_head: Gauge::default(),
             streams_held: Gauge::default(),
@@ -212,6 +214,11 @@ impl Metrics {
             "client_requests_shed",
             "Client requests answered busy because the client service was full",
             self.client_requests_shed.clone(),
+        );
+        r.register(
+            "stream_creations_refused",
+            "Stream creations refused QUOTA_EXCEEDED: the client used its budget",
+            self.stream_creations_refused.clone(),
         );
         r.register("peers", "Connected peers", self.peers.clone());
         r.register(

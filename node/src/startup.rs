@@ -142,6 +142,7 @@ impl Node {
         let p2p_config = P2pConfig {
             max_event_bytes: network.max_event_bytes as usize,
             metrics: metrics.p2p.clone(),
+            client_rate: config.client_limits.requests,
             ..P2pConfig::node(vec![config.listen.clone()])
         };
         let request_timeout = p2p_config.request_timeout;
@@ -215,6 +216,11 @@ impl Node {
             durability: durability.clone(),
             p2p: p2p.clone(),
             status,
+            creations: config
+                .client_limits
+                .stream_creations
+                .map(|rate| std::sync::Mutex::new(rill_p2p::limits::Buckets::new(rate))),
+            metrics: metrics.clone(),
         };
         tasks.spawn(client.run(client_jobs));
         let router = Router {

@@ -100,6 +100,7 @@ impl OpenError {
         pb::Error {
             code: self.code() as i32,
             message: self.to_string(),
+            ..Default::default()
         }
     }
 }

@@ -35,8 +35,8 @@ mod outsider;
 pub use outsider::Outsider;
 pub use rill_devnet::load::{Acked, Load};
 pub use rill_devnet::promise::Finalized;
-pub use rill_node::Residency;
 pub use rill_node::faults::{Faults, MessageKind};
+pub use rill_node::{ClientLimits, Rate, Residency};
 
 /// One testnet at a time per test binary: each is anvil plus N nodes on two cores.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -48,6 +48,7 @@ pub struct Builder {
     block_time: Duration,
     network: NetworkConfig,
     residency: Residency,
+    client_limits: ClientLimits,
 }
 
 impl Builder {
@@ -72,6 +73,12 @@ impl Builder {
     /// How many streams each node keeps in memory, and for how long when idle.
     pub fn residency(mut self, residency: Residency) -> Self {
         self.residency = residency;
+        self
+    }
+
+    /// How much one client may ask of a node (default: the node's defaults).
+    pub fn client_limits(mut self, limits: ClientLimits) -> Self {
+        self.client_limits = limits;
         self
     }
 
@@ -107,6 +114,7 @@ impl Builder {
                 );
                 config.block_time = self.block_time;
                 config.residency = self.residency;
+                config.client_limits = self.client_limits;
                 config.metrics = Some("127.0.0.1:0".parse().expect("an address"));
                 config.faults = Some(faults.clone());
                 config
@@ -147,6 +155,7 @@ impl Testnet {
             block_time: Duration::from_secs(1),
             network: NetworkConfig::default(),
             residency: Residency::default(),
+            client_limits: ClientLimits::default(),
         }
     }
 

@@ -5,9 +5,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use alloy_primitives::{Address, B256};
+use futures::StreamExt;
 use rill_protocol::envelope::new_event;
 use rill_protocol::{NodeKey, ParsedEvent, Payload, StreamId, pb, seal};
-use rill_testnet::{Outsider, Testnet};
+use rill_testnet::{ClientLimits, Outsider, Rate, Testnet};
 
 fn logs() {
     let _ = tracing_subscriber::fmt()
@@ -205,4 +206,119 @@ async fn an_invite_only_streams_rules_hold_on_every_replica_and_nothing_refused_
             .await
             >= 1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_client_is_limited_and_another_clients_events_still_finalize() {
+    logs();
+    let net = Testnet::builder()
+        .nodes(3)
+        .replication(3)
+        .client_limits(ClientLimits {
+            requests: Some(Rate {
+                per_second: 50.0,
+                burst: 50.0,
+            }),
+            stream_creations: Some(Rate::per_hour(2.0)),
+        })
+        .start()
+        .await;
+    let creator = NodeKey::generate();
+    let writer = net.client_with(0, creator.clone()).await;
+    let created = writer.create_stream(None).await.expect("created");
+    let stream = StreamId::from_slice(&created.stream_id).unwrap();
+
+    // One client floods node 0 with adds (empty envelopes), 64 at a time.
+    let flooder = net.client_with(0, NodeKey::generate()).await.unpaced();
+    let flood = tokio::spawn(async move {
+        futures::stream::iter(0..2_000)
+            .map(|_| flooder.add_envelopes(stream, vec![pb::Envelope::default()], pb::Ack::Local))
+            .buffer_unordered(64)
+            .collect::<Vec<_>>()
+            .await
+    });
+    // Meanwhile another client adds its events through the same node.
+    let mut acked = HashSet::new();
+    for i in 0..20 {
+        let (event, _) = writer
+            .add_message(stream, &format!("m{i}"), pb::Ack::Quorum)
+            .await
+            .expect("the other client is served");
+        acked.insert(event.hash());
+    }
+    let answers = flood.await.unwrap();
+    let limited = answers
+        .iter()
+        .filter(|a| matches!(a, Err(e) if e.code() == Some(pb::ErrorCode::RateLimited)))
+        .count();
+    let judged = answers
+        .iter()
+        .filter(|a| matches!(a, Ok(r) if r[0].error.as_ref().is_some_and(|e| e.code == pb::ErrorCode::Malformed as i32)))
+        .count();
+    assert_eq!(
+        limited + judged,
+        answers.len(),
+        "each flood request is refused"
+    );
+    assert!(
+        limited > 1_000,
+        "the flood is mostly refused at the edge ({limited} of 2,000)"
+    );
+    assert!(
+        judged >= 50,
+        "within its rate the flooder is served ({judged})"
+    );
+    assert_eq!(
+        net.metric(0, "rill_p2p_client_requests_limited_total")
+            .await,
+        limited as f64
+    );
+    net.expect_finalized(stream, &acked, Duration::from_secs(30))
+        .await;
+
+    // A client that paces itself (the default) waits as told: all of its requests are served.
+    let paced = net.client_with(0, NodeKey::generate()).await;
+    let limited_before = net
+        .metric(0, "rill_p2p_client_requests_limited_total")
+        .await;
+    let answers: Vec<_> = futures::stream::iter(0..120)
+        .map(|_| paced.add_envelopes(stream, vec![pb::Envelope::default()], pb::Ack::Local))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert!(
+        answers.iter().all(|a| matches!(a, Ok(r) if r[0].error.as_ref().is_some_and(|e| e.code == pb::ErrorCode::Malformed as i32))),
+        "every paced request is served: {:?}",
+        answers.iter().find(|a| a.is_err())
+    );
+    assert!(
+        net.metric(0, "rill_p2p_client_requests_limited_total")
+            .await
+            > limited_before,
+        "120 requests at 50/s were paced, not sent at once"
+    );
+
+    // Stream creations: two per client per hour; the third is refused, another client's not.
+    writer
+        .create_stream(None)
+        .await
+        .expect("the second creation");
+    let refused = writer
+        .create_stream(None)
+        .await
+        .expect_err("over the budget");
+    assert_eq!(
+        refused.code(),
+        Some(pb::ErrorCode::QuotaExceeded),
+        "{refused}"
+    );
+    assert_eq!(
+        net.metric(0, "rill_stream_creations_refused_total").await,
+        1.0
+    );
+    net.client_with(0, NodeKey::generate())
+        .await
+        .create_stream(None)
+        .await
+        .expect("another client has its own budget");
 }

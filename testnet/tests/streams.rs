@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use rand::seq::SliceRandom;
 use rill_protocol::{NodeKey, StreamId, pb};
-use rill_testnet::{Residency, Testnet};
+use rill_testnet::{ClientLimits, Residency, Testnet};
 
 fn logs() {
     let _ = tracing_subscriber::fmt()
@@ -63,9 +63,18 @@ async fn grow_past(net: &Testnet, i: usize, reader: &NodeKey, stream: StreamId, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_in_a_random_sample_of_hundreds_of_streams_finalize_on_every_replica() {
     logs();
-    let net = Testnet::builder().nodes(4).replication(3).start().await;
-    let creator = NodeKey::generate();
     let count = stream_count();
+    // One client per node creates them all: beyond the default budget with RILL_TEST_STREAMS.
+    let net = Testnet::builder()
+        .nodes(4)
+        .replication(3)
+        .client_limits(ClientLimits {
+            stream_creations: None,
+            ..ClientLimits::default()
+        })
+        .start()
+        .await;
+    let creator = NodeKey::generate();
     let started = Instant::now();
     let streams = create_streams(&net, &creator, count).await;
     let took = started.elapsed();

@@ -24,6 +24,19 @@ use rill_protocol::{NodeKey, ParsedEvent, Payload, StreamId, pb, seal};
 /// How long a cached stream head is used before it is read again.
 pub const HEAD_TTL: Duration = Duration::from_secs(3);
 
+/// How many times a request refused `RATE_LIMITED` is sent again (after the wait the node
+/// names) before the refusal is returned.
+pub const PACED_RETRIES: u32 = 20;
+
+/// How long to wait before sending a request refused `RATE_LIMITED` for the `retries`-th
+/// time: what the node named, growing with each refusal and spread at random, so requests of
+/// one client that wait together do not all come back at once.
+fn pace(retry_after_ms: u32, retries: u32) -> Duration {
+    let named = f64::from(retry_after_ms.clamp(1, 10_000));
+    let spread = 1.0 + rand::random::<f64>();
+    Duration::from_secs_f64(named * f64::from(retries) * spread / 1000.0)
+}
+
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -91,6 +104,8 @@ pub struct Client {
     key: NodeKey,
     /// Each stream's head as last read, and when.
     heads: std::sync::Arc<std::sync::Mutex<HeadCache>>,
+    /// Whether a request refused `RATE_LIMITED` waits as the node says and is sent again.
+    paced: bool,
     /// Kept so the swarm runs as long as the client (it stops when nobody listens).
     _events: std::sync::Arc<tokio::sync::mpsc::Receiver<rill_p2p::NetworkEvent>>,
 }
@@ -120,6 +135,7 @@ impl Client {
             node,
             key,
             heads: Default::default(),
+            paced: true,
             _events: std::sync::Arc::new(events),
         })
     }
@@ -129,20 +145,38 @@ impl Client {
         self.key.address()
     }
 
+    /// This client, answering `RATE_LIMITED` refusals to the caller instead of waiting and
+    /// sending again (which it does by default, up to [`PACED_RETRIES`] times).
+    pub fn unpaced(mut self) -> Self {
+        self.paced = false;
+        self
+    }
+
     async fn call(
         &self,
         kind: pb::client_request::Kind,
     ) -> Result<pb::client_response::Kind, ClientError> {
         let request = pb::ClientRequest { kind: Some(kind) };
-        let response = self
-            .p2p
-            .client_request(self.node, request)
-            .await
-            .map_err(ClientError::Unreachable)?;
-        if let Some(error) = response.error {
-            return Err(error.into());
+        let mut retries = 0;
+        loop {
+            let response = self
+                .p2p
+                .client_request(self.node, request.clone())
+                .await
+                .map_err(ClientError::Unreachable)?;
+            match response.error {
+                Some(error)
+                    if self.paced
+                        && retries < PACED_RETRIES
+                        && error.code == pb::ErrorCode::RateLimited as i32 =>
+                {
+                    retries += 1;
+                    tokio::time::sleep(pace(error.retry_after_ms, retries)).await;
+                }
+                Some(error) => return Err(error.into()),
+                None => return response.kind.ok_or(ClientError::Unexpected),
+            }
         }
-        response.kind.ok_or(ClientError::Unexpected)
     }
 
     /// Creates a stream (a random id unless given); the creator is its first member.

@@ -5,6 +5,10 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 
 use crate::P2pMetrics;
+use crate::limits::Rate;
+
+/// Requests (or events) per second one client peer may send a node by default.
+pub const DEFAULT_CLIENT_RATE: f64 = 2_000.0;
 
 /// Whether this peer is a node (serves node protocols, has a gossip inbox) or a client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +42,10 @@ pub struct P2pConfig {
     pub command_capacity: usize,
     /// Inbound requests (per peer and protocol) that may be open at once.
     pub max_concurrent_requests: usize,
+    /// How much one client peer may ask of this node (a request costs 1, or its number of
+    /// events); `None`: no limit. Registered nodes (which forward clients' requests) are
+    /// not limited.
+    pub client_rate: Option<Rate>,
     /// Where the network counts what it sheds and refuses.
     pub metrics: P2pMetrics,
 }
@@ -55,6 +63,7 @@ impl P2pConfig {
             event_capacity: 4096,
             command_capacity: 4096,
             max_concurrent_requests: 256,
+            client_rate: Some(Rate::per_second(DEFAULT_CLIENT_RATE)),
             metrics: P2pMetrics::default(),
         }
     }

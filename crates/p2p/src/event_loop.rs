@@ -23,6 +23,7 @@ use crate::handle::{Command, NetworkEvent, NodeEntry, NodeRequest, NodeResponse,
 use crate::inbound::{
     EventsProtocol, MiniblockProtocol, NodeProtocol, Reply, busy, inbound, not_a_node,
 };
+use crate::limits::Buckets;
 use crate::outgoing::Outgoing;
 use crate::{GossipBatch, P2pConfig, RequestError, Role, SpawnError};
 
@@ -86,6 +87,7 @@ pub async fn spawn(
     }
     let (commands, command_rx) = mpsc::channel(config.command_capacity.max(1));
     let peer_id = *swarm.local_peer_id();
+    let config_rate = config.client_rate;
     let event_loop = EventLoop {
         swarm,
         config,
@@ -104,6 +106,7 @@ pub async fn spawn(
         outgoing: Outgoing::default(),
         peers_of: HashMap::new(),
         subscriptions: HashMap::new(),
+        client_limits: config_rate.map(Buckets::new),
     };
     tokio::spawn(event_loop.run());
     Ok((P2p { commands, peer_id }, events))
@@ -156,6 +159,8 @@ struct EventLoop {
     peers_of: HashMap<Address, PeerId>,
     /// The topics each connected peer subscribed to.
     subscriptions: HashMap<PeerId, HashSet<TopicHash>>,
+    /// What each client peer may still ask (`None`: no limit).
+    client_limits: Option<Buckets<PeerId>>,
 }
 
 impl EventLoop {
@@ -173,7 +178,12 @@ impl EventLoop {
                     let dropped = self.outgoing.expire(Instant::now());
                     self.config.metrics.gossip_undelivered.inc_by(dropped as u64);
                 }
-                _ = redial.tick() => self.redial(),
+                _ = redial.tick() => {
+                    self.redial();
+                    if let Some(limits) = &mut self.client_limits {
+                        limits.prune(std::time::Instant::now());
+                    }
+                }
                 // The node is gone: send what it queued last, then stop and free the listen
                 // addresses.
                 () = self.events.closed() => {
@@ -409,6 +419,19 @@ impl EventLoop {
                 if let Some((peer, request, channel)) =
                     inbound(event, &mut self.pending_client, |r| r)
                 {
+                    if let Err(refusal) = self.admit_client(&peer, &request) {
+                        self.config.metrics.client_requests_limited.inc();
+                        let limited = pb::ClientResponse {
+                            kind: None,
+                            error: Some(refusal),
+                        };
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .client
+                            .send_response(channel, limited);
+                        return;
+                    }
                     let responder = self.responder(channel);
                     let event = NetworkEvent::ClientRequest {
                         peer,
@@ -460,6 +483,8 @@ impl EventLoop {
                 ..
             } => {
                 self.outgoing.gone(&peer_id);
+                // A client's bucket outlives its connection (reconnecting does not refill
+                // it); full buckets are pruned.
                 self.subscriptions.remove(&peer_id);
                 let _ = self.emit(NetworkEvent::PeerDisconnected(peer_id));
             }
@@ -506,6 +531,35 @@ impl EventLoop {
                 P::refusal(busy()),
             );
         }
+    }
+
+    /// Whether a client request is within its peer's rate. Registered nodes are not limited:
+    /// they forward the requests of their own (limited) clients.
+    fn admit_client(
+        &mut self,
+        peer: &PeerId,
+        request: &pb::ClientRequest,
+    ) -> Result<(), pb::Error> {
+        if self.nodes.contains_key(peer) {
+            return Ok(());
+        }
+        let Some(limits) = &mut self.client_limits else {
+            return Ok(());
+        };
+        let cost = match &request.kind {
+            Some(pb::client_request::Kind::AddEvents(add)) => add.envelopes.len().max(1),
+            _ => 1,
+        };
+        limits
+            .take(peer, cost as f64, std::time::Instant::now())
+            .map_err(|wait| pb::Error {
+                code: pb::ErrorCode::RateLimited as i32,
+                message: format!(
+                    "more requests from {peer} than this node serves one client; retry in {} ms",
+                    wait.as_millis().max(1)
+                ),
+                retry_after_ms: u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX),
+            })
     }
 
     fn responder<T>(&self, channel: ResponseChannel<T>) -> Responder<T> {

@@ -161,6 +161,7 @@ pub(crate) fn not_a_node(peer: &PeerId) -> pb::Error {
         message: format!(
             "peer {peer} is not a registered node; node protocols are for nodes (clients use /rill/client/1)"
         ),
+        ..Default::default()
     }
 }
 
@@ -168,5 +169,6 @@ pub(crate) fn busy() -> pb::Error {
     pb::Error {
         code: pb::ErrorCode::Unavailable as i32,
         message: "the node is busy; try again shortly".into(),
+        ..Default::default()
     }
 }

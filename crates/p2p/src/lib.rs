@@ -5,7 +5,8 @@
 //! calls: gossip to a node's inbox, requests over `/rill/events/1`, `/rill/miniblock/1` and
 //! `/rill/client/1`, answers, dials. It also gates peers: node protocols and gossip are for
 //! registered nodes only (their PeerIds map to registry addresses); everyone else is refused
-//! with a typed error, ignored by gossip entirely, and welcome on the client protocol. The
+//! with a typed error, ignored by gossip entirely, and welcome on the client protocol, within
+//! a per-peer rate (refused `RATE_LIMITED` at the edge, before the node sees a request). The
 //! channels to and from the node are bounded, and the swarm never waits on the node: what
 //! the node cannot take is shed (gossip ignored, requests answered "busy") and counted.
 //!
@@ -22,11 +23,12 @@ mod event_loop;
 mod gossip;
 mod handle;
 mod inbound;
+pub mod limits;
 mod metrics;
 mod outgoing;
 
 pub use codec::ProtoCodec;
-pub use config::{P2pConfig, Role};
+pub use config::{DEFAULT_CLIENT_RATE, P2pConfig, Role};
 pub use error::{DialFailure, RequestError, SpawnError};
 pub use event_loop::spawn;
 pub use gossip::{GossipBatch, GossipError, INBOX_PREFIX, inbox_topic};

@@ -26,6 +26,8 @@ pub struct P2pMetrics {
     /// Gossip subscriptions to an inbox other than the peer's own (an outsider's, or another
     /// node's): the peer is shut out of gossip.
     pub gossip_subscriptions_refused: Counter,
+    /// Client requests refused because their peer went over its rate.
+    pub client_requests_limited: Counter,
 }
 
 impl P2pMetrics {
@@ -75,6 +77,11 @@ impl P2pMetrics {
             "gossip_subscriptions_refused",
             "Subscriptions to an inbox other than the peer's own; the peer is shut out of gossip",
             self.gossip_subscriptions_refused.clone(),
+        );
+        registry.register(
+            "client_requests_limited",
+            "Client requests refused RATE_LIMITED because their peer went over its rate",
+            self.client_requests_limited.clone(),
         );
     }
 }

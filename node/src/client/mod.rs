@@ -15,6 +15,7 @@ use alloy_primitives::Address;
 use prost::Message as _;
 use rill_chain::{AllocationFailure, AllocationOutcome, NewStream, Registrar};
 use rill_engine::Reject;
+use rill_p2p::limits::Buckets;
 use rill_p2p::{P2p, PeerId, Responder};
 use rill_protocol::{Limits, MAX_EVENTS_PER_REQUEST, NodeKey, ParsedMiniblock, StreamId, pb};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -26,6 +27,7 @@ use crate::convert::error;
 use crate::directory::{SharedDirectory, read};
 use crate::durability::Durability;
 use crate::event_loop::{LoopMsg, Status};
+use crate::metrics::Metrics;
 use crate::reads::{Found, Query, Reads};
 use crate::workers::Workers;
 
@@ -55,6 +57,9 @@ pub(crate) struct ClientService {
     pub(crate) durability: Durability,
     pub(crate) p2p: P2p,
     pub(crate) status: tokio::sync::watch::Receiver<Status>,
+    /// Each client's stream-creation budget (`None`: unlimited).
+    pub(crate) creations: Option<std::sync::Mutex<Buckets<PeerId>>>,
+    pub(crate) metrics: Metrics,
 }
 
 /// The wire code for an engine refusal.
@@ -165,7 +170,7 @@ impl ClientService {
                 Ok(stream) => self.forward(stream, request).await,
                 Err(e) => fail(e),
             },
-            Kind::CreateStream(create) => self.create_stream(create).await,
+            Kind::CreateStream(create) => self.create_stream(peer, create).await,
             Kind::Info(info) => self.info(info.list_streams).await,
             Kind::AddEvent(add) => match stream_id(&add.stream_id) {
                 Ok(stream) if self.holds(&stream) => {
@@ -342,7 +347,11 @@ impl ClientService {
     }
 
     /// Builds and signs the genesis, places the stream, and allocates it in the registry.
-    async fn create_stream(&self, create: pb::CreateStreamRequest) -> pb::ClientResponse {
+    async fn create_stream(
+        &self,
+        peer: PeerId,
+        create: pb::CreateStreamRequest,
+    ) -> pb::ClientResponse {
         let opener = self.workers.opener(self.limits());
         let opened = self
             .workers
@@ -387,6 +396,9 @@ impl ClientService {
         };
         if let Err(reject) = rill_engine::check_genesis(stream, &nodes, &genesis) {
             return fail(error(code(&reject), reject.to_string()));
+        }
+        if let Err(refusal) = self.spend_creation(&peer) {
+            return fail(refusal);
         }
         let allocation = NewStream {
             id: stream,
@@ -434,6 +446,29 @@ impl ClientService {
                 nodes: nodes.iter().map(|a| a.to_vec()).collect(),
             },
         ))
+    }
+
+    /// Takes one stream creation from `peer`'s budget, checked once the request is valid
+    /// (what it spends is this node's gas).
+    fn spend_creation(&self, peer: &PeerId) -> Result<(), pb::Error> {
+        let Some(budget) = &self.creations else {
+            return Ok(());
+        };
+        let spent =
+            budget
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(peer, 1.0, Instant::now());
+        spent.map_err(|wait| {
+            self.metrics.stream_creations_refused.inc();
+            error(
+                pb::ErrorCode::QuotaExceeded,
+                format!(
+                    "{peer} used its stream-creation budget on this node; the next one in {} s",
+                    wait.as_secs().max(1)
+                ),
+            )
+        })
     }
 
     async fn info(&self, list_streams: bool) -> pb::ClientResponse {

@@ -18,7 +18,7 @@ use crate::{Args, Devnet, histogram_mean};
 const EVENT_BYTES: usize = 40 * 1024;
 
 pub(crate) async fn run(args: &Args, megabytes: u64) -> anyhow::Result<()> {
-    let mut devnet = Devnet::start(args, &[]).await?;
+    let mut devnet = Devnet::start(args, &crate::unlimited_clients()).await?;
     let creator = NodeKey::generate();
     let created = Client::connect(devnet.addr(0), creator.clone())
         .await?

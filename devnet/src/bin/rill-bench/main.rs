@@ -14,6 +14,7 @@
 mod catch_up;
 mod chain;
 mod crypto;
+mod flood;
 mod scale;
 mod single;
 mod watch;
@@ -64,8 +65,23 @@ pub(crate) struct Args {
     /// Catch-up mode: MiB finalized while one replica is down.
     #[arg(long)]
     catch_up_mb: Option<u64>,
+    /// Flood mode: a writer's add → quorum latency (`--events` adds) without a flooding
+    /// client, with one, and with one against nodes that do not limit clients.
+    #[arg(long)]
+    flood: bool,
     #[arg(long, default_value = ".devnet-bench")]
     dir: PathBuf,
+}
+
+/// Node settings for the throughput modes: their writers share one client key (the stream's
+/// one member) over many connections, and one key creates every stream, so the per-client
+/// request rate and creation budget would measure the bench's shape, not the nodes. The flood
+/// mode measures the limits themselves.
+pub(crate) fn unlimited_clients() -> [(&'static str, String); 2] {
+    [
+        ("RILL_CLIENT_RATE", "0".into()),
+        ("RILL_CLIENT_STREAM_CREATIONS", "0".into()),
+    ]
 }
 
 /// A devnet the bench started; stopped when dropped.
@@ -170,6 +186,8 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(megabytes) = args.catch_up_mb {
         catch_up::run(&args, megabytes).await
+    } else if args.flood {
+        flood::run(&args).await
     } else if args.streams > 1 {
         scale::run(&args).await
     } else {

@@ -25,7 +25,8 @@ type Placed = (StreamId, Vec<usize>);
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let evict = ("RILL_EVICT_IDLE_AFTER", args.evict_idle_after.to_string());
     let costs = crypto::measure();
-    let mut devnet = Devnet::start(args, &[evict]).await?;
+    let [rate, creations] = crate::unlimited_clients();
+    let mut devnet = Devnet::start(args, &[evict, rate, creations]).await?;
     let rpc = connect(&devnet.chain.file.rpc_url)?;
     let infos = info_clients(&devnet).await?;
     let rss_empty: Vec<u64> = devnet.processes.iter().map(|p| rss(p.pid())).collect();

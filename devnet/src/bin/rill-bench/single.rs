@@ -17,7 +17,7 @@ use crate::{Args, Devnet, percentile};
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let costs = crypto::measure();
-    let devnet = Devnet::start(args, &[]).await?;
+    let devnet = Devnet::start(args, &crate::unlimited_clients()).await?;
     let key = NodeKey::generate();
     let created = Client::connect(devnet.addr(0), key.clone())
         .await?
