@@ -293,14 +293,19 @@ impl EventLoop {
     /// Lets a registered node take part in gossip and shuts everyone else out, both ways: a
     /// blacklisted peer's messages are dropped, and a score below every threshold keeps it out
     /// of publishing, meshes and IHAVE gossip, so a subscription it holds (gossipsub records
-    /// subscriptions whoever sends them) brings it nothing.
+    /// subscriptions whoever sends them) brings it nothing. An admitted node's inbox
+    /// subscription, whenever it arrived (before the registry named the node, say), releases
+    /// the gossip waiting for it.
     fn gate_gossip(&mut self, peer: &PeerId) {
-        let admitted = self.nodes.get(peer).is_some_and(|address| {
-            let own = inbox_topic(address).hash();
-            self.subscriptions
-                .get(peer)
-                .is_none_or(|topics| topics.iter().all(|t| *t == own))
-        });
+        let own = self
+            .nodes
+            .get(peer)
+            .map(|address| inbox_topic(address).hash());
+        let topics = self.subscriptions.get(peer);
+        let admitted = own
+            .as_ref()
+            .is_some_and(|own| topics.is_none_or(|topics| topics.iter().all(|t| t == own)));
+        let subscribed = own.filter(|own| admitted && topics.is_some_and(|t| t.contains(own)));
         let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
         if admitted {
             gossipsub.remove_blacklisted_peer(peer);
@@ -308,6 +313,12 @@ impl EventLoop {
         } else {
             gossipsub.blacklist_peer(peer);
             gossipsub.set_application_score(peer, OUTSIDER_SCORE);
+            self.outgoing.gone(peer);
+        }
+        if let Some(inbox) = subscribed {
+            for data in self.outgoing.subscribed(*peer, inbox.clone()) {
+                self.publish(inbox.clone(), data);
+            }
         }
     }
 
@@ -322,15 +333,11 @@ impl EventLoop {
             .nodes
             .get(&peer)
             .is_some_and(|address| inbox_topic(address).hash() == topic);
-        self.gate_gossip(&peer);
         if !own {
             debug!(%peer, %topic, registered = self.nodes.contains_key(&peer), "subscription to an inbox not its own; shut out of gossip");
             self.config.metrics.gossip_subscriptions_refused.inc();
-            return;
         }
-        for data in self.outgoing.subscribed(peer, topic.clone()) {
-            self.publish(topic.clone(), data);
-        }
+        self.gate_gossip(&peer);
     }
 
     fn unsubscribed(&mut self, peer: PeerId, topic: &TopicHash) {
