@@ -7,7 +7,7 @@ use std::time::Duration;
 use alloy_primitives::{Address, B256};
 use futures::StreamExt;
 use rill_protocol::envelope::new_event;
-use rill_protocol::{NodeKey, ParsedEvent, Payload, StreamId, pb, seal};
+use rill_protocol::{NodeKey, ParsedEvent, StreamId, pb, seal};
 use rill_testnet::{ClientLimits, Outsider, Rate, Testnet};
 
 fn logs() {
@@ -87,15 +87,7 @@ fn now_ms() -> u64 {
 
 /// A join (or leave) of `address` signed by `key`, on top of `head`.
 fn membership(key: &NodeKey, head: (u64, B256), join: bool, address: Address) -> ParsedEvent {
-    let op = if join {
-        pb::member::Op::Join
-    } else {
-        pb::member::Op::Leave
-    };
-    let payload = Payload::Member(pb::Member {
-        op: op as i32,
-        address: address.to_vec(),
-    });
+    let payload = rill_client::membership(join, address);
     seal(new_event(Some(head), now_ms(), payload), key).expect("sealed")
 }
 

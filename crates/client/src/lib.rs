@@ -37,6 +37,19 @@ fn pace(retry_after_ms: u32, retries: u32) -> Duration {
     Duration::from_secs_f64(named * f64::from(retries) * spread / 1000.0)
 }
 
+/// The payload of a join (or leave) of `address`.
+pub fn membership(join: bool, address: Address) -> Payload {
+    let op = if join {
+        pb::member::Op::Join
+    } else {
+        pb::member::Op::Leave
+    };
+    Payload::Member(pb::Member {
+        op: op as i32,
+        address: address.to_vec(),
+    })
+}
+
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -367,16 +380,7 @@ impl Client {
         address: Address,
         ack: pb::Ack,
     ) -> Result<(ParsedEvent, pb::AddEventResponse), ClientError> {
-        let op = if join {
-            pb::member::Op::Join
-        } else {
-            pb::member::Op::Leave
-        };
-        let payload = Payload::Member(pb::Member {
-            op: op as i32,
-            address: address.to_vec(),
-        });
-        self.add(stream, payload, ack).await
+        self.add(stream, membership(join, address), ack).await
     }
 
     async fn get_stream_inner(

@@ -18,14 +18,16 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
-use crate::gossip::{OUTSIDER_SCORE, inbox_topic};
-use crate::handle::{Command, NetworkEvent, NodeEntry, NodeRequest, NodeResponse, P2p, Responder};
+use crate::gossip::inbox_topic;
+use crate::handle::{Command, NetworkEvent, NodeRequest, NodeResponse, P2p, Responder};
 use crate::inbound::{
     EventsProtocol, MiniblockProtocol, NodeProtocol, Reply, busy, inbound, not_a_node,
 };
 use crate::limits::Buckets;
 use crate::outgoing::Outgoing;
 use crate::{GossipBatch, P2pConfig, RequestError, Role, SpawnError};
+
+mod gate;
 
 /// How often peers the node wants to stay connected to are dialled again.
 const REDIAL_EVERY: Duration = Duration::from_secs(2);
@@ -272,82 +274,6 @@ impl EventLoop {
         }
     }
 
-    /// Who counts as a node: only they may use node protocols and gossip. Gossipsub ignores
-    /// every other peer entirely, so an outsider can neither send nor receive stream gossip.
-    fn set_nodes(&mut self, nodes: Vec<NodeEntry>) {
-        self.nodes.clear();
-        self.peers_of.clear();
-        for entry in nodes {
-            self.nodes.insert(entry.peer, entry.address);
-            self.peers_of.insert(entry.address, entry.peer);
-            if let Some(addr) = entry.addr {
-                self.swarm.add_peer_address(entry.peer, addr);
-            }
-        }
-        let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        for peer in connected {
-            self.gate_gossip(&peer);
-        }
-    }
-
-    /// Lets a registered node take part in gossip and shuts everyone else out, both ways: a
-    /// blacklisted peer's messages are dropped, and a score below every threshold keeps it out
-    /// of publishing, meshes and IHAVE gossip, so a subscription it holds (gossipsub records
-    /// subscriptions whoever sends them) brings it nothing. An admitted node's inbox
-    /// subscription, whenever it arrived (before the registry named the node, say), releases
-    /// the gossip waiting for it.
-    fn gate_gossip(&mut self, peer: &PeerId) {
-        let own = self
-            .nodes
-            .get(peer)
-            .map(|address| inbox_topic(address).hash());
-        let topics = self.subscriptions.get(peer);
-        let admitted = own
-            .as_ref()
-            .is_some_and(|own| topics.is_none_or(|topics| topics.iter().all(|t| t == own)));
-        let subscribed = own.filter(|own| admitted && topics.is_some_and(|t| t.contains(own)));
-        let gossipsub = &mut self.swarm.behaviour_mut().gossipsub;
-        if admitted {
-            gossipsub.remove_blacklisted_peer(peer);
-            gossipsub.set_application_score(peer, 0.0);
-        } else {
-            gossipsub.blacklist_peer(peer);
-            gossipsub.set_application_score(peer, OUTSIDER_SCORE);
-            self.outgoing.gone(peer);
-        }
-        if let Some(inbox) = subscribed {
-            for data in self.outgoing.subscribed(*peer, inbox.clone()) {
-                self.publish(inbox.clone(), data);
-            }
-        }
-    }
-
-    /// A peer subscribed to `topic`. A registered node's own inbox is the only topic a peer
-    /// may hold: any other subscription shuts the peer out of gossip while it holds it.
-    fn subscribed(&mut self, peer: PeerId, topic: TopicHash) {
-        self.subscriptions
-            .entry(peer)
-            .or_default()
-            .insert(topic.clone());
-        let own = self
-            .nodes
-            .get(&peer)
-            .is_some_and(|address| inbox_topic(address).hash() == topic);
-        if !own {
-            debug!(%peer, %topic, registered = self.nodes.contains_key(&peer), "subscription to an inbox not its own; shut out of gossip");
-            self.config.metrics.gossip_subscriptions_refused.inc();
-        }
-        self.gate_gossip(&peer);
-    }
-
-    fn unsubscribed(&mut self, peer: PeerId, topic: &TopicHash) {
-        self.outgoing.unsubscribed(&peer, topic);
-        if let Some(topics) = self.subscriptions.get_mut(&peer) {
-            topics.remove(topic);
-        }
-        self.gate_gossip(&peer);
-    }
-
     fn redial(&mut self) {
         let missing: Vec<PeerId> = self
             .keep
@@ -538,35 +464,6 @@ impl EventLoop {
                 P::refusal(busy()),
             );
         }
-    }
-
-    /// Whether a client request is within its peer's rate. Registered nodes are not limited:
-    /// they forward the requests of their own (limited) clients.
-    fn admit_client(
-        &mut self,
-        peer: &PeerId,
-        request: &pb::ClientRequest,
-    ) -> Result<(), pb::Error> {
-        if self.nodes.contains_key(peer) {
-            return Ok(());
-        }
-        let Some(limits) = &mut self.client_limits else {
-            return Ok(());
-        };
-        let cost = match &request.kind {
-            Some(pb::client_request::Kind::AddEvents(add)) => add.envelopes.len().max(1),
-            _ => 1,
-        };
-        limits
-            .take(peer, cost as f64, std::time::Instant::now())
-            .map_err(|wait| pb::Error {
-                code: pb::ErrorCode::RateLimited as i32,
-                message: format!(
-                    "more requests from {peer} than this node serves one client; retry in {} ms",
-                    wait.as_millis().max(1)
-                ),
-                retry_after_ms: u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX),
-            })
     }
 
     fn responder<T>(&self, channel: ResponseChannel<T>) -> Responder<T> {

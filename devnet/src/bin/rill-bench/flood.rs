@@ -16,6 +16,12 @@ use crate::{Args, Devnet, percentile};
 /// Requests a flooder keeps in flight.
 const FLOOD_IN_FLIGHT: usize = 64;
 
+/// Environment of a devnet's nodes.
+type NodeEnv = Vec<(&'static str, String)>;
+
+/// A phase to run: its name, and whether a client floods meanwhile.
+type Run = (&'static str, bool);
+
 /// What one phase measured.
 struct Phase {
     name: &'static str,
@@ -26,37 +32,20 @@ struct Phase {
 }
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
+    let devnets: [(NodeEnv, Vec<Run>); 2] = [
+        (vec![], vec![("no flood", false), ("flood, limited", true)]),
+        (
+            vec![("RILL_CLIENT_RATE", "0".into())],
+            vec![("flood, no limit", true)],
+        ),
+    ];
     let mut phases = Vec::new();
-    {
-        let devnet = Devnet::start(args, &[]).await?;
+    for (env, runs) in devnets {
+        let devnet = Devnet::start(args, &env).await?;
         let (writer, stream) = writer(&devnet).await?;
-        phases.push(phase(&devnet, &writer, stream, args.events, "no flood", false).await?);
-        phases.push(
-            phase(
-                &devnet,
-                &writer,
-                stream,
-                args.events,
-                "flood, limited",
-                true,
-            )
-            .await?,
-        );
-    }
-    {
-        let devnet = Devnet::start(args, &[("RILL_CLIENT_RATE", "0".into())]).await?;
-        let (writer, stream) = writer(&devnet).await?;
-        phases.push(
-            phase(
-                &devnet,
-                &writer,
-                stream,
-                args.events,
-                "flood, no limit",
-                true,
-            )
-            .await?,
-        );
+        for (name, flood) in runs {
+            phases.push(phase(&devnet, &writer, stream, args.events, name, flood).await?);
+        }
     }
     println!(
         "## rill-bench --flood: {} nodes, replication {}, one writer adding {} events one at a time (ack quorum) through node 0\n",
