@@ -74,7 +74,17 @@ impl NodeProcess {
             .append(true)
             .open(&self.log)
             .with_context(|| format!("opening {}", self.log.display()))?;
-        let child = Command::new(&self.binary)
+        // On its own host the node runs in its namespace (`ip netns exec` executes the node in
+        // place, so the child is the node itself: kill -9 reaches it).
+        let mut command = match &self.node.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
+        let child = command
             .args(&self.args)
             .env(
                 "RUST_LOG",

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use rill_chain::{NetworkConfig, NodeStatus, Registry, connect};
-use rill_devnet::{DevnetConfig, DevnetFile, bootstrap};
+use rill_devnet::{ChainSource, DevnetConfig, DevnetFile, bootstrap};
 use rill_protocol::NodeKey;
 use rill_protocol::keys::address_of_peer;
 
@@ -18,6 +18,9 @@ async fn bootstrap_registers_funded_nodes_and_writes_devnet_json() {
             replication_factor: 3,
             ..NetworkConfig::default()
         },
+        chain: ChainSource::Anvil,
+        hosts: None,
+        save_chain_every: None,
     };
     let chain = bootstrap(&config).await.unwrap();
     let file = DevnetFile::load(dir.path()).unwrap();

@@ -26,7 +26,7 @@ use alloy_primitives::Address;
 use alloy_primitives::B256;
 use rill_chain::{NetworkConfig, Registry, connect};
 use rill_client::Client;
-use rill_devnet::{DevnetChain, DevnetConfig, bootstrap};
+use rill_devnet::{ChainSource, DevnetChain, DevnetConfig, bootstrap};
 use rill_node::{Node, NodeConfig};
 use rill_protocol::{NodeKey, StreamId, pb};
 
@@ -97,6 +97,9 @@ impl Builder {
             nodes: self.nodes,
             block_time: self.block_time,
             network: self.network,
+            chain: ChainSource::Anvil,
+            hosts: None,
+            save_chain_every: None,
         };
         let chain = bootstrap(&config).await.expect("the chain bootstraps");
         let faults = Faults::default();

@@ -3,11 +3,13 @@
 //! `RILL_FAULTS`, registry changes by its owner). Every scenario ends by checking the promise:
 //! every acknowledged event is in exactly one miniblock on every replica, the replicas' chains
 //! are identical, and the registry's head is theirs. `RILL_FAULTS_LONG=1` runs the long
-//! variants.
+//! variants. Network faults (partitions, latency, loss) run between nodes on hosts of their own
+//! (see `rill_devnet::hosts`).
 
 mod catch_up;
 mod kill9;
 mod lost_leader;
+mod network;
 mod registry_changes;
 mod stranded;
 

@@ -8,4 +8,4 @@ mod bins;
 mod net;
 
 pub use bins::{Binaries, binaries};
-pub use net::{BLOCK_TIME, Chain, Net, chain, eventually};
+pub use net::{BLOCK_TIME, Chain, Launch, Net, chain, eventually, hosts_or_skip};

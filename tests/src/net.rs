@@ -8,9 +8,10 @@ use rill_chain::anvil::Anvil;
 use rill_chain::{NetworkConfig, Registry, connect, connect_with_key};
 use rill_client::Client;
 use rill_client::p2p::Multiaddr;
+use rill_devnet::hosts::{Hosts, HostsLayout};
 use rill_devnet::load::Load;
 use rill_devnet::promise::Finalized;
-use rill_devnet::{DevnetChain, DevnetConfig, NodeProcess, bootstrap, wait_serving};
+use rill_devnet::{ChainSource, DevnetChain, DevnetConfig, NodeProcess, bootstrap, wait_serving};
 use rill_protocol::{NodeKey, StreamId, pb};
 
 /// The devnets' block time.
@@ -25,9 +26,48 @@ pub struct Net {
     pub chain: DevnetChain,
     /// The node processes, in registration order.
     pub nodes: Vec<NodeProcess>,
+    /// The hosts the nodes run on, when each has its own (dropped after the nodes and anvil).
+    pub hosts: Option<Hosts>,
     /// The devnet directory.
     pub dir: tempfile::TempDir,
     _turn: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// Where and on what a test devnet runs.
+pub struct Launch {
+    /// How many nodes.
+    pub nodes: usize,
+    /// The chain.
+    pub chain: ChainSource,
+    /// Each node on its own host.
+    pub hosts: bool,
+}
+
+impl Launch {
+    /// `nodes` nodes on 127.0.0.1 and a new anvil.
+    pub fn local(nodes: usize) -> Self {
+        Self {
+            nodes,
+            chain: ChainSource::Anvil,
+            hosts: false,
+        }
+    }
+}
+
+/// Whether scenarios on hosts can run here: `None` if they can, else prints why they are
+/// skipped (a test that needs hosts returns early). With `RILL_REQUIRE_HOSTS` set, a machine
+/// without them fails the test instead.
+pub fn hosts_or_skip(test: &str) -> bool {
+    match rill_devnet::hosts::unavailable() {
+        None => true,
+        Some(reason) if std::env::var_os("RILL_REQUIRE_HOSTS").is_some() => {
+            panic!("{test}: hosts are required (RILL_REQUIRE_HOSTS) but {reason}")
+        }
+        Some(reason) => {
+            eprintln!("SKIPPED {test}: {reason}");
+            false
+        }
+    }
 }
 
 impl Net {
@@ -38,6 +78,21 @@ impl Net {
 
     /// Starts `count` nodes on a registry whose config `change` sets.
     pub async fn start_with(count: usize, change: impl FnOnce(&mut NetworkConfig)) -> Self {
+        Self::launch(Launch::local(count), change).await
+    }
+
+    /// Starts `count` nodes, each on its own host, `replication` per stream (check
+    /// [`hosts_or_skip`] first).
+    pub async fn on_hosts(count: usize, replication: u64) -> Self {
+        let launch = Launch {
+            hosts: true,
+            ..Launch::local(count)
+        };
+        Self::launch(launch, |network| network.replication_factor = replication).await
+    }
+
+    /// Starts a devnet as `launch` says, on a registry whose config `change` sets.
+    pub async fn launch(launch: Launch, change: impl FnOnce(&mut NetworkConfig)) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
         let mut dir = tempfile::tempdir().unwrap();
         if std::env::var_os("RILL_KEEP_TEST_DIR").is_some() {
@@ -45,19 +100,28 @@ impl Net {
             dir.disable_cleanup(true);
             eprintln!("devnet directory: {}", dir.path().display());
         }
+        let layout = launch.hosts.then(|| HostsLayout {
+            // Its own subnet per test process: leftovers of another run are not ours.
+            subnet: 100 + (std::process::id() % 100) as u8,
+            nodes: launch.nodes,
+        });
+        let hosts = layout.map(|layout| Hosts::create(layout, 7).expect("the hosts are created"));
         let config = DevnetConfig {
             dir: dir.path().to_owned(),
-            nodes: count,
+            nodes: launch.nodes,
             block_time: BLOCK_TIME,
             network: {
                 let mut network = NetworkConfig::default();
                 change(&mut network);
                 network
             },
+            chain: launch.chain,
+            hosts: layout,
+            save_chain_every: None,
         };
         let chain = bootstrap(&config).await.expect("chain");
         let binary = &crate::binaries().node;
-        let nodes: Vec<NodeProcess> = (0..count)
+        let nodes: Vec<NodeProcess> = (0..launch.nodes)
             .map(|i| NodeProcess::start(binary, &chain.file, i, BLOCK_TIME).expect("node starts"))
             .collect();
         for node in &nodes {
@@ -68,9 +132,15 @@ impl Net {
         Self {
             chain,
             nodes,
+            hosts,
             dir,
             _turn: turn,
         }
+    }
+
+    /// The hosts (panics if the nodes are not on hosts of their own).
+    pub fn hosts(&self) -> &Hosts {
+        self.hosts.as_ref().expect("a devnet on hosts")
     }
 
     /// A client of node `node` signing with `key`.

@@ -106,8 +106,17 @@ pub fn install(root: &Path) -> Result<(), AnvilError> {
 pub struct AnvilConfig {
     /// Interval mining every this long; `None` mines a block per transaction.
     pub block_time: Option<Duration>,
-    /// Port on 127.0.0.1; 0 picks a free one.
+    /// Port; 0 picks a free one.
     pub port: u16,
+    /// Address to listen on; 127.0.0.1 if `None` (a devnet of hosts gives the machine's
+    /// address on the hosts' network).
+    pub host: Option<std::net::IpAddr>,
+    /// Where anvil keeps its state: loaded at start if the file exists, written on exit
+    /// (SIGTERM), so a devnet can resume.
+    pub state: Option<PathBuf>,
+    /// Also write the state this often (a devnet killed without SIGTERM then loses at most
+    /// this much of its chain).
+    pub state_interval: Option<Duration>,
     /// Chain id; anvil's default (31337) if `None`.
     pub chain_id: Option<u64>,
     /// Block gas limit; anvil's default (30 M) if `None`.
@@ -128,15 +137,24 @@ impl AnvilConfig {
 #[derive(Debug)]
 pub struct Anvil {
     child: Child,
+    host: std::net::IpAddr,
     port: u16,
 }
 
 impl Anvil {
     /// Starts anvil and waits until it listens.
     pub fn start(config: AnvilConfig) -> Result<Self, AnvilError> {
+        let host = config
+            .host
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
         let mut command = Command::new(binary()?);
         command
-            .args(["--host", "127.0.0.1", "--port", &config.port.to_string()])
+            .args([
+                "--host",
+                &host.to_string(),
+                "--port",
+                &config.port.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -148,6 +166,12 @@ impl Anvil {
         }
         if let Some(gas_limit) = config.gas_limit {
             command.args(["--gas-limit", &gas_limit.to_string()]);
+        }
+        if let Some(state) = &config.state {
+            command.arg("--state").arg(state);
+        }
+        if let Some(interval) = config.state_interval {
+            command.args(["--state-interval", &interval.as_secs().max(1).to_string()]);
         }
         let mut child = command
             .spawn()
@@ -173,7 +197,7 @@ impl Anvil {
         };
         // Keep draining anvil's log so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Ok(Self { child, port })
+        Ok(Self { child, host, port })
     }
 
     /// The port it listens on.
@@ -183,7 +207,7 @@ impl Anvil {
 
     /// Its HTTP JSON-RPC endpoint.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// The funded dev account's key.
@@ -203,6 +227,16 @@ impl Anvil {
 
 impl Drop for Anvil {
     fn drop(&mut self) {
+        // SIGTERM first: anvil writes its state file (if it keeps one) on the way out.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

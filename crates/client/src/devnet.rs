@@ -36,6 +36,9 @@ pub struct DevnetNode {
     pub key_file: PathBuf,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// The network namespace it runs in, when the devnet puts nodes on their own hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 /// Why a devnet file could not be read or written.

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use rill_chain::NetworkConfig;
-use rill_devnet::{DevnetChain, DevnetConfig, NodeProcess, bootstrap, wait_serving};
+use rill_devnet::{ChainSource, DevnetChain, DevnetConfig, NodeProcess, bootstrap, wait_serving};
 
 #[derive(Parser)]
 #[command(about = "Benchmark a local Rill devnet end to end")]
@@ -112,6 +112,9 @@ impl Devnet {
                 replication_factor: args.replication,
                 ..NetworkConfig::default()
             },
+            chain: ChainSource::Anvil,
+            hosts: None,
+            save_chain_every: None,
         };
         let chain = bootstrap(&config).await?;
         let mut processes = Vec::new();
