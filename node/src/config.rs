@@ -50,6 +50,8 @@ pub struct NodeConfig {
     pub block_time: Duration,
     /// How often the chain is polled for new blocks.
     pub poll_interval: Duration,
+    /// Act on a block only once this many blocks are on top of it (a chain that reorganizes).
+    pub confirmations: u64,
     /// How many streams stay in memory, and for how long when idle.
     pub residency: crate::Residency,
     /// How much one client may ask.
@@ -78,6 +80,7 @@ impl NodeConfig {
             metrics: None,
             block_time: Duration::from_secs(1),
             poll_interval: Duration::from_millis(100),
+            confirmations: 0,
             residency: crate::Residency::default(),
             client_limits: ClientLimits::default(),
             #[cfg(feature = "faults")]

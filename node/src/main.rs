@@ -43,6 +43,15 @@ enum Command {
         /// The chain's block time in seconds (batches register within a quarter of it).
         #[arg(long, env = "RILL_BLOCK_TIME", default_value_t = 1.0)]
         block_time: f64,
+        /// How often the chain is polled for a new block, in seconds (a public RPC may want
+        /// less than the default's ten calls a second).
+        #[arg(long, env = "RILL_CHAIN_POLL", default_value_t = 0.1)]
+        chain_poll: f64,
+        /// Act on a block only once this many blocks are on top of it: on a chain that can
+        /// reorganize, a depth it will not reorganize past (finality is delayed by as many
+        /// block times).
+        #[arg(long, env = "RILL_CONFIRMATIONS", default_value_t = 0)]
+        confirmations: u64,
         /// At most this many streams in memory (idle ones beyond it are evicted).
         #[arg(long, env = "RILL_MAX_LOADED_STREAMS", default_value_t = 10_000)]
         max_loaded_streams: usize,
@@ -108,6 +117,8 @@ async fn main() -> anyhow::Result<()> {
             registry,
             metrics,
             block_time,
+            chain_poll,
+            confirmations,
             max_loaded_streams,
             evict_idle_after,
             client_rate,
@@ -116,6 +127,8 @@ async fn main() -> anyhow::Result<()> {
             let mut config = NodeConfig::new(key, data, listen, rpc_url, registry);
             config.metrics = metrics;
             config.block_time = Duration::from_secs_f64(block_time);
+            config.poll_interval = Duration::from_secs_f64(chain_poll);
+            config.confirmations = confirmations;
             config.residency = rill_node::Residency {
                 max_loaded: max_loaded_streams,
                 evict_idle_after: Duration::from_secs_f64(evict_idle_after),

@@ -243,6 +243,7 @@ impl Node {
             MonitorConfig {
                 from_block: Some(from_block),
                 poll_interval: config.poll_interval,
+                confirmations: config.confirmations,
                 ..MonitorConfig::default()
             },
         );

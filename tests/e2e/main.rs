@@ -2,6 +2,7 @@
 //! binary, real libp2p on 127.0.0.1. Scenarios run one at a time (a devnet each).
 
 mod batches;
+mod chains;
 mod membership;
 mod replicas;
 mod restart;

@@ -5,7 +5,9 @@
 //! the fault hooks compiled in (`RILL_FAULTS`), against a real anvil.
 
 mod bins;
+mod hardhat;
 mod net;
 
 pub use bins::{Binaries, binaries};
+pub use hardhat::Hardhat;
 pub use net::{BLOCK_TIME, Chain, Launch, Net, chain, eventually, hosts_or_skip};

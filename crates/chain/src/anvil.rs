@@ -69,7 +69,7 @@ pub fn binary() -> Result<PathBuf, AnvilError> {
     Ok(path)
 }
 
-/// Runs `npm ci` in `root` unless anvil and solc are already there. Concurrent callers (parallel test
+/// Runs `npm ci` in `root` unless anvil, solc and hardhat are already there. Concurrent callers (parallel test
 /// binaries) wait on a lock file, so npm runs once.
 pub fn install(root: &Path) -> Result<(), AnvilError> {
     let fail = |reason: String| AnvilError::Install {
@@ -79,7 +79,10 @@ pub fn install(root: &Path) -> Result<(), AnvilError> {
     let lock = std::fs::File::create(root.join(".npm-install.lock"))
         .map_err(|e| fail(format!("lock file: {e}")))?;
     lock.lock().map_err(|e| fail(format!("lock file: {e}")))?;
-    if binary_in(root).exists() && root.join("node_modules/solc").exists() {
+    if binary_in(root).exists()
+        && root.join("node_modules/solc").exists()
+        && root.join("node_modules/hardhat").exists()
+    {
         return Ok(());
     }
     let status = Command::new("npm")

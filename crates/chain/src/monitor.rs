@@ -5,7 +5,9 @@
 //! header), and only advances past a block once it has been handed over, so an RPC outage —
 //! the node restarting, the connection dropping — just delays delivery: it resumes from the
 //! last block delivered. A restarted node resumes by passing its last seen block + 1 as
-//! `from_block`. Reorgs are not handled (anvil and the registry chain have none).
+//! `from_block`. On a chain that reorganizes, `confirmations` keeps the monitor that many blocks
+//! behind the head, so it only delivers blocks that deep (a reorg deeper than that is not
+//! handled).
 
 use std::time::Duration;
 
@@ -38,7 +40,8 @@ pub struct ChainBlock {
     pub block: BlockInfo,
     /// The registry's events in this block.
     pub events: Vec<RegistryEvent>,
-    /// The chain's head when the block was delivered (blocks far behind it are catch-up).
+    /// The chain's head when the block was delivered, less the confirmations waited for
+    /// (blocks far behind it are catch-up).
     pub head: u64,
 }
 
@@ -66,6 +69,8 @@ pub struct MonitorConfig {
     pub poll_interval: Duration,
     /// At most this many blocks per `eth_getLogs` call while catching up.
     pub max_range: u64,
+    /// Deliver a block only once this many blocks are on top of it (0: at once).
+    pub confirmations: u64,
 }
 
 impl Default for MonitorConfig {
@@ -74,6 +79,7 @@ impl Default for MonitorConfig {
             from_block: None,
             poll_interval: Duration::from_millis(100),
             max_range: 500,
+            confirmations: 0,
         }
     }
 }
@@ -135,7 +141,10 @@ async fn poll(
     next: &mut Option<u64>,
     sender: &mpsc::Sender<ChainBlock>,
 ) -> Result<Delivery, ChainError> {
-    let head = provider.get_block_number().await?;
+    let head = provider
+        .get_block_number()
+        .await?
+        .saturating_sub(config.confirmations);
     let from = *next.get_or_insert(head);
     if from > head {
         return Ok(Delivery::CaughtUp);

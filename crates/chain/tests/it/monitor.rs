@@ -194,3 +194,29 @@ async fn restarted_monitor_resumes_from_the_last_block_seen() {
     assert_eq!(blocks[0].block.number, last + 1);
     assert_consecutive(&blocks);
 }
+
+#[tokio::test]
+async fn with_confirmations_a_block_is_delivered_only_once_that_many_are_on_top() {
+    let chain = Chain::start(Some(Duration::from_millis(300))).await;
+    let provider = connect(&chain.anvil.url()).unwrap();
+    let mut monitor = ChainMonitor::spawn(
+        provider.clone(),
+        chain.admin.address(),
+        MonitorConfig {
+            confirmations: 3,
+            ..MonitorConfig::default()
+        },
+    );
+    let mut blocks = Vec::new();
+    while blocks.len() < 5 {
+        let block = recv(&mut monitor).await;
+        let head = provider.get_block_number().await.unwrap();
+        assert!(
+            head >= block.block.number + 3,
+            "block {} delivered at head {head}",
+            block.block.number
+        );
+        blocks.push(block);
+    }
+    assert_consecutive(&blocks);
+}
