@@ -55,6 +55,12 @@ async fn latency_with_jitter_and_loss_between_all_hosts_loses_nothing() {
         return;
     }
     let net = Net::on_hosts(4, 3).await;
+    // The stream's nodes first dial each other under a constant delay: their SYNs cross, which
+    // once wedged them (a TCP simultaneous open from reused ports, then no address to redial).
+    net.hosts().set_faults(Faults {
+        latency_ms: 100,
+        ..Faults::default()
+    });
     let creator = NodeKey::generate();
     let (stream, _) = stream(&net, &creator).await;
     let faults = Faults {

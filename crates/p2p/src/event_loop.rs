@@ -100,6 +100,7 @@ pub async fn spawn(
         command_rx,
         events: event_tx,
         nodes: HashMap::new(),
+        registered_addrs: HashMap::new(),
         keep: HashSet::new(),
         dials: HashMap::new(),
         pending_events: HashMap::new(),
@@ -149,6 +150,9 @@ struct EventLoop {
     events: mpsc::Sender<NetworkEvent>,
     /// Registered nodes.
     nodes: HashMap<PeerId, Address>,
+    /// Registered nodes' addresses, as the registry gives them: every dial names it, since
+    /// the swarm forgets an address after one failed dial.
+    registered_addrs: HashMap<PeerId, libp2p::Multiaddr>,
     /// Peers to stay connected to.
     keep: HashSet<PeerId>,
     dials: HashMap<PeerId, Vec<Reply<()>>>,
@@ -163,6 +167,20 @@ struct EventLoop {
     subscriptions: HashMap<PeerId, HashSet<TopicHash>>,
     /// What each client peer may still ask (`None`: no limit).
     client_limits: Option<Buckets<PeerId>>,
+}
+
+/// How a node dials a peer: the address given and the swarm's, unless connected or
+/// dialing already, from a new local port. With the port reused (libp2p's default), two nodes
+/// dialing each other at once from their listen ports make a TCP simultaneous open: one
+/// connection that both sides dialed, whose security handshake fails. Over a link with latency
+/// the two SYNs cross every time, and the nodes never connect.
+fn dial_opts(peer: PeerId, addr: Option<libp2p::Multiaddr>) -> DialOpts {
+    DialOpts::peer_id(peer)
+        .condition(PeerCondition::DisconnectedAndNotDialing)
+        .addresses(addr.into_iter().collect())
+        .extend_addresses_through_behaviour()
+        .allocate_new_port()
+        .build()
 }
 
 impl EventLoop {
@@ -260,11 +278,8 @@ impl EventLoop {
             let _ = reply.send(Ok(()));
             return;
         }
-        let opts = match addr {
-            Some(addr) => DialOpts::peer_id(peer).addresses(vec![addr]).build(),
-            None => DialOpts::peer_id(peer).build(),
-        };
-        match self.swarm.dial(opts) {
+        let addr = addr.or_else(|| self.registered_addrs.get(&peer).cloned());
+        match self.swarm.dial(dial_opts(peer, addr)) {
             Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {
                 self.dials.entry(peer).or_default().push(reply)
             }
@@ -282,10 +297,8 @@ impl EventLoop {
             .copied()
             .collect();
         for peer in missing {
-            let opts = DialOpts::peer_id(peer)
-                .condition(PeerCondition::DisconnectedAndNotDialing)
-                .build();
-            if let Err(e) = self.swarm.dial(opts) {
+            let addr = self.registered_addrs.get(&peer).cloned();
+            if let Err(e) = self.swarm.dial(dial_opts(peer, addr)) {
                 debug!(%peer, %e, "redial failed");
             }
         }

@@ -19,11 +19,13 @@ impl EventLoop {
     pub(super) fn set_nodes(&mut self, nodes: Vec<NodeEntry>) {
         self.nodes.clear();
         self.peers_of.clear();
+        self.registered_addrs.clear();
         for entry in nodes {
             self.nodes.insert(entry.peer, entry.address);
             self.peers_of.insert(entry.address, entry.peer);
             if let Some(addr) = entry.addr {
-                self.swarm.add_peer_address(entry.peer, addr);
+                self.swarm.add_peer_address(entry.peer, addr.clone());
+                self.registered_addrs.insert(entry.peer, addr);
             }
         }
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();

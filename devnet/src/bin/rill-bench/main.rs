@@ -10,6 +10,9 @@
 //!   streams (finalized events/s, latencies on a sample of `--watch` streams);
 //! - a replica far behind (`--catch-up-mb N`): one replica down while N MiB are finalized,
 //!   then its restart to serving and to caught up, and the write quorum's cost.
+//!
+//! `--hosts` puts every node on its own host (see `rill_devnet::hosts`), and `--latency`,
+//! `--jitter`, `--loss` degrade the network between them for the whole run.
 
 mod catch_up;
 mod chain;
@@ -24,6 +27,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use rill_chain::NetworkConfig;
+use rill_devnet::hosts::{Faults, Hosts, HostsLayout};
 use rill_devnet::{ChainSource, DevnetChain, DevnetConfig, NodeProcess, bootstrap, wait_serving};
 
 #[derive(Parser)]
@@ -69,6 +73,18 @@ pub(crate) struct Args {
     /// client, with one, and with one against nodes that do not limit clients.
     #[arg(long)]
     flood: bool,
+    /// Each node on its own host (network namespaces joined by an emulated network; root).
+    #[arg(long)]
+    hosts: bool,
+    /// With `--hosts`: one-way latency between hosts, in milliseconds.
+    #[arg(long, default_value_t = 0, requires = "hosts")]
+    latency: u64,
+    /// With `--hosts`: the latency's uniform variation either way, in milliseconds.
+    #[arg(long, default_value_t = 0, requires = "hosts")]
+    jitter: u64,
+    /// With `--hosts`: packets lost between hosts, in percent.
+    #[arg(long, default_value_t = 0.0, requires = "hosts")]
+    loss: f64,
     #[arg(long, default_value = ".devnet-bench")]
     dir: PathBuf,
 }
@@ -89,6 +105,8 @@ pub(crate) struct Devnet {
     pub(crate) chain: DevnetChain,
     pub(crate) processes: Vec<NodeProcess>,
     pub(crate) block_time: Duration,
+    /// The hosts, when each node has its own (removed after the nodes stop).
+    _hosts: Option<Hosts>,
 }
 
 impl Devnet {
@@ -104,6 +122,11 @@ impl Devnet {
         if args.dir.exists() {
             std::fs::remove_dir_all(&args.dir)?;
         }
+        let layout = args.hosts.then_some(HostsLayout {
+            subnet: 78,
+            nodes: args.nodes,
+        });
+        let hosts = layout.map(|layout| Hosts::create(layout, 1)).transpose()?;
         let config = DevnetConfig {
             dir: args.dir.clone(),
             nodes: args.nodes,
@@ -113,7 +136,7 @@ impl Devnet {
                 ..NetworkConfig::default()
             },
             chain: ChainSource::Anvil,
-            hosts: None,
+            hosts: layout,
             save_chain_every: None,
         };
         let chain = bootstrap(&config).await?;
@@ -129,10 +152,21 @@ impl Devnet {
         for p in &processes {
             wait_serving(&p.node, Duration::from_secs(60)).await?;
         }
+        if let Some(hosts) = &hosts {
+            let faults = Faults {
+                latency_ms: args.latency,
+                jitter_ms: args.jitter,
+                loss_percent: args.loss,
+                ..Faults::default()
+            };
+            println!("nodes on their own hosts; between hosts: {faults:?}");
+            hosts.set_faults(faults);
+        }
         Ok(Self {
             chain,
             processes,
             block_time,
+            _hosts: hosts,
         })
     }
 
