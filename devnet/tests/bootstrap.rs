@@ -11,18 +11,15 @@ use rill_protocol::keys::address_of_peer;
 #[tokio::test]
 async fn bootstrap_registers_funded_nodes_and_writes_devnet_json() {
     let dir = tempfile::tempdir().unwrap();
-    let config = DevnetConfig {
-        dir: dir.path().to_owned(),
-        nodes: 4,
-        block_time: Duration::from_millis(200),
-        network: NetworkConfig {
+    let config = DevnetConfig::local(
+        dir.path().to_owned(),
+        4,
+        Duration::from_millis(200),
+        NetworkConfig {
             replication_factor: 3,
             ..NetworkConfig::default()
         },
-        chain: ChainSource::Anvil,
-        hosts: None,
-        save_chain_every: None,
-    };
+    );
     let chain = bootstrap(&config).await.unwrap();
     let file = DevnetFile::load(dir.path()).unwrap();
     assert_eq!(file, chain.file);

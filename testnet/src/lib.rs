@@ -26,7 +26,7 @@ use alloy_primitives::Address;
 use alloy_primitives::B256;
 use rill_chain::{NetworkConfig, Registry, connect};
 use rill_client::Client;
-use rill_devnet::{ChainSource, DevnetChain, DevnetConfig, bootstrap};
+use rill_devnet::{DevnetChain, DevnetConfig, bootstrap};
 use rill_node::{Node, NodeConfig};
 use rill_protocol::{NodeKey, StreamId, pb};
 
@@ -92,15 +92,12 @@ impl Builder {
     pub async fn start(self) -> Testnet {
         let turn = ONE_AT_A_TIME.lock().await;
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let config = DevnetConfig {
-            dir: dir.path().to_owned(),
-            nodes: self.nodes,
-            block_time: self.block_time,
-            network: self.network,
-            chain: ChainSource::Anvil,
-            hosts: None,
-            save_chain_every: None,
-        };
+        let config = DevnetConfig::local(
+            dir.path().to_owned(),
+            self.nodes,
+            self.block_time,
+            self.network,
+        );
         let chain = bootstrap(&config).await.expect("the chain bootstraps");
         let faults = Faults::default();
         let configs: Vec<NodeConfig> = chain

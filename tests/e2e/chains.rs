@@ -7,19 +7,8 @@ use std::time::Duration;
 use alloy_primitives::U256;
 use rill_chain::anvil::Anvil;
 use rill_devnet::{ChainSource, DevnetConfig, resume};
-use rill_protocol::{NodeKey, StreamId, pb};
+use rill_protocol::{NodeKey, pb};
 use rill_tests::{BLOCK_TIME, Hardhat, Launch, Net};
-
-async fn stream(net: &Net, creator: &NodeKey) -> (StreamId, Vec<usize>) {
-    let created = net
-        .client(0, creator)
-        .await
-        .create_stream(None)
-        .await
-        .expect("the stream is created");
-    let (replicas, _) = net.placement(&created);
-    (StreamId::from_slice(&created.stream_id).unwrap(), replicas)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_devnet_scenario_runs_on_hardhats_node() {
@@ -36,7 +25,7 @@ async fn the_devnet_scenario_runs_on_hardhats_node() {
     };
     let net = Net::launch(launch, |network| network.replication_factor = 3).await;
     let creator = NodeKey::generate();
-    let (stream, replicas) = stream(&net, &creator).await;
+    let (stream, replicas) = net.create_stream(&creator).await;
     let everyone: Vec<usize> = (0..net.nodes.len()).collect();
     let load = net.load(stream, &creator, &everyone, 4, pb::Ack::Quorum, 64);
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -55,7 +44,7 @@ async fn the_devnet_scenario_runs_on_hardhats_node() {
 async fn a_stopped_devnet_resumes_with_its_chain_and_streams() {
     let mut net = Net::start(4, 3).await;
     let creator = NodeKey::generate();
-    let (stream, replicas) = stream(&net, &creator).await;
+    let (stream, replicas) = net.create_stream(&creator).await;
     let load = net.load(stream, &creator, &replicas, 4, pb::Ack::Quorum, 64);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let before = load.stop().await.events;

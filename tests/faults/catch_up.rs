@@ -3,13 +3,13 @@ use std::time::{Duration, Instant};
 use rill_protocol::{NodeKey, pb};
 use rill_tests::Net;
 
-use crate::{long, sleep, stream};
+use crate::{long, sleep};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_down_while_fifty_megabytes_are_finalized_catches_up_in_pages() {
     let mut net = Net::start(4, 3).await;
     let creator = NodeKey::generate();
-    let (stream, replicas) = stream(&net, &creator).await;
+    let (stream, replicas) = net.create_stream(&creator).await;
     let lagging = replicas[2];
     net.nodes[lagging].kill9();
     let event_bytes = 40 * 1024;

@@ -4,13 +4,13 @@ use rand::Rng;
 use rill_protocol::{NodeKey, pb};
 use rill_tests::Net;
 
-use crate::{long, sleep, stream};
+use crate::{long, sleep};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_killed_at_random_under_quorum_load_lose_no_acknowledged_event() {
     let mut net = Net::start(4, 3).await;
     let creator = NodeKey::generate();
-    let (stream, replicas) = stream(&net, &creator).await;
+    let (stream, replicas) = net.create_stream(&creator).await;
     let load = net.load(stream, &creator, &replicas, 8, pb::Ack::Quorum, 64);
     let rounds = if long() { 12 } else { 4 };
     let mut rng = rand::thread_rng();

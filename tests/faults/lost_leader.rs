@@ -4,14 +4,14 @@ use std::time::Duration;
 use rill_protocol::{NodeKey, pb};
 use rill_tests::Net;
 
-use crate::{sleep, stream};
+use crate::sleep;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_whose_candidates_reach_no_replica_then_loses_its_disk_does_not_wedge_the_stream()
 {
     let mut net = Net::start(4, 3).await;
     let creator = NodeKey::generate();
-    let (stream, replicas) = stream(&net, &creator).await;
+    let (stream, replicas) = net.create_stream(&creator).await;
     // Every candidate is lost on its way to the replicas.
     for &i in &replicas {
         net.nodes[i].set_env("RILL_FAULTS", Some("drop:candidate"));

@@ -15,24 +15,9 @@ mod stranded;
 
 use std::time::Duration;
 
-use rill_protocol::{NodeKey, StreamId};
-use rill_tests::Net;
-
 /// Whether to run the long variants.
 fn long() -> bool {
     std::env::var_os("RILL_FAULTS_LONG").is_some()
-}
-
-/// A stream created by `creator` (its first member), and the indexes of its nodes.
-async fn stream(net: &Net, creator: &NodeKey) -> (StreamId, Vec<usize>) {
-    let created = net
-        .client(0, creator)
-        .await
-        .create_stream(None)
-        .await
-        .expect("the stream is created");
-    let (replicas, _) = net.placement(&created);
-    (StreamId::from_slice(&created.stream_id).unwrap(), replicas)
 }
 
 async fn sleep(seconds: f64) {

@@ -5,20 +5,20 @@
 
 use std::time::Duration;
 
-use rill_devnet::hosts::Faults;
+use rill_devnet::hosts::{Faults, available_or_skip};
 use rill_protocol::{NodeKey, pb};
-use rill_tests::{Net, hosts_or_skip};
+use rill_tests::Net;
 
-use crate::{long, sleep, stream};
+use crate::{long, sleep};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_partitioned_for_thirty_seconds_under_load_loses_nothing() {
-    if !hosts_or_skip("partition") {
+    if !available_or_skip("partition") {
         return;
     }
     let net = Net::on_hosts(4, 3).await;
     let creator = NodeKey::generate();
-    let (stream, replicas) = stream(&net, &creator).await;
+    let (stream, replicas) = net.create_stream(&creator).await;
     let everyone: Vec<usize> = (0..net.nodes.len()).collect();
     let load = net.load(stream, &creator, &everyone, 8, pb::Ack::Quorum, 64);
     sleep(3.0).await;
@@ -51,7 +51,7 @@ async fn a_replica_partitioned_for_thirty_seconds_under_load_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_with_jitter_and_loss_between_all_hosts_loses_nothing() {
-    if !hosts_or_skip("latency and loss") {
+    if !available_or_skip("latency and loss") {
         return;
     }
     let net = Net::on_hosts(4, 3).await;
@@ -62,7 +62,7 @@ async fn latency_with_jitter_and_loss_between_all_hosts_loses_nothing() {
         ..Faults::default()
     });
     let creator = NodeKey::generate();
-    let (stream, _) = stream(&net, &creator).await;
+    let (stream, _) = net.create_stream(&creator).await;
     let faults = Faults {
         latency_ms: 100,
         jitter_ms: 20,

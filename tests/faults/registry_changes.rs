@@ -4,7 +4,7 @@ use rill_chain::NodeStatus;
 use rill_protocol::{NodeKey, pb};
 use rill_tests::Net;
 
-use crate::{sleep, stream};
+use crate::sleep;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_config_change_under_load_applies_from_one_block_on_every_node_through_a_rolling_restart()
@@ -15,7 +15,7 @@ async fn a_config_change_under_load_applies_from_one_block_on_every_node_through
     })
     .await;
     let creator = NodeKey::generate();
-    let (stream, replicas) = stream(&net, &creator).await;
+    let (stream, replicas) = net.create_stream(&creator).await;
     let load = net.load(stream, &creator, &replicas, 4, pb::Ack::Quorum, 64);
     sleep(3.0).await;
     let admin = net.admin();
@@ -67,7 +67,7 @@ async fn a_config_change_under_load_applies_from_one_block_on_every_node_through
 async fn a_departing_node_keeps_serving_but_is_not_elected_while_the_stream_goes_on() {
     let net = Net::start(4, 3).await;
     let creator = NodeKey::generate();
-    let (stream, replicas) = stream(&net, &creator).await;
+    let (stream, replicas) = net.create_stream(&creator).await;
     let load = net.load(stream, &creator, &replicas, 4, pb::Ack::Quorum, 64);
     sleep(3.0).await;
     let departing = net.nodes[replicas[0]].node.address;

@@ -4,13 +4,13 @@ use std::time::Duration;
 use rill_protocol::{NodeKey, pb};
 use rill_tests::Net;
 
-use crate::{sleep, stream};
+use crate::sleep;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_one_replica_acknowledged_alone_reaches_the_others_when_they_return() {
     let mut net = Net::start(4, 3).await;
     let creator = NodeKey::generate();
-    let (stream, replicas) = stream(&net, &creator).await;
+    let (stream, replicas) = net.create_stream(&creator).await;
     let [alone, b, c] = replicas[..] else {
         panic!("three replicas")
     };

@@ -10,4 +10,4 @@ mod net;
 
 pub use bins::{Binaries, binaries};
 pub use hardhat::Hardhat;
-pub use net::{BLOCK_TIME, Chain, Launch, Net, chain, eventually, hosts_or_skip};
+pub use net::{BLOCK_TIME, Chain, Launch, Net, chain, eventually};

@@ -54,22 +54,6 @@ impl Launch {
     }
 }
 
-/// Whether scenarios on hosts can run here: `None` if they can, else prints why they are
-/// skipped (a test that needs hosts returns early). With `RILL_REQUIRE_HOSTS` set, a machine
-/// without them fails the test instead.
-pub fn hosts_or_skip(test: &str) -> bool {
-    match rill_devnet::hosts::unavailable() {
-        None => true,
-        Some(reason) if std::env::var_os("RILL_REQUIRE_HOSTS").is_some() => {
-            panic!("{test}: hosts are required (RILL_REQUIRE_HOSTS) but {reason}")
-        }
-        Some(reason) => {
-            eprintln!("SKIPPED {test}: {reason}");
-            false
-        }
-    }
-}
-
 impl Net {
     /// Starts `count` nodes with `replication` nodes per stream and waits until each serves.
     pub async fn start(count: usize, replication: u64) -> Self {
@@ -82,7 +66,7 @@ impl Net {
     }
 
     /// Starts `count` nodes, each on its own host, `replication` per stream (check
-    /// [`hosts_or_skip`] first).
+    /// `rill_devnet::hosts::available_or_skip` first).
     pub async fn on_hosts(count: usize, replication: u64) -> Self {
         let launch = Launch {
             hosts: true,
@@ -149,6 +133,19 @@ impl Net {
         Client::connect(addr, key.clone())
             .await
             .expect("client connects")
+    }
+
+    /// A stream created through node 0 by `creator` (its first member), and the indexes of
+    /// its nodes.
+    pub async fn create_stream(&self, creator: &NodeKey) -> (StreamId, Vec<usize>) {
+        let created = self
+            .client(0, creator)
+            .await
+            .create_stream(None)
+            .await
+            .expect("the stream is created");
+        let (replicas, _) = self.placement(&created);
+        (StreamId::from_slice(&created.stream_id).unwrap(), replicas)
     }
 
     /// Indexes of the stream's nodes and of one node that does not hold it.

@@ -18,4 +18,4 @@ mod reads;
 mod store;
 
 pub use gap::StoredGap;
-pub use store::{Store, StoreError, StoredStream, Write};
+pub use store::{Store, StoreError, StoredStream, Write, open_sled};

@@ -150,28 +150,33 @@ pub struct Store {
 
 const LAST_BLOCK: &[u8] = b"last_chain_block";
 
-/// How long [`Store::open`] waits for the lock of an instance that is closing.
+/// How long [`open_sled`] waits for the lock of an instance that is closing.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens the sled database in `dir`, waiting briefly for the lock of an instance that is
+/// closing. sled releases its file lock from background threads shortly after the last handle
+/// of a closed instance is dropped: a database reopened right away in the same process (a
+/// restarted node, a test reading a stopped node's data) waits for it. Another process holding
+/// it still fails, with sled's message.
+pub fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::open(dir) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            opened => return opened,
+        }
+    }
+}
 
 impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        // sled releases its file lock from background threads shortly after the last handle
-        // of a closed instance is dropped: a store reopened right away in the same process (a
-        // restarted node, a test) waits for it, briefly. Another process holding it still
-        // fails, with sled's message.
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match sled::open(dir) {
-                Err(sled::Error::Io(e))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(50));
-                }
-                opened => break opened?,
-            }
-        };
+        let db = open_sled(dir)?;
         Ok(Self {
             events: db.open_tree("events")?,
             streams: db.open_tree("streams")?,

@@ -91,6 +91,22 @@ pub fn unavailable() -> Option<String> {
     None
 }
 
+/// For a test that needs hosts: `true` if they can be made here; otherwise prints
+/// `SKIPPED <test>: <why>` and returns `false` (the test returns early), or, with
+/// `RILL_REQUIRE_HOSTS` set, fails the test.
+pub fn available_or_skip(test: &str) -> bool {
+    match unavailable() {
+        None => true,
+        Some(reason) if std::env::var_os("RILL_REQUIRE_HOSTS").is_some() => {
+            panic!("{test}: hosts are required (RILL_REQUIRE_HOSTS) but {reason}")
+        }
+        Some(reason) => {
+            eprintln!("SKIPPED {test}: {reason}");
+            false
+        }
+    }
+}
+
 fn ip(args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("ip")
         .args(args)
