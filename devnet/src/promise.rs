@@ -52,6 +52,9 @@ fn view(got: &pb::GetStreamResponse) -> View {
     view
 }
 
+/// How long one look at the registry and the replicas may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Waits (up to `within`) until the promise holds for `stream` on the replicas reached
 /// through `clients` (replicas that are down are left out by passing `None`): the same chain
 /// on each, its head the registry's head, and each of `acked` in exactly one of its
@@ -65,9 +68,13 @@ pub async fn expect_finalized(
 ) -> Result<Finalized, String> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let problem = match check(registry, clients, stream, acked).await {
-            Ok(finalized) => return Ok(finalized),
-            Err(problem) => problem,
+        // One look at the registry and every replica; bounded, so a chain or replica that
+        // stops answering is a problem reported at the deadline, never a wait without end.
+        let look = tokio::time::timeout(CHECK_TIMEOUT, check(registry, clients, stream, acked));
+        let problem = match look.await {
+            Ok(Ok(finalized)) => return Ok(finalized),
+            Ok(Err(problem)) => problem,
+            Err(_) => format!("one check took longer than {CHECK_TIMEOUT:?}"),
         };
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(

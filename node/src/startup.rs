@@ -153,6 +153,8 @@ impl Node {
             me,
             RegistrarConfig {
                 flush_after: config.block_time / 4,
+                // Twenty blocks without its transaction mined: replace it.
+                receipt_timeout: (config.block_time * 20).max(std::time::Duration::from_secs(10)),
                 metrics: metrics.registrar.clone(),
                 ..RegistrarConfig::default()
             },

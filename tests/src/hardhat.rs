@@ -4,8 +4,13 @@
 use std::io::{BufRead as _, BufReader};
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
 use rill_chain::anvil::{install, workspace_root};
+
+/// How long hardhat's node may take to start serving.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A running `hardhat node`; killed when dropped.
 pub struct Hardhat {
@@ -42,17 +47,26 @@ impl Hardhat {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("node (Node.js) runs hardhat");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with("Started HTTP") => break,
-                Some(Ok(_)) => {}
-                _ => panic!("hardhat's node exited before serving"),
+        // It logs every call: a thread drains its output for as long as it runs (so it never
+        // blocks on a full pipe) and reports when it serves.
+        let stdout = child.stdout.take().expect("piped");
+        let (serving_tx, serving) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("Started HTTP") {
+                    let _ = serving_tx.send(());
+                }
+            }
+        });
+        let mut hardhat = Self { child, port };
+        match serving.recv_timeout(START_TIMEOUT) {
+            Ok(()) => hardhat,
+            Err(RecvTimeoutError::Disconnected) => panic!("hardhat's node exited before serving"),
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = hardhat.child.kill();
+                panic!("hardhat's node did not serve within {START_TIMEOUT:?}")
             }
         }
-        // It logs every call: keep draining so it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, port }
     }
 
     /// Its JSON-RPC endpoint.

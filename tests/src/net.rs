@@ -103,7 +103,10 @@ impl Net {
             hosts: layout,
             save_chain_every: None,
         };
-        let chain = bootstrap(&config).await.expect("chain");
+        let chain = tokio::time::timeout(Duration::from_secs(300), bootstrap(&config))
+            .await
+            .expect("the chain is bootstrapped within 5 minutes")
+            .expect("chain");
         let binary = &crate::binaries().node;
         let nodes: Vec<NodeProcess> = (0..launch.nodes)
             .map(|i| NodeProcess::start(binary, &chain.file, i, BLOCK_TIME).expect("node starts"))

@@ -34,6 +34,15 @@ pub enum ChainError {
     /// A mined transaction failed.
     #[error("transaction {0} reverted")]
     TxFailed(TxHash),
+    /// A sent transaction was not mined in time (dropped from the mempool or priced out); it
+    /// may still be mined later.
+    #[error("transaction {tx} not mined within {waited:?}")]
+    NotMined {
+        /// The transaction.
+        tx: TxHash,
+        /// How long it was waited for.
+        waited: std::time::Duration,
+    },
     /// A receipt has no block number (the RPC node is not following the spec).
     #[error("receipt of {0} has no block number")]
     NoBlockNumber(TxHash),

@@ -17,7 +17,9 @@ mod types;
 
 pub use error::ChainError;
 pub use monitor::{BlockInfo, ChainBlock, ChainMonitor, MonitorConfig, block_info};
-pub use provider::{connect, connect_with_key, transfer};
+pub use provider::{
+    RECEIPT_TIMEOUT, REQUEST_TIMEOUT, connect, connect_with_key, receipt_within, transfer,
+};
 pub use registrar::{
     AllocationOutcome, NewStream, Registrar, RegistrarConfig, RegistrarError, RegistrarMetrics,
     RegistrationOutcome,

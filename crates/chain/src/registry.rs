@@ -13,6 +13,7 @@ use alloy::rpc::types::TransactionReceipt;
 use rill_protocol::StreamId;
 
 use crate::bindings::RillRegistry::{self, RillRegistryInstance};
+use crate::provider::{RECEIPT_TIMEOUT, receipt_within};
 use crate::{
     ChainError, ChainProvider, NetworkConfig, NodeRecord, NodeStatus, RegistryEvent, StreamRecord,
 };
@@ -23,11 +24,12 @@ pub struct Registry {
     contract: RillRegistryInstance<ChainProvider>,
 }
 
-/// Sends a transaction, waits for its receipt, and fails if it reverted.
+/// Sends a transaction, waits for its receipt (at most [`RECEIPT_TIMEOUT`]), and fails if it
+/// reverted.
 pub(crate) async fn transact<P: Provider, D: CallDecoder>(
     call: CallBuilder<P, D>,
 ) -> Result<TransactionReceipt, ChainError> {
-    let receipt = call.send().await?.get_receipt().await?;
+    let receipt = receipt_within(call.send().await?, RECEIPT_TIMEOUT).await?;
     if !receipt.status() {
         return Err(ChainError::TxFailed(receipt.transaction_hash));
     }
@@ -51,8 +53,12 @@ impl Registry {
 
     /// Deploys a new registry owned by the provider's signer.
     pub async fn deploy(provider: ChainProvider) -> Result<Self, ChainError> {
-        let contract = RillRegistry::deploy(provider).await?;
-        Ok(Self { contract })
+        let deploy = RillRegistry::deploy_builder(provider.clone());
+        let receipt = receipt_within(deploy.send().await?, RECEIPT_TIMEOUT).await?;
+        let address = receipt
+            .contract_address
+            .ok_or(ChainError::TxFailed(receipt.transaction_hash))?;
+        Ok(Self::new(address, provider))
     }
 
     /// The contract's address.

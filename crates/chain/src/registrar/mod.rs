@@ -7,6 +7,8 @@
 //! the node's key while it runs. Each entry's outcome is read from the receipt's logs: the
 //! contract emits exactly one success or failure log per entry, in order. A transaction that
 //! fails to send or reverts is retried whole; no entry is lost because another one was bad.
+//! A transaction that is not mined in time is replaced (same nonce, higher fees), so one
+//! dropped transaction never stops a node's registrations.
 
 mod task;
 
@@ -84,6 +86,10 @@ pub struct RegistrarConfig {
     pub flush_after: Duration,
     /// Tries per transaction before its entries get an error.
     pub max_attempts: u32,
+    /// How long a sent transaction may wait to be mined. Past it, the registrar sends a
+    /// replacement with the same nonce and higher fees (the first may have been dropped from
+    /// the mempool or priced out), and takes whichever of them is mined.
+    pub receipt_timeout: Duration,
     /// Where it counts.
     pub metrics: RegistrarMetrics,
 }
@@ -97,6 +103,7 @@ impl Default for RegistrarConfig {
             max_allocations: 200,
             flush_after: Duration::from_millis(250),
             max_attempts: 5,
+            receipt_timeout: Duration::from_secs(30),
             metrics: RegistrarMetrics::default(),
         }
     }

@@ -4,8 +4,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloy::consensus::Transaction as _;
 use alloy::contract::{CallBuilder, CallDecoder};
-use alloy::primitives::{Address, Bytes};
+use alloy::primitives::{Address, Bytes, TxHash};
 use alloy::providers::Provider;
 use alloy::rpc::types::TransactionReceipt;
 use tokio::sync::mpsc;
@@ -17,7 +18,7 @@ use super::{
     Reply,
 };
 use crate::bindings::RillRegistry;
-use crate::registry::transact;
+use crate::provider::receipt_within;
 use crate::{ChainError, MiniblockRegistration, Registry, RegistryEvent};
 
 struct Queued<E, O> {
@@ -183,15 +184,34 @@ impl Task {
     }
 
     /// Sends the call built by `make` with our own nonce, retrying failures that may pass on
-    /// another try. A contract revert with a known reason is final.
+    /// another try. A contract revert with a known reason is final. A transaction not mined
+    /// within `receipt_timeout` is replaced: same nonce, fees a quarter higher; whichever of
+    /// the transactions sent for that nonce is mined is the answer.
     async fn send<D: CallDecoder>(
         &mut self,
         make: impl Fn() -> CallBuilder<crate::ChainProvider, D>,
     ) -> Result<TransactionReceipt, ChainError> {
         let mut last = None;
+        // Transactions sent for `self.nonce` that were not mined in time: any may still be.
+        let mut unmined: Vec<TxHash> = Vec::new();
+        let mut fees: Option<Fees> = None;
         for attempt in 1..=self.config.max_attempts.max(1) {
             if attempt > 1 {
                 tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt - 2))).await;
+            }
+            match self.mined_meanwhile(&unmined).await {
+                Ok(Some(receipt)) => {
+                    if let Some(receipt) = self.settle(self.nonce, receipt, &mut last) {
+                        return Ok(receipt);
+                    }
+                    (unmined, fees) = (Vec::new(), None);
+                    continue;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    last = Some(error);
+                    continue;
+                }
             }
             let nonce = match self.nonce {
                 Some(nonce) => nonce,
@@ -209,31 +229,144 @@ impl Task {
                     }
                 },
             };
-            let call = make().nonce(nonce);
-            match transact(call).await {
-                Ok(receipt) => {
-                    self.nonce = Some(nonce + 1);
-                    return Ok(receipt);
+            let mut call = make().nonce(nonce);
+            if !unmined.is_empty() {
+                match self.replacement_fees(fees).await {
+                    Ok(bumped) => {
+                        fees = Some(bumped);
+                        call = call
+                            .max_fee_per_gas(bumped.max_fee)
+                            .max_priority_fee_per_gas(bumped.max_priority_fee);
+                    }
+                    Err(error) => {
+                        last = Some(error);
+                        continue;
+                    }
                 }
-                Err(error @ ChainError::TxFailed(_)) => {
-                    // Mined but reverted: the nonce is spent.
-                    self.nonce = Some(nonce + 1);
-                    warn!(attempt, %error, "transaction reverted; retrying");
+            }
+            let pending = match call.send().await {
+                Ok(pending) => pending,
+                Err(error) => {
+                    let error = ChainError::from(error);
+                    if let ChainError::Reverted(_) = error {
+                        self.nonce = None;
+                        return Err(error);
+                    }
+                    // With a transaction of this nonce possibly in flight the nonce stays: the
+                    // next attempt first looks for its receipt, then replaces it again.
+                    if unmined.is_empty() {
+                        self.nonce = None;
+                    }
+                    warn!(attempt, %error, "transaction not sent; retrying");
+                    last = Some(error);
+                    continue;
+                }
+            };
+            let hash = *pending.tx_hash();
+            match receipt_within(pending, self.config.receipt_timeout).await {
+                Ok(receipt) => {
+                    if let Some(receipt) = self.settle(Some(nonce), receipt, &mut last) {
+                        return Ok(receipt);
+                    }
+                    (unmined, fees) = (Vec::new(), None);
+                }
+                Err(error @ ChainError::NotMined { .. }) => {
+                    self.nonce = Some(nonce);
+                    unmined.push(hash);
+                    if fees.is_none() {
+                        fees = self.fees_of(hash).await;
+                    }
+                    warn!(attempt, %error, "transaction not mined; replacing it");
                     last = Some(error);
                 }
-                Err(error @ ChainError::Reverted(_)) => {
-                    self.nonce = None;
-                    return Err(error);
-                }
                 Err(error) => {
-                    self.nonce = None;
-                    warn!(attempt, %error, "transaction not sent; retrying");
+                    self.nonce = if unmined.is_empty() {
+                        None
+                    } else {
+                        Some(nonce)
+                    };
+                    unmined.push(hash);
+                    warn!(attempt, %error, "no receipt; retrying");
                     last = Some(error);
                 }
             }
         }
+        // Read the nonce again for the next batch: whatever of ours is still pending is then
+        // ahead of it.
+        self.nonce = None;
         Err(last.expect("max_attempts is at least 1"))
     }
+
+    /// A mined transaction spent `nonce`: a success is the answer (`Some`), a revert is to be
+    /// retried with the next nonce (`None`, the error kept in `last`).
+    fn settle(
+        &mut self,
+        nonce: Option<u64>,
+        receipt: TransactionReceipt,
+        last: &mut Option<ChainError>,
+    ) -> Option<TransactionReceipt> {
+        self.nonce = nonce.map(|n| n + 1);
+        if receipt.status() {
+            return Some(receipt);
+        }
+        let error = ChainError::TxFailed(receipt.transaction_hash);
+        warn!(%error, "transaction reverted; retrying");
+        *last = Some(error);
+        None
+    }
+
+    /// The receipt of whichever of `sent` was mined, if one was.
+    async fn mined_meanwhile(
+        &self,
+        sent: &[TxHash],
+    ) -> Result<Option<TransactionReceipt>, ChainError> {
+        for hash in sent {
+            if let Some(receipt) = self
+                .registry
+                .provider()
+                .get_transaction_receipt(*hash)
+                .await?
+            {
+                return Ok(Some(receipt));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The fees a sent transaction offered (`None` if the chain no longer knows it).
+    async fn fees_of(&self, hash: TxHash) -> Option<Fees> {
+        let tx = self
+            .registry
+            .provider()
+            .get_transaction_by_hash(hash)
+            .await
+            .ok()??;
+        Some(Fees {
+            max_fee: tx.max_fee_per_gas(),
+            max_priority_fee: tx.max_priority_fee_per_gas().unwrap_or(0),
+        })
+    }
+
+    /// Fees for a replacement: the chain's current estimate, and at least a quarter above what
+    /// the last transaction offered (nodes accept a replacement only 10 % above the original).
+    async fn replacement_fees(&self, last: Option<Fees>) -> Result<Fees, ChainError> {
+        let estimate = self.registry.provider().estimate_eip1559_fees().await?;
+        let bump = |fee: u128| fee.saturating_add(fee / 4).saturating_add(1);
+        let last = last.unwrap_or_default();
+        Ok(Fees {
+            max_fee: estimate.max_fee_per_gas.max(bump(last.max_fee)),
+            max_priority_fee: estimate
+                .max_priority_fee_per_gas
+                .max(bump(last.max_priority_fee)),
+        })
+    }
+}
+
+/// The EIP-1559 fees of a transaction.
+#[derive(Clone, Copy, Debug, Default)]
+struct Fees {
+    max_fee: u128,
+    max_priority_fee: u128,
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

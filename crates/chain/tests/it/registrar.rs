@@ -234,3 +234,107 @@ async fn a_batch_of_new_streams_applies_each_entry_on_its_own() {
         assert_eq!(genesis[id], vec![1, 2, 3]);
     }
 }
+
+/// Calls one of anvil's own JSON-RPC methods (mining control, mempool surgery).
+async fn anvil_call(chain: &Chain, method: &'static str, params: serde_json::Value) {
+    use alloy::providers::Provider;
+    let _: serde_json::Value = chain
+        .provider()
+        .raw_request(method.into(), params)
+        .await
+        .unwrap_or_else(|e| panic!("{method}: {e}"));
+}
+
+fn impatient(node: &TestNode) -> Registrar {
+    Registrar::spawn(
+        node.registry.clone(),
+        node.key.address(),
+        RegistrarConfig {
+            flush_after: Duration::from_millis(50),
+            receipt_timeout: Duration::from_secs(1),
+            ..RegistrarConfig::default()
+        },
+    )
+}
+
+#[tokio::test]
+async fn a_registration_whose_transaction_is_dropped_is_sent_again_and_registers() {
+    // The mempool loses the registrar's transaction (a node restarted, eviction): before the
+    // replacement, the registrar would wait for it forever and every later head with it.
+    let chain = Chain::start(None).await;
+    let node = chain.add_node().await;
+    let stream = allocate(&node, &[&node], B256::ZERO).await;
+    anvil_call(&chain, "evm_setAutomine", serde_json::json!([false])).await;
+    let registrar = impatient(&node);
+    let entry = next(stream, B256::ZERO, 1);
+    let outcome = tokio::spawn({
+        let registrar = registrar.clone();
+        async move { registrar.register(entry).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    anvil_call(&chain, "anvil_dropAllTransactions", serde_json::json!([])).await;
+    anvil_call(&chain, "evm_setAutomine", serde_json::json!([true])).await;
+
+    let outcome = tokio::time::timeout(Duration::from_secs(60), outcome)
+        .await
+        .expect("the registrar answers")
+        .unwrap();
+    assert!(
+        matches!(outcome, Ok(RegistrationOutcome::Registered { .. })),
+        "{outcome:?}"
+    );
+    let record = chain.admin.stream(stream).await.unwrap().unwrap();
+    assert_eq!(
+        (record.last_miniblock_hash, record.last_miniblock_num),
+        (entry.hash, 1)
+    );
+    // The nonce goes on from there: the next head registers too.
+    let after = next(stream, entry.hash, 2);
+    assert!(matches!(
+        registrar.register(after).await,
+        Ok(RegistrationOutcome::Registered { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_registration_stuck_in_the_mempool_is_replaced_and_only_one_is_mined() {
+    // No block for several receipt timeouts: the registrar replaces its transaction (same
+    // nonce, higher fees) each time; when blocks come back exactly one of them is mined and
+    // its outcome is the answer.
+    let chain = Chain::start(None).await;
+    let node = chain.add_node().await;
+    let stream = allocate(&node, &[&node], B256::ZERO).await;
+    let nonce_before = {
+        use alloy::providers::Provider;
+        chain
+            .provider()
+            .get_transaction_count(node.key.address())
+            .await
+            .unwrap()
+    };
+    anvil_call(&chain, "evm_setAutomine", serde_json::json!([false])).await;
+    let registrar = impatient(&node);
+    let entry = next(stream, B256::ZERO, 1);
+    let outcome = tokio::spawn(async move { registrar.register(entry).await });
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    anvil_call(&chain, "anvil_mine", serde_json::json!([1])).await;
+    anvil_call(&chain, "evm_setAutomine", serde_json::json!([true])).await;
+
+    let outcome = tokio::time::timeout(Duration::from_secs(60), outcome)
+        .await
+        .expect("the registrar answers")
+        .unwrap();
+    assert!(
+        matches!(outcome, Ok(RegistrationOutcome::Registered { .. })),
+        "{outcome:?}"
+    );
+    use alloy::providers::Provider;
+    let nonce_after = chain
+        .provider()
+        .get_transaction_count(node.key.address())
+        .await
+        .unwrap();
+    assert_eq!(nonce_after, nonce_before + 1, "one transaction mined");
+    let record = chain.admin.stream(stream).await.unwrap().unwrap();
+    assert_eq!(record.last_miniblock_num, 1);
+}
