@@ -35,6 +35,8 @@ pub struct RegistrarMetrics {
     pub failed_batches: Counter,
     /// Entries the registry refused.
     pub rejected_entries: Counter,
+    /// Transactions replaced because they were not mined within `receipt_timeout`.
+    pub replacements: Counter,
 }
 
 impl Default for RegistrarMetrics {
@@ -44,6 +46,7 @@ impl Default for RegistrarMetrics {
             transactions: Counter::default(),
             failed_batches: Counter::default(),
             rejected_entries: Counter::default(),
+            replacements: Counter::default(),
         }
     }
 }
@@ -70,6 +73,11 @@ impl RegistrarMetrics {
             "rejected_entries",
             "Registration entries the registry refused",
             self.rejected_entries.clone(),
+        );
+        registry.register(
+            "replacements",
+            "Registration transactions replaced (same nonce, higher fees) for not being mined in time",
+            self.replacements.clone(),
         );
     }
 }

@@ -276,6 +276,7 @@ impl Task {
                     if fees.is_none() {
                         fees = self.fees_of(hash).await;
                     }
+                    self.config.metrics.replacements.inc();
                     warn!(attempt, %error, "transaction not mined; replacing it");
                     last = Some(error);
                 }

@@ -5,7 +5,7 @@ use alloy::primitives::{Address, B256};
 use futures::future::join_all;
 use rill_chain::{
     AllocationFailure, AllocationOutcome, MiniblockRegistration, NewStream, Registrar,
-    RegistrarConfig, RegistrationFailure, RegistrationOutcome,
+    RegistrarConfig, RegistrarMetrics, RegistrationFailure, RegistrationOutcome,
 };
 use rill_protocol::StreamId;
 
@@ -245,13 +245,15 @@ async fn anvil_call(chain: &Chain, method: &'static str, params: serde_json::Val
         .unwrap_or_else(|e| panic!("{method}: {e}"));
 }
 
-fn impatient(node: &TestNode) -> Registrar {
+/// A registrar that gives a transaction one second to be mined, counting into `metrics`.
+fn impatient(node: &TestNode, metrics: &RegistrarMetrics) -> Registrar {
     Registrar::spawn(
         node.registry.clone(),
         node.key.address(),
         RegistrarConfig {
             flush_after: Duration::from_millis(50),
             receipt_timeout: Duration::from_secs(1),
+            metrics: metrics.clone(),
             ..RegistrarConfig::default()
         },
     )
@@ -265,7 +267,8 @@ async fn a_registration_whose_transaction_is_dropped_is_sent_again_and_registers
     let node = chain.add_node().await;
     let stream = allocate(&node, &[&node], B256::ZERO).await;
     anvil_call(&chain, "evm_setAutomine", serde_json::json!([false])).await;
-    let registrar = impatient(&node);
+    let metrics = RegistrarMetrics::default();
+    let registrar = impatient(&node, &metrics);
     let entry = next(stream, B256::ZERO, 1);
     let outcome = tokio::spawn({
         let registrar = registrar.clone();
@@ -288,6 +291,7 @@ async fn a_registration_whose_transaction_is_dropped_is_sent_again_and_registers
         (record.last_miniblock_hash, record.last_miniblock_num),
         (entry.hash, 1)
     );
+    assert!(metrics.replacements.get() >= 1, "sent again");
     // The nonce goes on from there: the next head registers too.
     let after = next(stream, entry.hash, 2);
     assert!(matches!(
@@ -313,7 +317,8 @@ async fn a_registration_stuck_in_the_mempool_is_replaced_and_only_one_is_mined()
             .unwrap()
     };
     anvil_call(&chain, "evm_setAutomine", serde_json::json!([false])).await;
-    let registrar = impatient(&node);
+    let metrics = RegistrarMetrics::default();
+    let registrar = impatient(&node, &metrics);
     let entry = next(stream, B256::ZERO, 1);
     let outcome = tokio::spawn(async move { registrar.register(entry).await });
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -335,6 +340,7 @@ async fn a_registration_stuck_in_the_mempool_is_replaced_and_only_one_is_mined()
         .await
         .unwrap();
     assert_eq!(nonce_after, nonce_before + 1, "one transaction mined");
+    assert!(metrics.replacements.get() >= 2, "replaced at each timeout");
     let record = chain.admin.stream(stream).await.unwrap().unwrap();
     assert_eq!(record.last_miniblock_num, 1);
 }
