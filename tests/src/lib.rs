@@ -7,6 +7,7 @@
 mod bins;
 mod hardhat;
 mod net;
+mod watchdog;
 
 pub use bins::{Binaries, binaries};
 pub use hardhat::Hardhat;

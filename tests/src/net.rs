@@ -14,6 +14,8 @@ use rill_devnet::promise::Finalized;
 use rill_devnet::{ChainSource, DevnetChain, DevnetConfig, NodeProcess, bootstrap, wait_serving};
 use rill_protocol::{NodeKey, StreamId, pb};
 
+use crate::watchdog::Watchdog;
+
 /// The devnets' block time.
 pub const BLOCK_TIME: Duration = Duration::from_millis(500);
 
@@ -30,6 +32,7 @@ pub struct Net {
     pub hosts: Option<Hosts>,
     /// The devnet directory.
     pub dir: tempfile::TempDir,
+    _watchdog: Watchdog,
     _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -79,6 +82,11 @@ impl Net {
     pub async fn launch(launch: Launch, change: impl FnOnce(&mut NetworkConfig)) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
         let mut dir = tempfile::tempdir().unwrap();
+        let watchdog = Watchdog::arm(
+            (0..launch.nodes)
+                .map(|i| dir.path().join(format!("nodes/{i}/node.log")))
+                .collect(),
+        );
         if std::env::var_os("RILL_KEEP_TEST_DIR").is_some() {
             // Kept for reading the nodes' logs after a failure.
             dir.disable_cleanup(true);
@@ -121,6 +129,7 @@ impl Net {
             nodes,
             hosts,
             dir,
+            _watchdog: watchdog,
             _turn: turn,
         }
     }
