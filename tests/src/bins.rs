@@ -43,6 +43,26 @@ pub fn binaries() -> &'static Binaries {
         if release {
             build.arg("--release");
         }
+        // cargo sets these for the test process; build scripts that depend on them (ring's
+        // does) would see a change from the top-level build and rebuild half the dependency
+        // tree, twice per test run.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if [
+                "CARGO_PKG_",
+                "CARGO_MANIFEST_",
+                "CARGO_CRATE_",
+                "CARGO_BIN_",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .iter()
+            .any(|prefix| key.starts_with(prefix))
+            {
+                build.env_remove(key.as_ref());
+            }
+        }
         let status = build.status().expect("running cargo build");
         assert!(status.success(), "building rill-node and rill failed");
         Binaries {
