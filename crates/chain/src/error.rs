@@ -67,7 +67,7 @@ impl ChainError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            ChainError::Transport(_) | ChainError::BlockNotFound(_)
+            ChainError::Transport(_) | ChainError::BlockNotFound(_) | ChainError::NotMined { .. }
         )
     }
 }

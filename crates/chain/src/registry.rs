@@ -57,6 +57,7 @@ impl Registry {
         let receipt = receipt_within(deploy.send().await?, RECEIPT_TIMEOUT).await?;
         let address = receipt
             .contract_address
+            .filter(|_| receipt.status())
             .ok_or(ChainError::TxFailed(receipt.transaction_hash))?;
         Ok(Self::new(address, provider))
     }

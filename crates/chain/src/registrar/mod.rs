@@ -35,7 +35,7 @@ pub struct RegistrarMetrics {
     pub failed_batches: Counter,
     /// Entries the registry refused.
     pub rejected_entries: Counter,
-    /// Transactions replaced because they were not mined within `receipt_timeout`.
+    /// Transactions not mined within `receipt_timeout` (each is replaced while attempts remain).
     pub replacements: Counter,
 }
 
@@ -76,7 +76,7 @@ impl RegistrarMetrics {
         );
         registry.register(
             "replacements",
-            "Registration transactions replaced (same nonce, higher fees) for not being mined in time",
+            "Registration transactions not mined in time, to be replaced (same nonce, higher fees)",
             self.replacements.clone(),
         );
     }

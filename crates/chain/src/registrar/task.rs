@@ -270,24 +270,21 @@ impl Task {
                     }
                     (unmined, fees) = (Vec::new(), None);
                 }
-                Err(error @ ChainError::NotMined { .. }) => {
+                Err(error) => {
+                    // Not mined in time, or its receipt could not be read: it may still be
+                    // mined, so the nonce stays ours and the next attempt replaces it (a new
+                    // nonce could get both transactions mined).
                     self.nonce = Some(nonce);
                     unmined.push(hash);
                     if fees.is_none() {
                         fees = self.fees_of(hash).await;
                     }
-                    self.config.metrics.replacements.inc();
-                    warn!(attempt, %error, "transaction not mined; replacing it");
-                    last = Some(error);
-                }
-                Err(error) => {
-                    self.nonce = if unmined.is_empty() {
-                        None
+                    if let ChainError::NotMined { .. } = error {
+                        self.config.metrics.replacements.inc();
+                        warn!(attempt, %error, "transaction not mined; replacing it");
                     } else {
-                        Some(nonce)
-                    };
-                    unmined.push(hash);
-                    warn!(attempt, %error, "no receipt; retrying");
+                        warn!(attempt, %error, "no receipt; retrying");
+                    }
                     last = Some(error);
                 }
             }

@@ -9,7 +9,10 @@ use rill_chain::{
 };
 use rill_protocol::StreamId;
 
-use crate::support::{Chain, TestNode, allocate};
+use alloy::providers::Provider as _;
+use rill_chain::{Registry, connect_with_key};
+
+use crate::support::{Chain, Proxy, TestNode, allocate};
 
 fn next(stream: StreamId, prev: B256, num: u64) -> MiniblockRegistration {
     MiniblockRegistration {
@@ -237,7 +240,6 @@ async fn a_batch_of_new_streams_applies_each_entry_on_its_own() {
 
 /// Calls one of anvil's own JSON-RPC methods (mining control, mempool surgery).
 async fn anvil_call(chain: &Chain, method: &'static str, params: serde_json::Value) {
-    use alloy::providers::Provider;
     let _: serde_json::Value = chain
         .provider()
         .raw_request(method.into(), params)
@@ -308,14 +310,11 @@ async fn a_registration_stuck_in_the_mempool_is_replaced_and_only_one_is_mined()
     let chain = Chain::start(None).await;
     let node = chain.add_node().await;
     let stream = allocate(&node, &[&node], B256::ZERO).await;
-    let nonce_before = {
-        use alloy::providers::Provider;
-        chain
-            .provider()
-            .get_transaction_count(node.key.address())
-            .await
-            .unwrap()
-    };
+    let nonce_before = chain
+        .provider()
+        .get_transaction_count(node.key.address())
+        .await
+        .unwrap();
     anvil_call(&chain, "evm_setAutomine", serde_json::json!([false])).await;
     let metrics = RegistrarMetrics::default();
     let registrar = impatient(&node, &metrics);
@@ -333,7 +332,6 @@ async fn a_registration_stuck_in_the_mempool_is_replaced_and_only_one_is_mined()
         matches!(outcome, Ok(RegistrationOutcome::Registered { .. })),
         "{outcome:?}"
     );
-    use alloy::providers::Provider;
     let nonce_after = chain
         .provider()
         .get_transaction_count(node.key.address())
@@ -343,4 +341,82 @@ async fn a_registration_stuck_in_the_mempool_is_replaced_and_only_one_is_mined()
     assert!(metrics.replacements.get() >= 2, "replaced at each timeout");
     let record = chain.admin.stream(stream).await.unwrap().unwrap();
     assert_eq!(record.last_miniblock_num, 1);
+}
+
+#[tokio::test]
+async fn a_receipt_lost_to_an_rpc_outage_is_found_again_and_the_batch_is_not_sent_twice() {
+    // The transaction is sent, then the RPC endpoint goes away while its receipt is awaited.
+    // The registrar keeps the nonce and, once the endpoint is back, finds the transaction
+    // mined; with a fresh nonce it would have sent the batch a second time (and been told
+    // its own heads were out of order).
+    let chain = Chain::start(Some(Duration::from_secs(1))).await;
+    let node = chain.add_node().await;
+    let stream = allocate(&node, &[&node], B256::ZERO).await;
+    let proxy = Proxy::start(chain.anvil.port()).await;
+    let through_proxy = Registry::new(
+        chain.admin.address(),
+        connect_with_key(&proxy.url(), &node.key).unwrap(),
+    );
+    let registrar = Registrar::spawn(
+        through_proxy,
+        node.key.address(),
+        RegistrarConfig {
+            flush_after: Duration::from_millis(10),
+            max_attempts: 12,
+            ..RegistrarConfig::default()
+        },
+    );
+    let nonce_before = chain
+        .provider()
+        .get_transaction_count(node.key.address())
+        .await
+        .unwrap();
+    let entry = next(stream, B256::ZERO, 1);
+    let outcome = tokio::spawn(async move { registrar.register(entry).await });
+    // Sent (it is in anvil's pool until the next block), then the endpoint goes away.
+    eventually_pending(&chain, node.key.address()).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    proxy.restore().await;
+
+    let outcome = tokio::time::timeout(Duration::from_secs(60), outcome)
+        .await
+        .expect("the registrar answers")
+        .unwrap();
+    assert!(
+        matches!(outcome, Ok(RegistrationOutcome::Registered { .. })),
+        "{outcome:?}"
+    );
+    let nonce_after = chain
+        .provider()
+        .get_transaction_count(node.key.address())
+        .await
+        .unwrap();
+    assert_eq!(
+        nonce_after,
+        nonce_before + 1,
+        "one transaction for the batch"
+    );
+}
+
+/// Waits until `sender` has a transaction in anvil's pool.
+async fn eventually_pending(chain: &Chain, sender: Address) {
+    let mined = chain
+        .provider()
+        .get_transaction_count(sender)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        let pending = chain
+            .provider()
+            .get_transaction_count(sender)
+            .pending()
+            .await
+            .unwrap();
+        if pending > mined {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no transaction from {sender} reached the pool");
 }
