@@ -99,7 +99,18 @@ pub fn anvil_state(dir: &Path) -> PathBuf {
     dir.join("anvil-state.json")
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A port free on 127.0.0.1 now, for a process that binds it later. Taken below Linux's
+/// ephemeral range (32768–60999): a port the kernel hands out (`:0`) is also what it gives the
+/// next outgoing connection of any process, which could take it before the node binds it.
+pub fn free_port() -> anyhow::Result<u16> {
+    use rand::Rng as _;
+    let mut rng = rand::thread_rng();
+    for _ in 0..200 {
+        let port = rng.gen_range(20_000..32_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -2,7 +2,6 @@
 //! the workspace's `package-lock.json`, configured by `tests/hardhat/hardhat.config.js`).
 
 use std::io::{BufRead as _, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
@@ -24,10 +23,7 @@ impl Hardhat {
     pub fn start() -> Self {
         let root = workspace_root();
         install(&root).expect("npm packages are installed");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = rill_devnet::free_port().expect("a free port");
         // The CLI's own entry point under node: the child is the chain itself, not a wrapper.
         let mut child = Command::new("node")
             .arg(root.join("node_modules/hardhat/internal/cli/bootstrap.js"))

@@ -120,9 +120,10 @@ impl Net {
             .map(|i| NodeProcess::start(binary, &chain.file, i, BLOCK_TIME).expect("node starts"))
             .collect();
         for node in &nodes {
-            wait_serving(&node.node, Duration::from_secs(60))
-                .await
-                .expect("node serves");
+            if let Err(e) = wait_serving(&node.node, Duration::from_secs(60)).await {
+                print_log_tails(&nodes, 40);
+                panic!("node serves: {e}");
+            }
         }
         Self {
             chain,
@@ -237,15 +238,7 @@ impl Net {
     /// Prints the last `lines` warnings, errors and info lines of every node's log (after a
     /// failure: what the nodes were doing).
     pub fn print_logs(&self, lines: usize) {
-        for (i, node) in self.nodes.iter().enumerate() {
-            let log = node.node.data_dir.with_file_name("node.log");
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-            eprintln!("---- node {i} ({}) log tail ----", log.display());
-            for line in tail.iter().rev() {
-                eprintln!("{line}");
-            }
-        }
+        print_log_tails(&self.nodes, lines);
     }
 
     /// Waits until node `i` serves again after a (re)start.
@@ -315,5 +308,18 @@ where
             "timed out waiting until {what}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Prints the last `lines` lines of each node's log.
+fn print_log_tails(nodes: &[NodeProcess], lines: usize) {
+    for (i, node) in nodes.iter().enumerate() {
+        let log = node.node.data_dir.with_file_name("node.log");
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+        eprintln!("---- node {i} ({}) log tail ----", log.display());
+        for line in tail.iter().rev() {
+            eprintln!("{line}");
+        }
     }
 }
