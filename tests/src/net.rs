@@ -14,7 +14,7 @@ use rill_devnet::promise::Finalized;
 use rill_devnet::{ChainSource, DevnetChain, DevnetConfig, NodeProcess, bootstrap, wait_serving};
 use rill_protocol::{NodeKey, StreamId, pb};
 
-use crate::watchdog::Watchdog;
+use crate::watchdog::{Watchdog, log_tail};
 
 /// The devnets' block time.
 pub const BLOCK_TIME: Duration = Duration::from_millis(500);
@@ -315,11 +315,10 @@ where
 fn print_log_tails(nodes: &[NodeProcess], lines: usize) {
     for (i, node) in nodes.iter().enumerate() {
         let log = node.node.data_dir.with_file_name("node.log");
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(lines).collect();
-        eprintln!("---- node {i} ({}) log tail ----", log.display());
-        for line in tail.iter().rev() {
-            eprintln!("{line}");
-        }
+        eprint!(
+            "---- node {i} ({}) log tail ----\n{}",
+            log.display(),
+            log_tail(&log, lines)
+        );
     }
 }

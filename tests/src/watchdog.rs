@@ -4,7 +4,7 @@
 //! kills this process's children (nodes, anvil) and exits the test binary with a failure.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
@@ -47,17 +47,25 @@ fn fire(budget: Duration, logs: &[PathBuf]) -> ! {
         "WATCHDOG: a devnet has lived for {budget:?}: the test hangs; stopping the run"
     );
     for log in logs {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(30).collect();
-        let _ = writeln!(out, "---- {} (tail) ----", log.display());
-        for line in tail.iter().rev() {
-            let _ = writeln!(out, "{line}");
-        }
+        let _ = write!(
+            out,
+            "---- {} (tail) ----\n{}",
+            log.display(),
+            log_tail(log, 30)
+        );
     }
     for pid in children() {
         let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
     }
     std::process::exit(1)
+}
+
+/// The last `lines` lines of the file at `path` (empty if it cannot be read), each ending in a
+/// newline.
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    tail.iter().rev().map(|line| format!("{line}\n")).collect()
 }
 
 /// This process's children, from `/proc`.

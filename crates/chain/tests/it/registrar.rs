@@ -280,14 +280,7 @@ async fn a_registration_whose_transaction_is_dropped_is_sent_again_and_registers
     anvil_call(&chain, "anvil_dropAllTransactions", serde_json::json!([])).await;
     anvil_call(&chain, "evm_setAutomine", serde_json::json!([true])).await;
 
-    let outcome = tokio::time::timeout(Duration::from_secs(60), outcome)
-        .await
-        .expect("the registrar answers")
-        .unwrap();
-    assert!(
-        matches!(outcome, Ok(RegistrationOutcome::Registered { .. })),
-        "{outcome:?}"
-    );
+    expect_registered(outcome).await;
     let record = chain.admin.stream(stream).await.unwrap().unwrap();
     assert_eq!(
         (record.last_miniblock_hash, record.last_miniblock_num),
@@ -310,11 +303,7 @@ async fn a_registration_stuck_in_the_mempool_is_replaced_and_only_one_is_mined()
     let chain = Chain::start(None).await;
     let node = chain.add_node().await;
     let stream = allocate(&node, &[&node], B256::ZERO).await;
-    let nonce_before = chain
-        .provider()
-        .get_transaction_count(node.key.address())
-        .await
-        .unwrap();
+    let nonce_before = nonce(&chain, node.key.address()).await;
     anvil_call(&chain, "evm_setAutomine", serde_json::json!([false])).await;
     let metrics = RegistrarMetrics::default();
     let registrar = impatient(&node, &metrics);
@@ -324,19 +313,8 @@ async fn a_registration_stuck_in_the_mempool_is_replaced_and_only_one_is_mined()
     anvil_call(&chain, "anvil_mine", serde_json::json!([1])).await;
     anvil_call(&chain, "evm_setAutomine", serde_json::json!([true])).await;
 
-    let outcome = tokio::time::timeout(Duration::from_secs(60), outcome)
-        .await
-        .expect("the registrar answers")
-        .unwrap();
-    assert!(
-        matches!(outcome, Ok(RegistrationOutcome::Registered { .. })),
-        "{outcome:?}"
-    );
-    let nonce_after = chain
-        .provider()
-        .get_transaction_count(node.key.address())
-        .await
-        .unwrap();
+    expect_registered(outcome).await;
+    let nonce_after = nonce(&chain, node.key.address()).await;
     assert_eq!(nonce_after, nonce_before + 1, "one transaction mined");
     assert!(metrics.replacements.get() >= 2, "replaced at each timeout");
     let record = chain.admin.stream(stream).await.unwrap().unwrap();
@@ -366,11 +344,7 @@ async fn a_receipt_lost_to_an_rpc_outage_is_found_again_and_the_batch_is_not_sen
             ..RegistrarConfig::default()
         },
     );
-    let nonce_before = chain
-        .provider()
-        .get_transaction_count(node.key.address())
-        .await
-        .unwrap();
+    let nonce_before = nonce(&chain, node.key.address()).await;
     let entry = next(stream, B256::ZERO, 1);
     let outcome = tokio::spawn(async move { registrar.register(entry).await });
     // Sent (it is in anvil's pool until the next block), then the endpoint goes away.
@@ -379,6 +353,28 @@ async fn a_receipt_lost_to_an_rpc_outage_is_found_again_and_the_batch_is_not_sen
     tokio::time::sleep(Duration::from_millis(2500)).await;
     proxy.restore().await;
 
+    expect_registered(outcome).await;
+    let nonce_after = nonce(&chain, node.key.address()).await;
+    assert_eq!(
+        nonce_after,
+        nonce_before + 1,
+        "one transaction for the batch"
+    );
+}
+
+/// How many transactions `sender` has had mined.
+async fn nonce(chain: &Chain, sender: Address) -> u64 {
+    chain
+        .provider()
+        .get_transaction_count(sender)
+        .await
+        .unwrap()
+}
+
+/// Waits (at most a minute) for a spawned `register` and expects the head registered.
+async fn expect_registered(
+    outcome: tokio::task::JoinHandle<Result<RegistrationOutcome, rill_chain::RegistrarError>>,
+) {
     let outcome = tokio::time::timeout(Duration::from_secs(60), outcome)
         .await
         .expect("the registrar answers")
@@ -387,25 +383,11 @@ async fn a_receipt_lost_to_an_rpc_outage_is_found_again_and_the_batch_is_not_sen
         matches!(outcome, Ok(RegistrationOutcome::Registered { .. })),
         "{outcome:?}"
     );
-    let nonce_after = chain
-        .provider()
-        .get_transaction_count(node.key.address())
-        .await
-        .unwrap();
-    assert_eq!(
-        nonce_after,
-        nonce_before + 1,
-        "one transaction for the batch"
-    );
 }
 
 /// Waits until `sender` has a transaction in anvil's pool.
 async fn eventually_pending(chain: &Chain, sender: Address) {
-    let mined = chain
-        .provider()
-        .get_transaction_count(sender)
-        .await
-        .unwrap();
+    let mined = nonce(chain, sender).await;
     for _ in 0..200 {
         let pending = chain
             .provider()
