@@ -1,4 +1,4 @@
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,17 +19,25 @@ async fn rill_stream_watch_shows_events_and_miniblocks() {
         .arg(&key_file)
         .args(["stream", "watch", &stream.to_string()])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = watcher.stdout.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
+    let (notes_tx, notes_rx) = std::sync::mpsc::channel();
+    forward_lines(watcher.stdout.take().unwrap(), lines_tx);
+    forward_lines(watcher.stderr.take().unwrap(), notes_tx);
+    // The watcher says when the node keeps the stream's updates for it: events before that
+    // are not part of a watch.
+    let mut notes = Vec::new();
+    while !notes
+        .iter()
+        .any(|n: &String| n.starts_with("watching stream"))
+    {
+        match notes_rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(note) => notes.push(note),
+            Err(e) => panic!("watch did not start ({e}): {notes:?}"),
         }
-    });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     for text in ["one", "two", "three"] {
         client
             .add_message(stream, text, pb::Ack::Miniblock)
@@ -56,16 +64,26 @@ async fn rill_stream_watch_shows_events_and_miniblocks() {
     }
     let _ = watcher.kill();
     let _ = watcher.wait();
+    notes.extend(notes_rx.try_iter());
     for text in ["one", "two", "three"] {
         assert!(
             seen.iter()
                 .any(|l| l.starts_with("event") && l.ends_with(text)),
-            "watch printed {text}: {seen:?}"
+            "watch printed {text}: {seen:?}; its notes: {notes:?}"
         );
     }
     assert!(
         seen.iter()
             .any(|l| l.starts_with("miniblock #") && !l.starts_with("miniblock #0")),
-        "watch printed a miniblock: {seen:?}"
+        "watch printed a miniblock: {seen:?}; its notes: {notes:?}"
     );
+}
+
+/// Sends each line `from` prints to `to`, on a thread of its own, until it closes.
+fn forward_lines(from: impl Read + Send + 'static, to: std::sync::mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            let _ = to.send(line);
+        }
+    });
 }

@@ -37,6 +37,8 @@ impl Hardhat {
                 &port.to_string(),
             ])
             .env("HARDHAT_DISABLE_TELEMETRY_PROMPT", "true")
+            // Plain lines: with `CI` set (as CI services do) its colours would be on.
+            .env("NO_COLOR", "1")
             .current_dir(root.join("tests/hardhat"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -49,7 +51,8 @@ impl Hardhat {
         let (serving_tx, serving) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("Started HTTP") {
+                // Matched inside the line all the same, colour codes or not.
+                if line.contains("Started HTTP") {
                     let _ = serving_tx.send(());
                 }
             }

@@ -305,8 +305,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stream(StreamCommand::Watch { stream }) => {
             let client = connect(&cli).await?;
             let mut after = 0;
+            // The first poll returns at once: from it on the node keeps the stream's updates
+            // for us, so nothing that happens after the line below is missed.
+            let mut wait_ms = 0;
             loop {
-                let batch = client.watch(*stream, after, 20_000).await?;
+                let batch = client.watch(*stream, after, wait_ms).await?;
+                if wait_ms == 0 {
+                    eprintln!("watching stream {stream} (Ctrl-C to stop)");
+                    wait_ms = 20_000;
+                }
                 for update in batch.updates {
                     after = after.max(update.seq);
                     let seq = update.seq;
