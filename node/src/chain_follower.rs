@@ -52,9 +52,7 @@ impl NodeLoop {
             },
         );
         self.executor.run(effects);
-        if let Err(e) = self.store.set_last_block(number) {
-            warn!(%e, "cannot record the chain position");
-        }
+        self.executor.last_block(number);
         self.metrics.chain_head.set(number as i64);
         self.status.send_modify(|s| s.chain_head = number);
     }

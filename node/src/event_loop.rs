@@ -12,7 +12,6 @@ use rill_chain::{ChainBlock, Registry};
 use rill_engine::{Input, Reject, StreamView};
 use rill_p2p::{NetworkEvent, P2p};
 use rill_protocol::{Limits, ParsedEvent, StreamId};
-use rill_store::Store;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{error, info, warn};
 
@@ -82,7 +81,6 @@ pub(crate) struct NodeLoop {
     pub(crate) executor: Executor,
     pub(crate) router: Router,
     pub(crate) directory: SharedDirectory,
-    pub(crate) store: Store,
     pub(crate) watch: Watch,
     pub(crate) metrics: Metrics,
     pub(crate) limits: Limits,
@@ -161,7 +159,13 @@ impl NodeLoop {
         }
         info!("shutting down");
         self.executor.flush_gossip();
-        self.store.flush()
+        if self.executor.writer.durable().await {
+            return Ok(());
+        }
+        Err(self
+            .executor
+            .take_failure()
+            .unwrap_or_else(|| rill_store::StoreError::io("the store writer is gone")))
     }
 
     fn on_network(&mut self, event: NetworkEvent) {
@@ -211,10 +215,8 @@ impl NodeLoop {
                 }
                 // One run for the whole batch: its minipool writes go in one store write.
                 self.executor.run(effects);
-                // Dropped on a store failure: the client is told the node is stopping.
-                if !self.executor.failed() {
-                    let _ = reply.send(verdicts);
-                }
+                // The client's task waits until they are durable before it answers.
+                let _ = reply.send(verdicts);
             }
             LoopMsg::ClientRefused(reasons) => {
                 for reason in reasons {
@@ -271,6 +273,9 @@ impl NodeLoop {
         self.metrics.streams_held.set(held as i64);
         self.metrics.minipool_events.set(pooled as i64);
         self.metrics.streams_busy.set(busy as i64);
+        let writer = &self.executor.writer;
+        let backlog = writer.submitted().saturating_sub(writer.applied_now());
+        self.metrics.store_write_backlog.set(backlog as i64);
         let promoted = self.metrics.miniblocks_promoted.get();
         let events_promoted = self.metrics.events_promoted.get();
         let produced = self.metrics.miniblocks_produced.get();

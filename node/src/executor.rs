@@ -1,7 +1,7 @@
-//! The executor: carries out the engine's effects, in order. Store operations become store
-//! writes, gossip goes to the outbox, requests to the request driver, registrations to the
-//! registrar (once the candidate is durable), notifications to waiting clients and watchers,
-//! refusals to the metrics.
+//! The executor: carries out the engine's effects, in order. Store operations become writes
+//! handed to the store writer, gossip goes to the outbox (sent once durable), registrations to
+//! the registrar (once the candidate is durable), requests and notifications to peers, waiting
+//! clients and watchers (once the writes before them are applied), refusals to the metrics.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -11,16 +11,15 @@ use rill_chain::{MiniblockRegistration, Registrar, RegistrationOutcome};
 use rill_engine::{Effect, Notification, Registration, StoreOp};
 use rill_p2p::P2p;
 use rill_protocol::{ParsedEvent, StreamId, pb};
-use rill_store::{Store, StoreError, Write};
-use tracing::{debug, error, warn};
+use rill_store::{StoreError, Write};
+use tracing::{debug, warn};
 
-use crate::client::{Acks, Watch};
+use crate::after_writes::{After, AfterWrites};
 use crate::directory::{SharedDirectory, read};
-use crate::durability::Durability;
 use crate::faults::{Action, Hook, MessageKind};
 use crate::metrics::{Metrics, Origin, OriginLabels};
 use crate::outbox::Outbox;
-use crate::requests::Requests;
+use crate::writer::{WriteQueue, Writer};
 
 /// When things this node started happened, for the latency histograms.
 #[derive(Default)]
@@ -36,21 +35,17 @@ struct Timings {
 /// Carries out effects.
 pub(crate) struct Executor {
     pub(crate) me: Address,
-    pub(crate) store: Store,
-    pub(crate) durability: Durability,
+    /// The store's one writer takes the writes here, in order.
+    writes: WriteQueue,
+    pub(crate) writer: Writer,
+    after_writes: AfterWrites,
     pub(crate) outbox: Outbox,
-    pub(crate) requests: Requests,
     pub(crate) registrar: Registrar,
     pub(crate) p2p: P2p,
-    pub(crate) acks: Acks,
-    pub(crate) watch: Watch,
     pub(crate) metrics: Metrics,
     pub(crate) directory: SharedDirectory,
     pub(crate) faults: Hook,
     timings: Timings,
-    /// The first store write that failed: the engine moved on without the store, so the node
-    /// stops (fail-stop) and a restart reloads what the store holds.
-    failure: Option<StoreError>,
     /// Minipool additions to one stream in a row, written as one store write before any
     /// effect that must follow them (see [`Self::run`]).
     adds: Option<(StreamId, Vec<ParsedEvent>)>,
@@ -60,44 +55,39 @@ impl Executor {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         me: Address,
-        store: Store,
-        durability: Durability,
-        requests: Requests,
+        writes: WriteQueue,
+        after_writes: AfterWrites,
         registrar: Registrar,
         p2p: P2p,
-        acks: Acks,
-        watch: Watch,
         metrics: Metrics,
         directory: SharedDirectory,
         faults: Hook,
     ) -> Self {
         Self {
             me,
-            store,
-            durability,
+            writer: writes.writer(),
+            writes,
+            after_writes,
             outbox: Outbox::default(),
-            requests,
             registrar,
             p2p,
-            acks,
-            watch,
             metrics,
             directory,
             faults,
             timings: Timings::default(),
-            failure: None,
             adds: None,
         }
     }
 
-    /// Whether a store write failed (nothing more is carried out after it).
-    pub(crate) fn failed(&self) -> bool {
-        self.failure.is_some()
+    /// The store failure that stops the node, if any (once).
+    pub(crate) fn take_failure(&mut self) -> Option<StoreError> {
+        self.writer.take_failure()
     }
 
-    /// The store failure that stops the node, if any.
-    pub(crate) fn take_failure(&mut self) -> Option<StoreError> {
-        self.failure.take()
+    /// Records the last chain block handled, after the writes its effects made.
+    pub(crate) fn last_block(&mut self, number: u64) {
+        self.write_adds();
+        self.writes.last_block(number);
     }
 
     /// The next event admitted with this hash came from a client of this node.
@@ -106,16 +96,13 @@ impl Executor {
     }
 
     /// Carries out `effects`, in order. Minipool additions in a row (a client's batch, a
-    /// gossip batch) become one store write: it happens before the next effect that others
+    /// gossip batch) become one store write, submitted before the next effect that others
     /// could observe (another write, a request, a registration, a notification) and at the
-    /// end, so nothing leaves the node before the write it follows. Gossip only enters the
-    /// outbox here and leaves after this returns.
+    /// end; what others observe waits for the writes before it (see `after_writes.rs`), so
+    /// nothing leaves the node before the write it follows. Gossip only enters the outbox
+    /// here and leaves once durable.
     pub(crate) fn run(&mut self, effects: Vec<Effect>) {
         for effect in effects {
-            if self.failure.is_some() {
-                self.adds = None;
-                return;
-            }
             match effect {
                 Effect::Store(op) => self.store(op),
                 Effect::Gossip { stream, message } => {
@@ -138,19 +125,20 @@ impl Executor {
                     stream,
                     request,
                 } => {
-                    if self.write_adds() {
-                        self.requests.send(to, stream, request)
-                    }
+                    self.write_adds();
+                    self.after_writes.push(After::Send {
+                        to,
+                        stream,
+                        request,
+                    });
                 }
                 Effect::Register(registration) => {
-                    if self.write_adds() {
-                        self.register(registration)
-                    }
+                    self.write_adds();
+                    self.register(registration);
                 }
                 Effect::Notify(notification) => {
-                    if self.write_adds() {
-                        self.notify(notification)
-                    }
+                    self.write_adds();
+                    self.notify(notification);
                 }
                 Effect::Rejected { reason, .. } => self.metrics.reject(reason.code()),
             }
@@ -178,13 +166,11 @@ impl Executor {
             .push(event);
     }
 
-    /// Writes the queued minipool additions, if any; `false` if the node must stop (this or
-    /// an earlier write failed).
-    fn write_adds(&mut self) -> bool {
+    /// Submits the queued minipool additions, if any.
+    fn write_adds(&mut self) {
         if let Some((stream, events)) = self.adds.take() {
             self.write(Write::AddToMinipool { stream, events });
         }
-        self.failure.is_none()
     }
 
     fn store(&mut self, op: StoreOp) {
@@ -242,28 +228,18 @@ impl Executor {
             }
         };
         // Queued minipool additions come first: this write may depend on them.
-        if self.write_adds() {
-            self.write(write);
-        }
+        self.write_adds();
+        self.write(write);
     }
 
-    /// Carries out one store write; a failure stops the node.
+    /// Hands one write to the store writer. If it fails, the engine will have moved on
+    /// without the store: nothing after it leaves the node (see `writer.rs`) and the node
+    /// stops; a restart reloads what the store holds and catches up from peers.
     fn write(&mut self, write: Write) {
-        let started = Instant::now();
-        let written = if self.faults.store_fails(self.me) {
-            Err(StoreError::io("injected write failure"))
+        if self.faults.store_fails(self.me) {
+            self.writes.fail(StoreError::io("injected write failure"));
         } else {
-            self.store.write(&write)
-        };
-        self.metrics
-            .store_write
-            .observe(started.elapsed().as_secs_f64());
-        if let Err(e) = written {
-            // The engine moved on; the store did not. Nothing after this write is carried out
-            // (no gossip, no acknowledgement) and the node stops; a restart reloads what the
-            // store holds and catches up from peers.
-            error!(%e, "store write failed; stopping");
-            self.failure = Some(e);
+            self.writes.submit(write);
         }
     }
 
@@ -284,7 +260,7 @@ impl Executor {
         self.timings
             .candidates
             .insert(registration.hash, Instant::now());
-        let durable = self.durability.mark();
+        let durable = self.writer.durable();
         let registrar = self.registrar.clone();
         let entry = MiniblockRegistration {
             stream_id: registration.stream,
@@ -312,9 +288,9 @@ impl Executor {
     fn notify(&mut self, notification: Notification) {
         match notification {
             Notification::EventAdmitted { stream, event } => {
-                if self.watch.watched(&stream) {
+                if self.after_writes.watched(&stream) {
                     let update = pb::stream_update::Kind::Event(event.envelope().clone());
-                    self.watch.push(stream, update);
+                    self.after_writes.push(After::Update { stream, update });
                 }
             }
             Notification::EventQuorum { hash, .. } => {
@@ -323,7 +299,7 @@ impl Executor {
                         .add_to_quorum
                         .observe(at.elapsed().as_secs_f64());
                 }
-                self.acks.quorum(&hash);
+                self.after_writes.push(After::Quorum(hash));
             }
             Notification::MiniblockPromoted { stream, miniblock } => {
                 self.metrics.miniblocks_promoted.inc();
@@ -342,11 +318,8 @@ impl Executor {
                         .candidate_to_registered
                         .observe(at.elapsed().as_secs_f64());
                 }
-                self.acks.promoted(&miniblock);
-                if self.watch.watched(&stream) {
-                    let update = pb::stream_update::Kind::Miniblock(miniblock.to_pb());
-                    self.watch.push(stream, update);
-                }
+                self.after_writes
+                    .push(After::Promoted { stream, miniblock });
             }
         }
     }
@@ -377,7 +350,7 @@ impl Executor {
             }
         }
         batches.retain(|(_, batch)| !batch.is_empty());
-        let durable = self.durability.mark();
+        let durable = self.writer.durable();
         let p2p = self.p2p.clone();
         tokio::spawn(async move {
             if !durable.await {

@@ -9,18 +9,20 @@
 //! through one generic *request driver*, the gossip *outbox* and the registrar; the *read
 //! server* answers `GetEvents`/`GetMiniblocks`/`GetStream` from the store on its own task;
 //! the *client service* serves `/rill/client/1` (acknowledgements, forwarding, watch); a
-//! bounded *worker pool* checks signatures off the loop; *durability* group-commits writes.
+//! bounded *worker pool* checks signatures off the loop; the store *writer* writes on a
+//! thread of its own, in the loop's order, and group-commits flushes, and what others observe
+//! waits for the writes before it (*after writes*).
 //!
 //! Protocol rules live in `rill-engine`; this crate must not decide what is valid, only move
 //! bytes between the engine and the world.
 
+mod after_writes;
 mod blocks;
 mod chain_follower;
 mod client;
 mod config;
 mod convert;
 mod directory;
-mod durability;
 mod event_loop;
 mod executor;
 pub mod faults;
@@ -32,6 +34,7 @@ mod router;
 mod startup;
 mod streams;
 mod workers;
+mod writer;
 
 pub use config::{ClientLimits, DEFAULT_STREAM_CREATIONS_PER_HOUR, NodeConfig};
 pub use rill_p2p::limits::Rate;

@@ -98,6 +98,7 @@ pub(crate) struct Metrics {
     pub(crate) streams_held: Gauge,
     pub(crate) streams_loaded: Gauge,
     pub(crate) minipool_events: Gauge,
+    pub(crate) store_write_backlog: Gauge,
     pub(crate) streams_busy: Gauge,
     pub(crate) stream_loads: Counter,
     pub(crate) stream_evictions: Counter,
@@ -136,6 +137,7 @@ impl Metrics {
             streams_held: Gauge::default(),
             streams_loaded: Gauge::default(),
             minipool_events: Gauge::default(),
+            store_write_backlog: Gauge::default(),
             streams_busy: Gauge::default(),
             stream_loads: Counter::default(),
             stream_evictions: Counter::default(),
@@ -270,6 +272,11 @@ impl Metrics {
             "minipool_events",
             "Events waiting in loaded minipools",
             self.minipool_events.clone(),
+        );
+        r.register(
+            "store_write_backlog",
+            "Store writes the loop handed to the writer and it has not written yet",
+            self.store_write_backlog.clone(),
         );
         r.register(
             "add_to_quorum_seconds",

@@ -16,13 +16,13 @@ use tracing::debug;
 
 use crate::client::ClientJob;
 use crate::convert::{self, error};
-use crate::durability::Durability;
 use crate::event_loop::LoopMsg;
 use crate::executor::Executor;
 use crate::metrics::{Metrics, VerdictLabel, VerdictLabels};
 use crate::reads::{Found, Query, Reads};
 use crate::streams::Streams;
 use crate::workers::Workers;
+use crate::writer::Writer;
 
 /// A gossip batch whose events were opened on the workers.
 pub(crate) struct OpenedGossip {
@@ -60,7 +60,7 @@ pub(crate) struct Router {
     pub(crate) mailbox: mpsc::Sender<LoopMsg>,
     pub(crate) limits: Limits,
     pub(crate) metrics: Metrics,
-    pub(crate) durability: Durability,
+    pub(crate) writer: Writer,
     pub(crate) connected: HashSet<PeerId>,
 }
 
@@ -246,7 +246,7 @@ impl Router {
         executor.run(answer.effects);
         match answer.answer {
             CandidateVerdict::Stored => {
-                let durable = self.durability.mark();
+                let durable = self.writer.durable();
                 tokio::spawn(async move {
                     if durable.await {
                         responder

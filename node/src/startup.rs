@@ -22,11 +22,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use tracing::info;
 
 use crate::NodeConfig;
+use crate::after_writes::AfterWrites;
 use crate::blocks::Blocks;
 use crate::chain_follower;
 use crate::client::{Acks, ClientService, Watch};
 use crate::directory::Directory;
-use crate::durability::Durability;
 use crate::event_loop::{NodeLoop, PeerPlan, Status, apply_peer_plans, now_ms};
 use crate::executor::Executor;
 use crate::faults::Hook;
@@ -36,6 +36,7 @@ use crate::requests::Requests;
 use crate::router::Router;
 use crate::streams::Streams;
 use crate::workers::Workers;
+use crate::writer::WriteQueue;
 
 /// Room in the loop's mailbox.
 const MAILBOX: usize = 8_192;
@@ -161,7 +162,12 @@ impl Node {
         );
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let workers = Workers::spawn(threads, QUEUE);
-        let durability = Durability::spawn(store.clone(), metrics.store_flush.clone());
+        let writes = WriteQueue::spawn(
+            store.clone(),
+            metrics.store_write.clone(),
+            metrics.store_flush.clone(),
+        );
+        let writer = writes.writer();
         let blocks_seen = Blocks::new(provider.clone());
         let directory = Arc::new(RwLock::new(Directory::new(me, nodes, network)));
         let (mailbox_tx, mailbox) = mpsc::channel(MAILBOX);
@@ -189,15 +195,14 @@ impl Node {
             timeout: request_timeout,
             blocks: blocks_seen.clone(),
         };
+        let after_writes =
+            AfterWrites::spawn(writer.clone(), requests, acks.clone(), watch.clone());
         let executor = Executor::new(
             me,
-            store.clone(),
-            durability.clone(),
-            requests,
+            writes,
+            after_writes,
             registrar.clone(),
             p2p.clone(),
-            acks.clone(),
-            watch.clone(),
             metrics.clone(),
             directory.clone(),
             faults,
@@ -215,7 +220,7 @@ impl Node {
             acks,
             watch: watch.clone(),
             registrar,
-            durability: durability.clone(),
+            writer: writer.clone(),
             p2p: p2p.clone(),
             status,
             creations: config
@@ -233,7 +238,7 @@ impl Node {
             mailbox: mailbox_tx.clone(),
             limits,
             metrics: metrics.clone(),
-            durability,
+            writer: writer.clone(),
             connected: Default::default(),
         };
         let router_mailbox = mailbox_tx;
@@ -251,8 +256,14 @@ impl Node {
         );
         let mut engine = Engine::new(key.clone(), engine_config);
         replay_rules(&mut engine, &registry, start_block).await?;
-        let streams = Streams::open(engine, store.clone(), metrics.clone(), config.residency)
-            .map_err(store_error)?;
+        let streams = Streams::open(
+            engine,
+            store.clone(),
+            writer,
+            metrics.clone(),
+            config.residency,
+        )
+        .map_err(store_error)?;
         let mut node_loop = NodeLoop {
             me,
             streams,
@@ -260,7 +271,6 @@ impl Node {
             executor,
             router,
             directory,
-            store: store.clone(),
             watch,
             metrics: metrics.clone(),
             limits,

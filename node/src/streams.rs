@@ -3,14 +3,14 @@
 //! (its latest snapshot and the miniblocks after it, see `Store::load`) when an input concerns
 //! it, and an idle one (nothing in its minipool, no candidate, round, fetch or catch-up) is
 //! evicted once it has not been used for `evict_idle_after`, or sooner when more than
-//! `max_loaded` are in memory. A cold stream costs the node a set entry; it gets no ticks and
+//! `max_loaded` are in memory. A cold stream costs the node a map entry; it gets no ticks and
 //! leads no rounds until something happens to it.
 //!
 //! Everything that hands the engine an input about one stream goes through here, so a cold
 //! stream that receives an event, a proposal request, a candidate or a registration is loaded
 //! first and then behaves exactly like a hot one.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rill_engine::{Effect, Engine, Input, RestoredStream};
@@ -19,6 +19,7 @@ use rill_store::{Store, StoreError};
 use tracing::{debug, error, warn};
 
 use crate::metrics::Metrics;
+use crate::writer::Writer;
 
 /// How many streams stay in memory, and for how long.
 #[derive(Clone, Copy, Debug)]
@@ -42,10 +43,13 @@ impl Default for Residency {
 pub(crate) struct Streams {
     pub(crate) engine: Engine,
     store: Store,
+    /// The store's writer: its writes land before this reads a stream back.
+    writer: Writer,
     metrics: Metrics,
     residency: Residency,
-    /// Held in the store, not in the engine.
-    cold: HashSet<StreamId>,
+    /// Held in the store, not in the engine; with the store writer's position when each left
+    /// the engine (its last writes: reading it back waits for them).
+    cold: HashMap<StreamId, u64>,
     /// Loaded streams and when each was last used.
     used: HashMap<StreamId, Instant>,
     /// Streams whose stored state did not load: removed from the store, to be taken again
@@ -60,15 +64,17 @@ impl Streams {
     pub(crate) fn open(
         engine: Engine,
         store: Store,
+        writer: Writer,
         metrics: Metrics,
         residency: Residency,
     ) -> Result<Self, StoreError> {
         let mut streams = Self {
             engine,
             store,
+            writer,
             metrics,
             residency,
-            cold: HashSet::new(),
+            cold: HashMap::new(),
             used: HashMap::new(),
             broken: Vec::new(),
         };
@@ -78,10 +84,10 @@ impl Streams {
                 streams.store.remove_stream(&id)?;
                 continue;
             }
-            streams.cold.insert(id);
+            streams.cold.insert(id, 0);
         }
         for id in streams.store.streams_with_pending()? {
-            if streams.cold.contains(&id) {
+            if streams.cold.contains_key(&id) {
                 streams.load(&id)?;
             }
         }
@@ -90,7 +96,7 @@ impl Streams {
 
     /// Whether this node holds the stream (loaded or not).
     pub(crate) fn holds(&self, id: &StreamId) -> bool {
-        self.cold.contains(id) || self.engine.is_loaded(id)
+        self.cold.contains_key(id) || self.engine.is_loaded(id)
     }
 
     /// How many streams this node holds.
@@ -111,7 +117,7 @@ impl Streams {
     /// The engine, with `id` loaded if this node holds it. A stream this node does not hold is
     /// the engine's to refuse.
     pub(crate) fn for_stream(&mut self, id: &StreamId) -> &mut Engine {
-        if self.cold.contains(id)
+        if self.cold.contains_key(id)
             && let Err(e) = self.load(id)
         {
             // The disk failed under the read; the stream stays cold and the input is refused
@@ -140,8 +146,7 @@ impl Streams {
                 return effects;
             }
             Input::MiniblockRegistered { stream, num, .. }
-                if self.cold.contains(stream)
-                    && matches!(self.store.head(stream), Ok(Some((head, _))) if head >= *num) =>
+                if self.cold.contains_key(stream) && self.stored_head(stream) >= Some(*num) =>
             {
                 return Vec::new();
             }
@@ -168,7 +173,7 @@ impl Streams {
             }
             if self.engine.evict(&id) {
                 self.used.remove(&id);
-                self.cold.insert(id);
+                self.cold.insert(id, self.writer.submitted());
                 self.metrics.stream_evictions.inc();
                 loaded -= 1;
                 debug!(stream = %id, "evicted");
@@ -176,10 +181,25 @@ impl Streams {
         }
     }
 
+    /// A cold stream's promoted head as stored (once its last writes are applied).
+    fn stored_head(&self, id: &StreamId) -> Option<u64> {
+        self.settle(id);
+        self.store.head(id).ok().flatten().map(|(num, _)| num)
+    }
+
+    /// Waits until the writes a cold stream made before it left the engine are applied.
+    fn settle(&self, id: &StreamId) {
+        if let Some(position) = self.cold.get(id) {
+            self.writer.settle(*position);
+        }
+    }
+
     /// Loads a cold stream from the store. One whose stored state does not load is removed
     /// from the store (and reported through [`Self::take_broken`]); the node stays up.
     fn load(&mut self, id: &StreamId) -> Result<(), StoreError> {
         let started = Instant::now();
+        // Its last writes may still be on their way to the store.
+        self.settle(id);
         let window = self.engine.config().recency_window;
         let stored = match self.store.load(id, window) {
             Ok(stored) => stored,

@@ -25,11 +25,11 @@ pub(crate) use watch::Watch;
 
 use crate::convert::error;
 use crate::directory::{SharedDirectory, read};
-use crate::durability::Durability;
 use crate::event_loop::{LoopMsg, Status};
 use crate::metrics::Metrics;
 use crate::reads::{Found, Query, Reads};
 use crate::workers::Workers;
+use crate::writer::Writer;
 
 /// Client requests handled at once; more wait in the queue.
 const CONCURRENT_REQUESTS: usize = 512;
@@ -54,7 +54,7 @@ pub(crate) struct ClientService {
     pub(crate) acks: Acks,
     pub(crate) watch: Watch,
     pub(crate) registrar: Registrar,
-    pub(crate) durability: Durability,
+    pub(crate) writer: Writer,
     pub(crate) p2p: P2p,
     pub(crate) status: tokio::sync::watch::Receiver<Status>,
     /// Each client's stream-creation budget (`None`: unlimited).
@@ -320,7 +320,7 @@ impl ClientService {
             }
         }
         // Acknowledge only what is on disk (one flush serves every write since the last).
-        if !accepted.is_empty() && !self.durability.mark().await {
+        if !accepted.is_empty() && !self.writer.durable().await {
             for (i, _, _) in &accepted {
                 results[*i].error = Some(error(pb::ErrorCode::Internal, "the store cannot flush"));
             }
