@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::chain::registry_transactions;
 use crate::crypto;
 use crate::watch::{Book, latencies, watch};
-use crate::{Args, Devnet, percentile};
+use crate::{Args, Devnet, histogram_mean, percentile};
 
 /// A created stream and the indexes of its nodes.
 type Placed = (StreamId, Vec<usize>);
@@ -139,6 +139,19 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         secs(percentile(load.to_final.clone(), 0.5)) / block,
         secs(percentile(load.to_final, 0.99)) / block,
     );
+    // Where the time from add to promoted goes, as the nodes measured it themselves.
+    let mut stages = Vec::new();
+    for name in [
+        "rill_candidate_to_write_quorum_seconds",
+        "rill_candidate_to_registered_seconds",
+        "rill_add_to_promoted_seconds",
+    ] {
+        stages.push(nodes_mean(&devnet, name).await / block);
+    }
+    println!(
+        "| means over the nodes, in blocks: candidate → write quorum / candidate → registered / add → promoted on the node that took it | {:.2} / {:.2} / {:.2} |",
+        stages[0], stages[1], stages[2]
+    );
     println!("\nIdle, all streams held and evicted from memory ({idle:?} measured):\n");
     println!("| node | held | loaded | CPU (% of a core) | RSS | RSS empty | per held stream |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
@@ -156,6 +169,18 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
 }
 
 /// One `Info` client per node.
+/// The mean over the nodes that observed any of histogram `name`.
+async fn nodes_mean(devnet: &Devnet, name: &str) -> f64 {
+    let mut means = Vec::new();
+    for i in 0..devnet.processes.len() {
+        let mean = histogram_mean(devnet, i, name).await;
+        if mean > 0.0 {
+            means.push(mean);
+        }
+    }
+    means.iter().sum::<f64>() / means.len().max(1) as f64
+}
+
 async fn info_clients(devnet: &Devnet) -> anyhow::Result<Vec<Client>> {
     let mut clients = Vec::new();
     for i in 0..devnet.processes.len() {
