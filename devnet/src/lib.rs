@@ -102,12 +102,18 @@ pub fn anvil_state(dir: &Path) -> PathBuf {
 /// A port free on 127.0.0.1 now, for a process that binds it later. Taken below Linux's
 /// ephemeral range (32768–60999): a port the kernel hands out (`:0`) is also what it gives the
 /// next outgoing connection of any process, which could take it before the node binds it.
+/// Never the same port twice in one process: devnets launched at once (tests in parallel)
+/// would otherwise both find a port free before either binds it.
 pub fn free_port() -> anyhow::Result<u16> {
     use rand::Rng as _;
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
     let mut rng = rand::thread_rng();
     for _ in 0..200 {
         let port = rng.gen_range(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.insert(port);
             return Ok(port);
         }
     }

@@ -60,11 +60,17 @@ fn fire(budget: Duration, logs: &[PathBuf]) -> ! {
     std::process::exit(1)
 }
 
-/// The last `lines` lines of the file at `path` (empty if it cannot be read), each ending in a
+/// The last `lines` unindented lines of the file at `path` (empty if it cannot be read), each ending in a
 /// newline.
 pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+    // A backtrace's frames (indented) would push the error they follow out of the tail.
+    let tail: Vec<&str> = text
+        .lines()
+        .rev()
+        .filter(|line| !line.starts_with(' '))
+        .take(lines)
+        .collect();
     tail.iter().rev().map(|line| format!("{line}\n")).collect()
 }
 
