@@ -220,6 +220,7 @@ impl Node {
             acks,
             watch: watch.clone(),
             registrar,
+            registry: registry.clone(),
             writer: writer.clone(),
             p2p: p2p.clone(),
             status,

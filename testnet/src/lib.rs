@@ -49,6 +49,8 @@ pub struct Builder {
     network: NetworkConfig,
     residency: Residency,
     client_limits: ClientLimits,
+    /// Nodes that poll the chain at their own pace.
+    chain_polls: Vec<(usize, Duration)>,
 }
 
 impl Builder {
@@ -82,6 +84,13 @@ impl Builder {
         self
     }
 
+    /// Node `i` polls the chain every `interval` (default 100 ms): a node whose view of the
+    /// chain lags the others'.
+    pub fn chain_poll(mut self, i: usize, interval: Duration) -> Self {
+        self.chain_polls.push((i, interval));
+        self
+    }
+
     /// Changes the registry's network config.
     pub fn network(mut self, change: impl FnOnce(&mut NetworkConfig)) -> Self {
         change(&mut self.network);
@@ -104,7 +113,8 @@ impl Builder {
             .file
             .nodes
             .iter()
-            .map(|node| {
+            .enumerate()
+            .map(|(i, node)| {
                 let mut config = NodeConfig::new(
                     node.key_file.clone(),
                     node.data_dir.clone(),
@@ -117,6 +127,9 @@ impl Builder {
                 config.client_limits = self.client_limits;
                 config.metrics = Some("127.0.0.1:0".parse().expect("an address"));
                 config.faults = Some(faults.clone());
+                if let Some((_, interval)) = self.chain_polls.iter().find(|(n, _)| *n == i) {
+                    config.poll_interval = *interval;
+                }
                 config
             })
             .collect();
@@ -156,6 +169,7 @@ impl Testnet {
             network: NetworkConfig::default(),
             residency: Residency::default(),
             client_limits: ClientLimits::default(),
+            chain_polls: Vec::new(),
         }
     }
 

@@ -122,6 +122,40 @@ async fn events_in_a_random_sample_of_hundreds_of_streams_finalize_on_every_repl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_just_created_elsewhere_is_served_by_a_node_whose_chain_view_lags() {
+    logs();
+    // Node 1 reads the chain every 3 s, so it learns of new allocations up to 3 blocks late.
+    let net = Testnet::builder()
+        .nodes(3)
+        .replication(3)
+        .chain_poll(1, Duration::from_secs(3))
+        .start()
+        .await;
+    let creator = NodeKey::generate();
+    let laggard = net.client_with(1, creator.clone()).await;
+    for n in 0..3 {
+        let created = net
+            .client_with(0, creator.clone())
+            .await
+            .create_stream(None)
+            .await
+            .expect("created");
+        let stream = StreamId::from_slice(&created.stream_id).expect("a stream id");
+        // Straight to the lagging node: it catches up with the chain instead of refusing.
+        let (event, _) = laggard
+            .add_message(stream, &format!("right away {n}"), pb::Ack::Quorum)
+            .await
+            .unwrap_or_else(|e| panic!("stream {n}: the lagging node takes the event: {e}"));
+        net.expect_finalized(
+            stream,
+            &HashSet::from([event.hash()]),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_stream_leaves_memory_and_a_new_event_loads_it_and_finalizes() {
     logs();
     let net = Testnet::builder()

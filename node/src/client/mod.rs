@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::Address;
 use prost::Message as _;
-use rill_chain::{AllocationFailure, AllocationOutcome, NewStream, Registrar};
+use rill_chain::{AllocationFailure, AllocationOutcome, NewStream, Registrar, Registry};
 use rill_engine::Reject;
 use rill_p2p::limits::Buckets;
 use rill_p2p::{P2p, PeerId, Responder};
@@ -33,6 +33,8 @@ use crate::writer::Writer;
 
 /// Client requests handled at once; more wait in the queue.
 const CONCURRENT_REQUESTS: usize = 512;
+/// How long a request about an unknown stream waits for this node's view of the chain.
+const CATCH_UP: Duration = Duration::from_secs(5);
 /// How long an add waits for its quorum or miniblock.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -54,6 +56,8 @@ pub(crate) struct ClientService {
     pub(crate) acks: Acks,
     pub(crate) watch: Watch,
     pub(crate) registrar: Registrar,
+    /// Read-only: the chain's head, when a request names a stream not yet seen.
+    pub(crate) registry: Registry,
     pub(crate) writer: Writer,
     pub(crate) p2p: P2p,
     pub(crate) status: tokio::sync::watch::Receiver<Status>,
@@ -114,6 +118,20 @@ fn refuse_all(mut results: Vec<pb::AddEventResult>, reason: pb::Error) -> Vec<pb
     results
 }
 
+/// The stream a request is about, if it names a well-formed one.
+fn named_stream(kind: &pb::client_request::Kind) -> Option<StreamId> {
+    use pb::client_request::Kind;
+    let id = match kind {
+        Kind::Subscribe(r) => &r.stream_id,
+        Kind::AddEvent(r) => &r.stream_id,
+        Kind::AddEvents(r) => &r.stream_id,
+        Kind::GetStream(r) => &r.stream_id,
+        Kind::GetMiniblocks(r) => &r.stream_id,
+        Kind::CreateStream(_) | Kind::Info(_) => return None,
+    };
+    StreamId::from_slice(id)
+}
+
 fn stopping() -> pb::Error {
     error(pb::ErrorCode::Unavailable, "the node is stopping")
 }
@@ -146,6 +164,31 @@ impl ClientService {
         read(&self.directory).holds(stream)
     }
 
+    /// Reads the store once it holds everything this node has taken in so far (the genesis of
+    /// a stream it just learnt of, say): a client reads what the node already said it has.
+    async fn read(&self, query: Query) -> Result<Found, pb::Error> {
+        if !self.writer.applied(self.writer.submitted()).await {
+            return Err(error(pb::ErrorCode::Internal, "the node's store failed"));
+        }
+        self.reads.ask(query).await
+    }
+
+    /// A stream this node has not heard of may have been allocated in a block its chain
+    /// follower has not reached yet (another node created it a moment ago): before the request
+    /// is judged, this node's view catches up with the chain's head as the RPC reports it.
+    async fn catch_up_on(&self, stream: &StreamId) {
+        if read(&self.directory).stream_nodes(stream).is_some() {
+            return;
+        }
+        let head = match tokio::time::timeout(CATCH_UP, self.registry.block_number()).await {
+            Ok(Ok(head)) => head,
+            Ok(Err(e)) => return tracing::debug!(%stream, %e, "chain head unknown"),
+            Err(_) => return tracing::debug!(%stream, "chain head unknown: RPC timed out"),
+        };
+        let mut status = self.status.clone();
+        let _ = tokio::time::timeout(CATCH_UP, status.wait_for(|s| s.chain_head >= head)).await;
+    }
+
     async fn handle(&self, job: ClientJob) {
         use pb::client_request::Kind;
         let ClientJob {
@@ -159,6 +202,9 @@ impl ClientService {
                 .send(fail(error(pb::ErrorCode::Malformed, "empty request")))
                 .await;
         };
+        if let Some(stream) = named_stream(&kind) {
+            self.catch_up_on(&stream).await;
+        }
         let response = match kind {
             Kind::Subscribe(sub) => match stream_id(&sub.stream_id) {
                 Ok(stream) if self.holds(&stream) => {
@@ -208,8 +254,7 @@ impl ClientService {
                 Err(e) => fail(e),
             },
             Kind::GetStream(get) => match stream_id(&get.stream_id) {
-                Ok(stream) if self.holds(&stream) => match self.reads.ask(Query::Stream(get)).await
-                {
+                Ok(stream) if self.holds(&stream) => match self.read(Query::Stream(get)).await {
                     Ok(Found::Stream(mut got)) => {
                         got.served_by = self.me.to_vec();
                         ok(pb::client_response::Kind::GetStream(got))
@@ -222,7 +267,7 @@ impl ClientService {
             },
             Kind::GetMiniblocks(get) => match stream_id(&get.stream_id) {
                 Ok(stream) if self.holds(&stream) => {
-                    match self.reads.ask(Query::Miniblocks(get)).await {
+                    match self.read(Query::Miniblocks(get)).await {
                         Ok(Found::Miniblocks(m)) => ok(pb::client_response::Kind::GetMiniblocks(m)),
                         Ok(_) => unreachable!("a miniblocks query finds miniblocks"),
                         Err(e) => fail(e),
