@@ -30,6 +30,8 @@ struct Timings {
     candidates: HashMap<B256, Instant>,
     /// Candidates built here that have not reached their write quorum yet.
     built: HashMap<B256, Instant>,
+    /// When the last chain block was handed to the engine (leaders start their rounds then).
+    block_seen: Option<Instant>,
 }
 
 /// Carries out effects.
@@ -86,6 +88,7 @@ impl Executor {
 
     /// Records the last chain block handled, after the writes its effects made.
     pub(crate) fn last_block(&mut self, number: u64) {
+        self.timings.block_seen = Some(Instant::now());
         self.write_adds();
         self.writes.last_block(number);
     }
@@ -196,6 +199,11 @@ impl Executor {
             StoreOp::StoreCandidate { stream, miniblock } => {
                 if miniblock.producer() == self.me {
                     self.timings.built.insert(miniblock.hash(), Instant::now());
+                    if let Some(seen) = self.timings.block_seen {
+                        self.metrics
+                            .block_to_candidate
+                            .observe(seen.elapsed().as_secs_f64());
+                    }
                 }
                 Write::StoreCandidate { stream, miniblock }
             }

@@ -110,6 +110,7 @@ pub(crate) struct Metrics {
     pub(crate) add_to_quorum: Histogram,
     pub(crate) add_to_promoted: Histogram,
     pub(crate) candidate_to_registered: Histogram,
+    pub(crate) block_to_candidate: Histogram,
     pub(crate) candidate_to_write_quorum: Histogram,
     pub(crate) catch_up_page: Histogram,
     pub(crate) store_write: Histogram,
@@ -149,6 +150,7 @@ impl Metrics {
             add_to_quorum: seconds(),
             add_to_promoted: seconds(),
             candidate_to_registered: seconds(),
+            block_to_candidate: seconds(),
             candidate_to_write_quorum: seconds(),
             catch_up_page: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             store_write: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
@@ -287,6 +289,11 @@ impl Metrics {
             "add_to_promoted_seconds",
             "From a client's event admitted here to its miniblock promoted here",
             self.add_to_promoted.clone(),
+        );
+        r.register(
+            "block_to_candidate_seconds",
+            "From a chain block handed to the engine to a candidate built here in its round",
+            self.block_to_candidate.clone(),
         );
         r.register(
             "candidate_to_write_quorum_seconds",

@@ -21,6 +21,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry as MetricsRegistry;
 use rill_protocol::StreamId;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::{AllocationFailure, ChainError, MiniblockRegistration, RegistrationFailure, Registry};
 
@@ -37,6 +38,10 @@ pub struct RegistrarMetrics {
     pub rejected_entries: Counter,
     /// Transactions not mined within `receipt_timeout` (each is replaced while attempts remain).
     pub replacements: Counter,
+    /// How long entries waited in the queue before their transaction was sent (seconds).
+    pub queued: Histogram,
+    /// From sending a batch transaction to holding its receipt (seconds).
+    pub inclusion: Histogram,
 }
 
 impl Default for RegistrarMetrics {
@@ -47,6 +52,8 @@ impl Default for RegistrarMetrics {
             failed_batches: Counter::default(),
             rejected_entries: Counter::default(),
             replacements: Counter::default(),
+            queued: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            inclusion: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
         }
     }
 }
@@ -78,6 +85,16 @@ impl RegistrarMetrics {
             "replacements",
             "Registration transactions not mined in time, to be replaced (same nonce, higher fees)",
             self.replacements.clone(),
+        );
+        registry.register(
+            "queued_seconds",
+            "How long entries waited in the registrar's queue before their transaction was sent",
+            self.queued.clone(),
+        );
+        registry.register(
+            "inclusion_seconds",
+            "From sending a registration transaction to holding its receipt",
+            self.inclusion.clone(),
         );
     }
 }
@@ -187,9 +204,10 @@ impl From<ChainError> for RegistrarError {
 
 type Reply<T> = oneshot::Sender<Result<T, RegistrarError>>;
 
+/// A request to the task, with when it was made (its wait in the queue starts then).
 enum Command {
-    Register(MiniblockRegistration, Reply<RegistrationOutcome>),
-    Allocate(NewStream, Reply<AllocationOutcome>),
+    Register(MiniblockRegistration, Reply<RegistrationOutcome>, Instant),
+    Allocate(NewStream, Reply<AllocationOutcome>, Instant),
 }
 
 /// Handle to the registrar task. Cheap to clone; the task stops when every handle is dropped
@@ -221,11 +239,13 @@ impl Registrar {
         &self,
         entry: MiniblockRegistration,
     ) -> Result<RegistrationOutcome, RegistrarError> {
-        self.ask(|reply| Command::Register(entry, reply)).await
+        self.ask(|reply| Command::Register(entry, reply, Instant::now()))
+            .await
     }
 
     /// Queues a new stream and waits for the registry's verdict on it.
     pub async fn allocate(&self, stream: NewStream) -> Result<AllocationOutcome, RegistrarError> {
-        self.ask(|reply| Command::Allocate(stream, reply)).await
+        self.ask(|reply| Command::Allocate(stream, reply, Instant::now()))
+            .await
     }
 }

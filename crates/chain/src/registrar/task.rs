@@ -28,11 +28,11 @@ struct Queued<E, O> {
 }
 
 impl<E, O> Queued<E, O> {
-    fn new(entry: E, reply: Reply<O>) -> Self {
+    fn new(entry: E, reply: Reply<O>, since: Instant) -> Self {
         Self {
             entry,
             reply,
-            since: Instant::now(),
+            since,
         }
     }
 }
@@ -92,11 +92,13 @@ impl Task {
                 }
             };
             match command {
-                Some(Command::Register(entry, reply)) => {
-                    self.registrations.push_back(Queued::new(entry, reply));
+                Some(Command::Register(entry, reply, since)) => {
+                    self.registrations
+                        .push_back(Queued::new(entry, reply, since));
                 }
-                Some(Command::Allocate(stream, reply)) => {
-                    self.allocations.push_back(Queued::new(stream, reply));
+                Some(Command::Allocate(stream, reply, since)) => {
+                    self.allocations
+                        .push_back(Queued::new(stream, reply, since));
                 }
                 None => {
                     while !self.is_empty() {
@@ -135,6 +137,16 @@ impl Task {
         let contract = self.registry.contract().clone();
         let registry = self.registry.address();
         let sent = Instant::now();
+        for since in registrations
+            .iter()
+            .map(|q| q.since)
+            .chain(allocations.iter().map(|q| q.since))
+        {
+            self.config
+                .metrics
+                .queued
+                .observe((sent - since).as_secs_f64());
+        }
         let result = self
             .send(|| {
                 contract
@@ -147,6 +159,7 @@ impl Task {
         match result {
             Ok((allocated, registered)) => {
                 metrics.transactions.inc();
+                metrics.inclusion.observe(sent.elapsed().as_secs_f64());
                 metrics.batch_size.observe((take_a + take_r) as f64);
                 info!(
                     streams = take_a,

@@ -142,15 +142,18 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     // Where the time from add to promoted goes, as the nodes measured it themselves.
     let mut stages = Vec::new();
     for name in [
+        "rill_block_to_candidate_seconds",
         "rill_candidate_to_write_quorum_seconds",
         "rill_candidate_to_registered_seconds",
+        "rill_registration_queued_seconds",
+        "rill_registration_inclusion_seconds",
         "rill_add_to_promoted_seconds",
     ] {
         stages.push(nodes_mean(&devnet, name).await / block);
     }
     println!(
-        "| means over the nodes, in blocks: candidate → write quorum / candidate → registered / add → promoted on the node that took it | {:.2} / {:.2} / {:.2} |",
-        stages[0], stages[1], stages[2]
+        "| means over the nodes, in blocks: block → candidate built / candidate → write quorum / write quorum → registered (of which in the registrar's queue / sent → receipt) / add → promoted on the node that took it | {:.2} / {:.2} / {:.2} ({:.2} / {:.2}) / {:.2} |",
+        stages[0], stages[1], stages[2], stages[3], stages[4], stages[5]
     );
     println!("\nIdle, all streams held and evicted from memory ({idle:?} measured):\n");
     println!("| node | held | loaded | CPU (% of a core) | RSS | RSS empty | per held stream |");
