@@ -101,6 +101,7 @@ pub(crate) struct Metrics {
     pub(crate) store_write_backlog: Gauge,
     pub(crate) streams_busy: Gauge,
     pub(crate) stream_loads: Counter,
+    pub(crate) streams_loaded_at_start: Gauge,
     pub(crate) stream_evictions: Counter,
     pub(crate) stream_load_failures: Counter,
     pub(crate) stream_load_miniblocks: Histogram,
@@ -141,6 +142,7 @@ impl Metrics {
             store_write_backlog: Gauge::default(),
             streams_busy: Gauge::default(),
             stream_loads: Counter::default(),
+            streams_loaded_at_start: Gauge::default(),
             stream_evictions: Counter::default(),
             stream_load_failures: Counter::default(),
             stream_load_miniblocks: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
@@ -234,6 +236,11 @@ impl Metrics {
             "streams_held",
             "Streams this node holds (in its store)",
             self.streams_held.clone(),
+        );
+        r.register(
+            "streams_loaded_at_start",
+            "Streams loaded when the node opened its store (those with work pending: minipool events, candidates, history to backfill)",
+            self.streams_loaded_at_start.clone(),
         );
         r.register(
             "stream_loads",

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use rill_engine::{Effect, Engine, Input, RestoredStream};
 use rill_protocol::StreamId;
 use rill_store::{Store, StoreError};
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::metrics::Metrics;
 use crate::writer::Writer;
@@ -90,6 +90,11 @@ impl Streams {
             if streams.cold.contains_key(&id) {
                 streams.load(&id)?;
             }
+        }
+        let at_start = streams.used.len();
+        streams.metrics.streams_loaded_at_start.set(at_start as i64);
+        if at_start > 0 {
+            info!(streams = at_start, "loaded the streams with work pending");
         }
         Ok(streams)
     }
@@ -209,6 +214,8 @@ impl Streams {
             Err(e) => return Err(e),
         };
         let read = stored.miniblocks.len();
+        let (pooled, candidates) = (stored.minipool.len(), stored.candidates.len());
+        let gap = stored.gap.as_ref().map(|g| (g.down_to, g.below));
         let restored = RestoredStream {
             id: stored.id,
             nodes: stored.nodes,
@@ -232,7 +239,7 @@ impl Streams {
         self.metrics
             .stream_load
             .observe(started.elapsed().as_secs_f64());
-        debug!(stream = %id, miniblocks = read, "loaded");
+        debug!(stream = %id, miniblocks = read, pooled, candidates, ?gap, "loaded");
         Ok(())
     }
 
