@@ -24,15 +24,21 @@ use crate::{ChainError, MiniblockRegistration, Registry, RegistryEvent};
 struct Queued<E, O> {
     entry: E,
     reply: Reply<O>,
+    /// When the caller asked (the queue-wait metric counts from here).
+    asked: Instant,
+    /// When the task took it in (the batch deadline counts from here: an entry that waited
+    /// in the channel behind a transaction in flight must not make the next batch leave
+    /// before the others waiting with it are in).
     since: Instant,
 }
 
 impl<E, O> Queued<E, O> {
-    fn new(entry: E, reply: Reply<O>, since: Instant) -> Self {
+    fn new(entry: E, reply: Reply<O>, asked: Instant) -> Self {
         Self {
             entry,
             reply,
-            since,
+            asked,
+            since: Instant::now(),
         }
     }
 }
@@ -87,28 +93,36 @@ impl Task {
             let command = tokio::select! {
                 command = self.receiver.recv() => command,
                 _ = sleep_until(deadline) => {
+                    // Everything already asked for rides this transaction.
+                    while let Ok(command) = self.receiver.try_recv() {
+                        self.take(command);
+                    }
                     self.flush_one().await;
                     continue;
                 }
             };
-            match command {
-                Some(Command::Register(entry, reply, since)) => {
-                    self.registrations
-                        .push_back(Queued::new(entry, reply, since));
+            let Some(command) = command else {
+                while !self.is_empty() {
+                    self.flush_one().await;
                 }
-                Some(Command::Allocate(stream, reply, since)) => {
-                    self.allocations
-                        .push_back(Queued::new(stream, reply, since));
-                }
-                None => {
-                    while !self.is_empty() {
-                        self.flush_one().await;
-                    }
-                    return;
-                }
-            }
+                return;
+            };
+            self.take(command);
             while self.full() {
                 self.flush_one().await;
+            }
+        }
+    }
+
+    fn take(&mut self, command: Command) {
+        match command {
+            Command::Register(entry, reply, asked) => {
+                self.registrations
+                    .push_back(Queued::new(entry, reply, asked));
+            }
+            Command::Allocate(stream, reply, asked) => {
+                self.allocations
+                    .push_back(Queued::new(stream, reply, asked));
             }
         }
     }
@@ -137,15 +151,15 @@ impl Task {
         let contract = self.registry.contract().clone();
         let registry = self.registry.address();
         let sent = Instant::now();
-        for since in registrations
+        for asked in registrations
             .iter()
-            .map(|q| q.since)
-            .chain(allocations.iter().map(|q| q.since))
+            .map(|q| q.asked)
+            .chain(allocations.iter().map(|q| q.asked))
         {
             self.config
                 .metrics
                 .queued
-                .observe((sent - since).as_secs_f64());
+                .observe((sent - asked).as_secs_f64());
         }
         let result = self
             .send(|| {

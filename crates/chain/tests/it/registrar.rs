@@ -65,6 +65,51 @@ async fn batch_of_100_entries_registers_in_one_transaction() {
     }
 }
 
+/// Entries asked for while a transaction is in flight wait in the registrar's channel; once it
+/// is mined they all leave in the next one, not one by one (their wait so far must not make
+/// the batch leave before the rest of them are in: that fed on itself, one entry per block
+/// behind an ever longer queue).
+#[tokio::test]
+async fn entries_that_waited_behind_a_transaction_in_flight_leave_together_in_the_next() {
+    let chain = Chain::start(None).await;
+    let node = chain.add_node().await;
+    let mut streams = Vec::new();
+    for _ in 0..31 {
+        streams.push(allocate(&node, &[&node], B256::ZERO).await);
+    }
+    anvil_call(&chain, "evm_setAutomine", serde_json::json!([false])).await;
+    let registrar = registrar(&node, 100);
+    let first = tokio::spawn({
+        let registrar = registrar.clone();
+        let entry = next(streams[0], B256::ZERO, 1);
+        async move { registrar.register(entry).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiting = tokio::spawn({
+        let registrar = registrar.clone();
+        let entries: Vec<_> = streams[1..]
+            .iter()
+            .map(|s| next(*s, B256::ZERO, 1))
+            .collect();
+        async move { join_all(entries.iter().map(|e| registrar.register(*e))).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    anvil_call(&chain, "anvil_mine", serde_json::json!([1])).await;
+    anvil_call(&chain, "evm_setAutomine", serde_json::json!([true])).await;
+
+    let tx = |outcome: Result<RegistrationOutcome, _>| match outcome {
+        Ok(RegistrationOutcome::Registered { tx, .. }) => tx,
+        other => panic!("expected registered, got {other:?}"),
+    };
+    let first = tx(first.await.unwrap());
+    let txs: HashSet<_> = waiting.await.unwrap().into_iter().map(tx).collect();
+    assert_eq!(txs.len(), 1, "the 30 that waited leave in one transaction");
+    assert!(
+        !txs.contains(&first),
+        "and not in the one they waited behind"
+    );
+}
+
 #[tokio::test]
 async fn bad_entries_are_rejected_with_their_reason_while_the_rest_apply() {
     let chain = Chain::start(None).await;
