@@ -263,6 +263,44 @@ async fn a_replica_restarted_with_a_long_history_loads_the_stream_from_its_lates
     );
 }
 
+/// The counterpart of the cold restart: a node that goes down with an event in its minipool
+/// (no majority up to cut it) loads that stream when it opens its store, and the event
+/// finalizes once the others are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_pooled_events_loads_their_stream_at_start() {
+    logs();
+    let mut net = Testnet::builder()
+        .nodes(3)
+        .replication(3)
+        .block_time(Duration::from_millis(500))
+        .start()
+        .await;
+    let creator = NodeKey::generate();
+    let stream = create_streams(&net, &creator, 1).await[0];
+    net.stop(1).await;
+    net.stop(2).await;
+    let client = net.client_with(0, creator.clone()).await;
+    let (event, _) = client
+        .add_message(stream, "pooled across a restart", pb::Ack::Local)
+        .await
+        .expect("node 0 takes the event alone");
+    net.stop(0).await;
+    net.restart(0).await;
+    assert_eq!(
+        net.metric(0, "rill_streams_loaded_at_start").await,
+        1.0,
+        "the stream with a pooled event is loaded at start"
+    );
+    net.restart(1).await;
+    net.restart(2).await;
+    net.expect_finalized(
+        stream,
+        &HashSet::from([event.hash()]),
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_far_behind_starts_from_a_peers_snapshot_then_backfills_the_history() {
     logs();

@@ -36,14 +36,20 @@ fn registrar(node: &TestNode, max_batch: usize) -> Registrar {
     )
 }
 
+/// `count` streams placed on `node` alone, each allocated in its own transaction.
+async fn own_streams(node: &TestNode, count: usize) -> Vec<StreamId> {
+    let mut streams = Vec::new();
+    for _ in 0..count {
+        streams.push(allocate(node, &[node], B256::ZERO).await);
+    }
+    streams
+}
+
 #[tokio::test]
 async fn batch_of_100_entries_registers_in_one_transaction() {
     let chain = Chain::start(None).await;
     let node = chain.add_node().await;
-    let mut streams = Vec::new();
-    for _ in 0..100 {
-        streams.push(allocate(&node, &[&node], B256::ZERO).await);
-    }
+    let streams = own_streams(&node, 100).await;
     let registrar = registrar(&node, 100);
     let entries: Vec<_> = streams.iter().map(|s| next(*s, B256::ZERO, 1)).collect();
     let outcomes = join_all(entries.iter().map(|e| registrar.register(*e))).await;
@@ -73,10 +79,7 @@ async fn batch_of_100_entries_registers_in_one_transaction() {
 async fn entries_that_waited_behind_a_transaction_in_flight_leave_together_in_the_next() {
     let chain = Chain::start(None).await;
     let node = chain.add_node().await;
-    let mut streams = Vec::new();
-    for _ in 0..31 {
-        streams.push(allocate(&node, &[&node], B256::ZERO).await);
-    }
+    let streams = own_streams(&node, 31).await;
     anvil_call(&chain, "evm_setAutomine", serde_json::json!([false])).await;
     let registrar = registrar(&node, 100);
     let first = tokio::spawn({
