@@ -14,13 +14,6 @@ pub(crate) fn numbered(id: &StreamId, num: u64) -> [u8; 40] {
     key
 }
 
-pub(crate) fn hashed(id: &StreamId, hash: &B256) -> [u8; 64] {
-    let mut key = [0u8; 64];
-    key[..32].copy_from_slice(&id.0);
-    key[32..].copy_from_slice(hash.as_slice());
-    key
-}
-
 pub(crate) fn candidate(id: &StreamId, num: u64, hash: &B256) -> [u8; 72] {
     let mut key = [0u8; 72];
     key[..40].copy_from_slice(&numbered(id, num));

@@ -1,9 +1,10 @@
 //! Persistence of a node's streams in sled.
 //!
 //! Trees: `events` (hash → envelope bytes, shared by minipools, candidates and miniblocks),
-//! `streams` (id → its nodes), `minipool` (id ‖ seq → hash, in arrival order) with its index
-//! `minipool_index` (id ‖ hash → seq), `candidates` (id ‖ num ‖ hash → miniblock), `miniblocks`
-//! (id ‖ num → miniblock), `heads` (id → num ‖ hash) and `meta` (the last chain block seen).
+//! `streams` (id → its nodes), `minipool` (id ‖ seq → the hashes one addition brought, in
+//! arrival order: a row per write, not per event), `candidates` (id ‖ num ‖ hash →
+//! miniblock), `miniblocks` (id ‖ num → miniblock), `heads` (id → num ‖ hash) and `meta` (the
+//! last chain block seen).
 //! Storing a candidate and promoting a miniblock are each one sled transaction, so a node
 //! killed at any point reopens to a consistent state; [`Store::load`] rebuilds what the engine
 //! needs after a restart.
@@ -14,6 +15,7 @@
 
 mod gap;
 mod keys;
+mod minipool;
 mod reads;
 mod store;
 

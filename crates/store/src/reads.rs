@@ -96,20 +96,6 @@ impl Store {
             .collect()
     }
 
-    /// The minipool's envelopes, in arrival order.
-    pub fn minipool(&self, id: &StreamId) -> Result<Vec<pb::Envelope>, StoreError> {
-        let mut out = Vec::new();
-        for hash in self.minipool.scan_prefix(keys::stream_prefix(id)).values() {
-            let hash = hash?;
-            let bytes = self
-                .events
-                .get(&hash)?
-                .ok_or_else(|| StoreError::Corrupt("minipool names a missing event".into()))?;
-            out.push(decode_envelope(&bytes)?);
-        }
-        Ok(out)
-    }
-
     /// What the engine needs to load the stream: the promoted miniblocks from its base (the
     /// genesis, or the latest miniblock that carries a snapshot) or from `window` before the
     /// head, whichever is older, then its minipool and its candidates. How much is read does

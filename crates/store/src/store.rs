@@ -1,6 +1,6 @@
 //! The store handle.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use alloy_primitives::{Address, B256};
@@ -138,8 +138,8 @@ pub struct Store {
     pub(crate) db: sled::Db,
     pub(crate) events: sled::Tree,
     pub(crate) streams: sled::Tree,
+    /// Per stream, one row per minipool addition: the hashes it brought, in order.
     pub(crate) minipool: sled::Tree,
-    pub(crate) minipool_index: sled::Tree,
     pub(crate) candidates: sled::Tree,
     pub(crate) miniblocks: sled::Tree,
     pub(crate) heads: sled::Tree,
@@ -177,11 +177,12 @@ impl Store {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = open_sled(dir)?;
+        // The first layout's per-event index of the minipool; rows say it all now.
+        db.drop_tree("minipool_index")?;
         Ok(Self {
             events: db.open_tree("events")?,
             streams: db.open_tree("streams")?,
             minipool: db.open_tree("minipool")?,
-            minipool_index: db.open_tree("minipool_index")?,
             candidates: db.open_tree("candidates")?,
             miniblocks: db.open_tree("miniblocks")?,
             heads: db.open_tree("heads")?,
@@ -262,12 +263,7 @@ impl Store {
     /// older version recorded without its genesis).
     pub fn remove_stream(&self, id: &StreamId) -> Result<(), StoreError> {
         let prefix = keys::stream_prefix(id);
-        for tree in [
-            &self.minipool,
-            &self.minipool_index,
-            &self.candidates,
-            &self.miniblocks,
-        ] {
+        for tree in [&self.minipool, &self.candidates, &self.miniblocks] {
             for key in tree.scan_prefix(prefix).keys() {
                 tree.remove(key?)?;
             }
@@ -338,58 +334,6 @@ impl Store {
         )))
     }
 
-    /// Adds events to the stream's minipool in one write, in order (idempotent: events
-    /// already there are skipped).
-    pub fn add_to_minipool(&self, id: &StreamId, events: &[ParsedEvent]) -> Result<(), StoreError> {
-        let mut new = Vec::with_capacity(events.len());
-        let mut seen = std::collections::HashSet::with_capacity(events.len());
-        for event in events {
-            let index_key = keys::hashed(id, &event.hash());
-            if seen.insert(event.hash()) && !self.minipool_index.contains_key(index_key)? {
-                new.push((index_key, event));
-            }
-        }
-        if new.is_empty() {
-            return Ok(());
-        }
-        let prefix = keys::stream_prefix(id);
-        let first = match self.minipool.scan_prefix(prefix).keys().next_back() {
-            Some(key) => keys::num_of(&key?) + 1,
-            None => 0,
-        };
-        let encoded: Vec<_> = new
-            .iter()
-            .map(|(index_key, event)| (index_key, event.hash(), event.envelope().encode_to_vec()))
-            .collect();
-        (&self.events, &self.minipool, &self.minipool_index).transaction(
-            |(events, minipool, index)| -> TxResult<()> {
-                for (seq, (index_key, hash, envelope)) in (first..).zip(&encoded) {
-                    events.insert(hash.as_slice(), envelope.as_slice())?;
-                    minipool.insert(keys::numbered(id, seq).as_slice(), hash.as_slice())?;
-                    index.insert(index_key.as_slice(), &seq.to_be_bytes()[..])?;
-                }
-                Ok(())
-            },
-        )?;
-        Ok(())
-    }
-
-    /// Removes events from the minipool.
-    pub fn drop_from_minipool(&self, id: &StreamId, hashes: &[B256]) -> Result<(), StoreError> {
-        (&self.events, &self.minipool, &self.minipool_index).transaction(
-            |(events, minipool, index)| -> TxResult<()> {
-                for hash in hashes {
-                    if let Some(seq) = index.remove(keys::hashed(id, hash).as_slice())? {
-                        minipool.remove(keys::numbered(id, seq_of(&seq)?).as_slice())?;
-                        events.remove(hash.as_slice())?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        Ok(())
-    }
-
     /// Stores a candidate and its events in one write, beside other candidates.
     pub fn store_candidate(
         &self,
@@ -440,7 +384,7 @@ impl Store {
         };
         let encoded: Vec<Encoded> = run
             .iter()
-            .map(|m| self.encode_new(m))
+            .map(|m| self.encode_promoted(id, m))
             .collect::<Result<_, _>>()?;
         // Transactions cannot scan: find the candidates to remove first. This store has one
         // writer (the node's engine loop), so nothing adds one in between.
@@ -452,33 +396,32 @@ impl Store {
             )
             .keys()
             .collect::<Result<_, _>>()?;
+        let included: HashSet<B256> = run
+            .iter()
+            .flat_map(|m| m.events().iter().map(|e| e.hash()))
+            .collect();
+        let pool = self.pool_removal(id, &included)?;
         let mut head_value = last.num().to_be_bytes().to_vec();
         head_value.extend_from_slice(last.hash().as_slice());
         let gap = gap.map(StoredGap::encode);
         let trees = (
             &self.events,
             &self.minipool,
-            &self.minipool_index,
             &self.candidates,
             &self.miniblocks,
             &self.heads,
             &self.gaps,
         );
         trees.transaction(
-            |(tree, minipool, index, candidates, miniblocks, heads, gaps)| -> TxResult<()> {
+            |(tree, minipool, candidates, miniblocks, heads, gaps)| -> TxResult<()> {
                 for (miniblock, (header, events)) in run.iter().zip(&encoded) {
                     for (hash, bytes) in events {
                         tree.insert(hash.as_slice(), bytes.as_slice())?;
                     }
-                    for event in miniblock.events() {
-                        let key = keys::hashed(id, &event.hash());
-                        if let Some(seq) = index.remove(key.as_slice())? {
-                            minipool.remove(keys::numbered(id, seq_of(&seq)?).as_slice())?;
-                        }
-                    }
                     let key = keys::numbered(id, miniblock.num());
                     miniblocks.insert(key.as_slice(), header.as_slice())?;
                 }
+                pool.apply(minipool)?;
                 for key in &stale {
                     candidates.remove(key)?;
                 }
@@ -490,6 +433,22 @@ impl Store {
             },
         )?;
         Ok(())
+    }
+
+    /// A miniblock as promotion writes it: like [`Self::encode_new`], but a miniblock stored
+    /// as a candidate here already had its events written then, so they are not looked up
+    /// one by one.
+    fn encode_promoted(
+        &self,
+        id: &StreamId,
+        miniblock: &ParsedMiniblock,
+    ) -> Result<Encoded, StoreError> {
+        let key = keys::candidate(id, miniblock.num(), &miniblock.hash());
+        if self.candidates.contains_key(key)? {
+            let header = miniblock.header_event().envelope().encode_to_vec();
+            return Ok((header, Vec::new()));
+        }
+        self.encode_new(miniblock)
     }
 
     /// A miniblock as it is written: its header envelope, and those of its events that
@@ -560,13 +519,4 @@ fn seq_of_bytes(bytes: &[u8]) -> u64 {
     let n = bytes.len().min(8);
     out[8 - n..].copy_from_slice(&bytes[..n]);
     u64::from_be_bytes(out)
-}
-
-pub(crate) fn seq_of(bytes: &[u8]) -> TxResult<u64> {
-    if bytes.len() != 8 {
-        return Err(ConflictableTransactionError::Abort(StoreError::Corrupt(
-            "minipool index".into(),
-        )));
-    }
-    Ok(seq_of_bytes(bytes))
 }

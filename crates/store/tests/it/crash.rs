@@ -39,11 +39,13 @@ fn writer_child() {
                 message(&head, salt)
             })
             .collect();
-        for e in &events {
+        // One at a time, then one write of ten: the promotion below uses part of that row.
+        for e in &events[..10] {
             store
                 .add_to_minipool(&STREAM, std::slice::from_ref(e))
                 .unwrap();
         }
+        store.add_to_minipool(&STREAM, &events[10..]).unwrap();
         let candidate = next(Some(&head), events[..15].to_vec());
         store.store_candidate(&STREAM, &candidate).unwrap();
         store.promote(&STREAM, &candidate).unwrap();

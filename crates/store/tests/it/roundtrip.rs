@@ -93,6 +93,95 @@ fn a_batch_enters_the_minipool_in_order_once_and_its_events_are_not_written_agai
 }
 
 #[test]
+fn a_promotion_that_uses_part_of_a_write_keeps_the_rest_in_arrival_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis();
+    let pool: Vec<_> = (0..8).map(|i| message(&g, i)).collect();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .create_stream(&STREAM, &[key(1).address()], &g)
+            .unwrap();
+        store.add_to_minipool(&STREAM, &pool[..3]).unwrap();
+        store.add_to_minipool(&STREAM, &pool[3..6]).unwrap();
+        store.add_to_minipool(&STREAM, &pool[6..]).unwrap();
+        // The first write whole, the middle of the second, nothing of the third.
+        let m1 = next(
+            Some(&g),
+            vec![
+                pool[0].clone(),
+                pool[4].clone(),
+                pool[1].clone(),
+                pool[2].clone(),
+            ],
+        );
+        store.promote(&STREAM, &m1).unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let left = [3, 5, 6, 7].map(|i| pool[i].hash()).to_vec();
+    assert_eq!(hashes(&store.load(&STREAM, 32).unwrap().minipool), left);
+    store
+        .drop_from_minipool(&STREAM, &[pool[6].hash()])
+        .unwrap();
+    assert_eq!(
+        hashes(&store.load(&STREAM, 32).unwrap().minipool),
+        [3, 5, 7].map(|i| pool[i].hash()).to_vec()
+    );
+    assert!(
+        store.events(&[pool[6].hash()]).unwrap().is_empty(),
+        "its bytes are gone"
+    );
+}
+
+#[test]
+fn a_minipool_written_by_the_first_layout_loads() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis();
+    let pool: Vec<_> = (0..3).map(|i| message(&g, i)).collect();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .create_stream(&STREAM, &[key(1).address()], &g)
+            .unwrap();
+        store.flush().unwrap();
+    }
+    {
+        // One row per event (`id ‖ seq → hash`) beside its index, as the first layout wrote.
+        let db = rill_store::open_sled(dir.path()).unwrap();
+        let (events, minipool, index) = (
+            db.open_tree("events").unwrap(),
+            db.open_tree("minipool").unwrap(),
+            db.open_tree("minipool_index").unwrap(),
+        );
+        for (seq, event) in (0u64..).zip(&pool) {
+            let mut key = STREAM.0.to_vec();
+            key.extend_from_slice(&seq.to_be_bytes());
+            events
+                .insert(event.hash().as_slice(), event.envelope().encode_to_vec())
+                .unwrap();
+            minipool.insert(&key, event.hash().as_slice()).unwrap();
+            let mut index_key = STREAM.0.to_vec();
+            index_key.extend_from_slice(event.hash().as_slice());
+            index.insert(index_key, &seq.to_be_bytes()).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        hashes(&store.load(&STREAM, 32).unwrap().minipool),
+        hashes(&pool)
+    );
+    let m1 = next(Some(&g), pool[..2].to_vec());
+    store.promote(&STREAM, &m1).unwrap();
+    assert_eq!(
+        hashes(&store.load(&STREAM, 32).unwrap().minipool),
+        hashes(&pool[2..])
+    );
+}
+
+#[test]
 fn racing_candidates_are_kept_side_by_side_until_one_is_promoted() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
