@@ -51,6 +51,9 @@ pub(crate) struct Executor {
     /// Minipool additions to one stream in a row, written as one store write before any
     /// effect that must follow them (see [`Self::run`]).
     adds: Option<(StreamId, Vec<ParsedEvent>)>,
+    /// Notifications that came between those additions: carried out right after their write
+    /// is submitted, so that they do not split it.
+    notifications: Vec<Notification>,
 }
 
 impl Executor {
@@ -78,6 +81,7 @@ impl Executor {
             faults,
             timings: Timings::default(),
             adds: None,
+            notifications: Vec::new(),
         }
     }
 
@@ -100,9 +104,10 @@ impl Executor {
 
     /// Carries out `effects`, in order. Minipool additions in a row (a client's batch, a
     /// gossip batch) become one store write, submitted before the next effect that others
-    /// could observe (another write, a request, a registration, a notification) and at the
-    /// end; what others observe waits for the writes before it (see `after_writes.rs`), so
-    /// nothing leaves the node before the write it follows. Gossip only enters the outbox
+    /// could observe (another write, a request, a registration) and at the end; the
+    /// notifications among them (an event admitted, a quorum) wait until that write is
+    /// submitted. What others observe waits for the writes before it (see `after_writes.rs`),
+    /// so nothing leaves the node before the write it follows. Gossip only enters the outbox
     /// here and leaves once durable.
     pub(crate) fn run(&mut self, effects: Vec<Effect>) {
         for effect in effects {
@@ -139,10 +144,10 @@ impl Executor {
                     self.write_adds();
                     self.register(registration);
                 }
-                Effect::Notify(notification) => {
-                    self.write_adds();
-                    self.notify(notification);
+                Effect::Notify(notification) if self.adds.is_some() => {
+                    self.notifications.push(notification);
                 }
+                Effect::Notify(notification) => self.notify(notification),
                 Effect::Rejected { reason, .. } => self.metrics.reject(reason.code()),
             }
         }
@@ -169,10 +174,14 @@ impl Executor {
             .push(event);
     }
 
-    /// Submits the queued minipool additions, if any.
+    /// Submits the queued minipool additions, if any, then the notifications that came
+    /// among them.
     fn write_adds(&mut self) {
         if let Some((stream, events)) = self.adds.take() {
             self.write(Write::AddToMinipool { stream, events });
+        }
+        for notification in std::mem::take(&mut self.notifications) {
+            self.notify(notification);
         }
     }
 
