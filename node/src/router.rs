@@ -3,7 +3,7 @@
 //! signature checks) happens on the worker pool; what the pool cannot take is shed (gossip
 //! ignored, requests answered "busy"), never queued without bound.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use alloy_primitives::{Address, B256};
 use rill_engine::{CandidateVerdict, PeerGossip, StreamView, Verdict};
@@ -371,7 +371,7 @@ impl Router {
                 };
                 let candidate = c.candidate.unwrap_or_default();
                 // Events this node already opened are not verified again.
-                let known: Vec<ParsedEvent> = streams
+                let known: HashMap<B256, ParsedEvent> = streams
                     .for_stream(&stream)
                     .stream(&stream)
                     .map(|view| {
@@ -379,14 +379,14 @@ impl Router {
                             .events
                             .iter()
                             .filter_map(|e| B256::try_from(e.hash.as_slice()).ok())
-                            .filter_map(|h| view.pool_event(&h).cloned())
+                            .filter_map(|h| view.pool_event(&h).map(|e| (h, e.clone())))
                             .collect()
                     })
                     .unwrap_or_default();
                 let (mailbox, limits) = (self.mailbox.clone(), self.limits);
                 let job = move || {
                     let miniblock = ParsedMiniblock::open_reusing(candidate, &limits, |hash| {
-                        known.iter().find(|e| e.hash() == *hash).cloned()
+                        known.get(hash).cloned()
                     });
                     let _ = mailbox.blocking_send(LoopMsg::Candidate(OpenedCandidate {
                         from,
