@@ -1,6 +1,7 @@
 //! A stream's minipool: the admitted events that wait for a miniblock, in arrival order, which
 //! of the stream's nodes are known to hold each of them, and when each is due to be pushed
-//! again to the nodes that have not confirmed holding it.
+//! again to the nodes that have not confirmed holding it (a schedule ordered by time, so a
+//! tick visits only the events that are due, never the whole pool).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -25,8 +26,8 @@ struct Pooled {
 pub(crate) struct Minipool {
     order: Vec<B256>,
     events: HashMap<B256, Pooled>,
-    /// No push is due before this (a lower bound).
-    next_push_ms: u64,
+    /// When each pooled event is next pushed: `(next_push_ms, hash)`.
+    schedule: BTreeSet<(u64, B256)>,
 }
 
 impl Minipool {
@@ -76,13 +77,14 @@ impl Minipool {
                 pushes: 0,
             },
         );
-        self.next_push_ms = self.next_push_ms.min(push_at_ms);
+        self.schedule.insert((push_at_ms, hash));
         true
     }
 
     /// The events due for a push at `now`, each with the `nodes` not known to hold it, in
-    /// arrival order; each is rescheduled after a doubling delay (from `delay_ms` up to
-    /// `max_delay_ms`). Costs nothing when nothing is due.
+    /// the order they fell due; each is rescheduled after a doubling delay (from `delay_ms` up
+    /// to `max_delay_ms`), and one every node holds leaves the schedule. Visits only what is
+    /// due.
     pub(crate) fn due_pushes(
         &mut self,
         now: u64,
@@ -91,24 +93,27 @@ impl Minipool {
         max_delay_ms: u64,
     ) -> Vec<(Address, ParsedEvent)> {
         let mut due = Vec::new();
-        if now < self.next_push_ms {
-            return due;
-        }
-        let mut next = u64::MAX;
-        for hash in &self.order {
-            let Some(pooled) = self.events.get_mut(hash) else {
+        while let Some(&(at, hash)) = self.schedule.first() {
+            if at > now {
+                break;
+            }
+            self.schedule.pop_first();
+            let Some(pooled) = self.events.get_mut(&hash) else {
                 continue;
             };
-            if pooled.next_push_ms <= now {
-                let lacking = nodes.iter().filter(|n| !pooled.holders.contains(*n));
-                due.extend(lacking.map(|n| (*n, pooled.event.clone())));
-                pooled.pushes = pooled.pushes.saturating_add(1);
-                let backoff = delay_ms.saturating_mul(1u64 << pooled.pushes.min(16));
-                pooled.next_push_ms = now + backoff.min(max_delay_ms);
+            let before = due.len();
+            let lacking = nodes.iter().filter(|n| !pooled.holders.contains(*n));
+            due.extend(lacking.map(|n| (*n, pooled.event.clone())));
+            if due.len() == before {
+                // Every node holds it: nothing more to push (a node that forgets it after a
+                // restart gets it back from proposal rounds and its own fetches).
+                continue;
             }
-            next = next.min(pooled.next_push_ms);
+            pooled.pushes = pooled.pushes.saturating_add(1);
+            let backoff = delay_ms.saturating_mul(1u64 << pooled.pushes.min(16));
+            pooled.next_push_ms = now + backoff.min(max_delay_ms);
+            self.schedule.insert((pooled.next_push_ms, hash));
         }
-        self.next_push_ms = next;
         due
     }
 
@@ -132,10 +137,11 @@ impl Minipool {
         mut remove: impl FnMut(&ParsedEvent) -> bool,
     ) -> Vec<ParsedEvent> {
         let mut removed = Vec::new();
-        let events = &mut self.events;
+        let (events, schedule) = (&mut self.events, &mut self.schedule);
         self.order.retain(|hash| {
             let gone = events.get(hash).is_none_or(|p| remove(&p.event));
             if gone && let Some(pooled) = events.remove(hash) {
+                schedule.remove(&(pooled.next_push_ms, *hash));
                 removed.push(pooled.event);
             }
             !gone

@@ -127,6 +127,16 @@ fn an_event_no_node_confirmed_is_pushed_again_until_each_confirms() {
     assert!(pushes(&net.engines[0].handle(delay * 2, Input::Tick)).is_empty());
     let second = pushes(&net.engines[0].handle(delay * 3 + 1, Input::Tick));
     assert_eq!(second, vec![(net.addrs[2], e.hash())]);
+    // Once node 2 confirms too, the event is never pushed again.
+    let _ = net.engines[0].gossip(
+        delay * 3 + 2,
+        net.addrs[2],
+        net.stream,
+        PeerGossip::InPool(vec![e.hash()]),
+    );
+    for at in [delay * 8, delay * 40, delay * 400] {
+        assert!(pushes(&net.engines[0].handle(at, Input::Tick)).is_empty());
+    }
 }
 
 #[test]
