@@ -1,8 +1,8 @@
 //! `rill-bench`: measures a devnet end to end.
 //!
 //! Starts its own devnet (release `rill-node` beside this binary) and runs one of two modes:
-//! - one stream (default): `--clients` connections add `--events` messages spread over the
-//!   stream's replicas, `--batch` per request; reports events/s admitted and finalized, add → every replica's
+//! - throughput (default): `--clients` connections add `--events` messages to one stream (or
+//!   `--spread N` streams) through its replicas, `--batch` per request; reports events/s admitted and finalized, add → every replica's
 //!   minipool and add → promoted on every replica (p50/p99), registration transactions per
 //!   block;
 //! - many streams (`--streams N --active M`): creation rate, each node's idle CPU and memory
@@ -45,9 +45,12 @@ pub(crate) struct Args {
     /// Concurrent writers.
     #[arg(long, default_value_t = 8)]
     clients: usize,
-    /// One-stream mode: events per request (`AddEvents` when more than one).
+    /// Throughput mode: events per request (`AddEvents` when more than one).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Throughput mode: streams the writers are spread over (each writer on one of them).
+    #[arg(long, default_value_t = 1)]
+    spread: usize,
     /// Streams to create; more than one selects the many-streams mode.
     #[arg(long, default_value_t = 1)]
     streams: usize,

@@ -1,4 +1,5 @@
-//! One stream: writers spread over its replicas, every replica watched.
+//! Throughput: writers spread over `--spread` streams (one by default) and over each stream's
+//! replicas, every replica of every stream watched.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,25 +13,35 @@ use rill_protocol::{NodeKey, Payload, StreamId, pb};
 
 use crate::chain::registry_transactions;
 use crate::crypto;
-use crate::watch::{Book, latencies, watch};
+use crate::watch::{Book, latencies, stages, watch};
 use crate::{Args, Devnet, percentile};
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let costs = crypto::measure();
     let devnet = Devnet::start(args, &crate::unlimited_clients()).await?;
     let key = NodeKey::generate();
-    let created = Client::connect(devnet.addr(0), key.clone())
-        .await?
-        .create_stream(None)
-        .await?;
-    let stream = StreamId::from_slice(&created.stream_id).context("stream id")?;
-    let replicas = devnet.indexes(&created.nodes);
+    let creator = Client::connect(devnet.addr(0), key.clone()).await?;
+    // Each stream with its replicas (devnet indexes).
+    let mut streams: Vec<(StreamId, Vec<usize>)> = Vec::new();
+    for _ in 0..args.spread.max(1) {
+        let created = creator.create_stream(None).await?;
+        let stream = StreamId::from_slice(&created.stream_id).context("stream id")?;
+        streams.push((stream, devnet.indexes(&created.nodes)));
+    }
+    let replication = streams[0].1.len();
 
     let book: Book = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    for (index, replica) in replicas.iter().enumerate() {
-        let client = Client::connect(devnet.addr(*replica), NodeKey::generate()).await?;
-        tokio::spawn(watch(client, index, stream, book.clone(), stop.clone()));
+    let mut watchers = std::collections::HashMap::new();
+    for (stream, replicas) in &streams {
+        for replica in replicas {
+            if !watchers.contains_key(replica) {
+                let client = Client::connect(devnet.addr(*replica), NodeKey::generate()).await?;
+                watchers.insert(*replica, client);
+            }
+            let client = watchers[replica].clone();
+            tokio::spawn(watch(client, *replica, *stream, book.clone(), stop.clone()));
+        }
     }
     let rpc = connect(&devnet.chain.file.rpc_url)?;
     let first_block = rpc.get_block_number().await?;
@@ -40,8 +51,10 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let batch = args.batch.clamp(1, rill_client::MAX_EVENTS_PER_REQUEST);
     let mut writers = Vec::new();
     for c in 0..args.clients {
-        let client =
-            Client::connect(devnet.addr(replicas[c % replicas.len()]), key.clone()).await?;
+        let (stream, replicas) = &streams[c % streams.len()];
+        let stream = *stream;
+        let origin = replicas[(c / streams.len()) % replicas.len()];
+        let client = Client::connect(devnet.addr(origin), key.clone()).await?;
         let book = book.clone();
         writers.push(tokio::spawn(async move {
             let mut i = 0;
@@ -76,9 +89,12 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
                         .map(|a| a.result.map(|_| a.event).expect("added"))
                         .collect()
                 };
+                let acked = Instant::now();
                 let mut book = book.lock().expect("lock");
                 for event in added {
-                    book.entry(event.hash()).or_default().sent = Some(sent);
+                    let times = book.entry(event.hash()).or_default();
+                    times.sent = Some(sent);
+                    times.acked = Some((acked, origin));
                 }
             }
         }));
@@ -92,7 +108,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         book.lock()
             .expect("lock")
             .values()
-            .filter(|t| t.sent.is_some() && t.promoted.len() == replicas.len())
+            .filter(|t| t.sent.is_some() && t.promoted.len() == replication)
             .count()
     };
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -110,7 +126,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         .max()
         .copied()
         .unwrap_or(admitted_at);
-    let (to_pools, to_final) = latencies(&book, |_| replicas.len());
+    let (to_pools, to_final) = latencies(&book, |_| replication);
+    let [to_ack, to_origin, to_others] = stages(&book, replication);
     let txs = registry_transactions(
         &rpc,
         devnet.chain.file.registry,
@@ -121,8 +138,12 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
 
     let secs = |d: Duration| d.as_secs_f64();
     println!(
-        "## rill-bench: {} nodes, replication {}, block time {:?}, {} clients, {batch} events per request\n",
-        args.nodes, args.replication, devnet.block_time, args.clients
+        "## rill-bench: {} nodes, replication {}, block time {:?}, {} clients over {} stream(s), {batch} events per request\n",
+        args.nodes,
+        args.replication,
+        devnet.block_time,
+        args.clients,
+        streams.len()
     );
     println!("| measure | value |\n|---|---:|");
     println!("| events sent | {total} |");
@@ -138,6 +159,20 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         percentile(to_pools.clone(), 0.5),
         percentile(to_pools, 0.99)
     );
+    for (stage, values) in [
+        (
+            "add → acknowledged (durable on the node it was sent to)",
+            to_ack,
+        ),
+        ("add → in that node's minipool", to_origin),
+        ("add → in the other replicas' minipools", to_others),
+    ] {
+        println!(
+            "| {stage}, p50 / p99 | {:.1?} / {:.1?} |",
+            percentile(values.clone(), 0.5),
+            percentile(values, 0.99)
+        );
+    }
     println!(
         "| add → promoted on every replica, p50 / p99 | {:.1?} / {:.1?} |",
         percentile(to_final.clone(), 0.5),

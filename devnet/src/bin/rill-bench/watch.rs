@@ -13,6 +13,8 @@ use rill_protocol::{StreamId, pb};
 #[derive(Default, Clone)]
 pub(crate) struct Times {
     pub(crate) sent: Option<Instant>,
+    /// When the node it was sent to acknowledged it, and which replica that was.
+    pub(crate) acked: Option<(Instant, usize)>,
     /// Per replica: first seen in its minipool, promoted.
     pub(crate) seen: HashMap<usize, Instant>,
     pub(crate) promoted: HashMap<usize, Instant>,
@@ -82,4 +84,33 @@ pub(crate) fn latencies(
         }
     }
     (to_pools, to_final)
+}
+
+/// Where add → every replica's minipool goes, for events sent with a local acknowledgement:
+/// add → acknowledged (the origin's durable write), add → in the origin's minipool, and add →
+/// in the last other replica's minipool.
+pub(crate) fn stages(book: &HashMap<B256, Times>, replicas: usize) -> [Vec<Duration>; 3] {
+    let mut out: [Vec<Duration>; 3] = Default::default();
+    for t in book.values() {
+        let (Some(sent), Some((acked, origin))) = (t.sent, t.acked) else {
+            continue;
+        };
+        if t.seen.len() != replicas {
+            continue;
+        }
+        out[0].push(acked - sent);
+        if let Some(seen) = t.seen.get(&origin) {
+            out[1].push(*seen - sent);
+        }
+        if let Some(last) = t
+            .seen
+            .iter()
+            .filter(|(r, _)| **r != origin)
+            .map(|(_, at)| *at)
+            .max()
+        {
+            out[2].push(last - sent);
+        }
+    }
+    out
 }
