@@ -276,6 +276,11 @@ impl NodeLoop {
         let writer = &self.executor.writer;
         let backlog = writer.submitted().saturating_sub(writer.applied_now());
         self.metrics.store_write_backlog.set(backlog as i64);
+        let recovered = self.router.workers.recovered();
+        let counted = self.metrics.signature_recoveries.get();
+        self.metrics
+            .signature_recoveries
+            .inc_by(recovered.saturating_sub(counted));
         let promoted = self.metrics.miniblocks_promoted.get();
         let events_promoted = self.metrics.events_promoted.get();
         let produced = self.metrics.miniblocks_produced.get();

@@ -84,6 +84,7 @@ fn seconds() -> Histogram {
 #[derive(Clone, Debug)]
 pub(crate) struct Metrics {
     pub(crate) events_admitted: Family<OriginLabels, Counter>,
+    pub(crate) signature_recoveries: Counter,
     pub(crate) inputs_rejected: Family<ReasonLabels, Counter>,
     pub(crate) gossip_verdicts: Family<VerdictLabels, Counter>,
     pub(crate) miniblocks_produced: Counter,
@@ -125,6 +126,7 @@ impl Metrics {
     pub(crate) fn new() -> (Self, Registry) {
         let metrics = Self {
             events_admitted: Family::default(),
+            signature_recoveries: Counter::default(),
             inputs_rejected: Family::default(),
             gossip_verdicts: Family::default(),
             miniblocks_produced: Counter::default(),
@@ -200,6 +202,11 @@ impl Metrics {
             "backfilled_miniblocks",
             "Miniblocks skipped by a snapshot jump and fetched since",
             self.backfilled_miniblocks.clone(),
+        );
+        r.register(
+            "signature_recoveries",
+            "Event signatures recovered (once per event on each node; repeats come from a cache)",
+            self.signature_recoveries.clone(),
         );
         r.register(
             "events_promoted",

@@ -141,9 +141,10 @@ impl Requests {
                 let Some(Kind::GetMiniblocks(got)) = r.kind else {
                     return None;
                 };
+                let none = std::collections::HashMap::new();
                 let open = move |wire: Vec<pb::Miniblock>| -> Vec<ParsedMiniblock> {
                     wire.into_iter()
-                        .filter_map(|m| ParsedMiniblock::open(m, &limits).ok())
+                        .filter_map(|m| opener.open_miniblock(m, &none).ok())
                         .collect()
                 };
                 let (miniblocks, candidates) = self

@@ -383,11 +383,9 @@ impl Router {
                             .collect()
                     })
                     .unwrap_or_default();
-                let (mailbox, limits) = (self.mailbox.clone(), self.limits);
+                let (mailbox, opener) = (self.mailbox.clone(), self.workers.opener(self.limits));
                 let job = move || {
-                    let miniblock = ParsedMiniblock::open_reusing(candidate, &limits, |hash| {
-                        known.get(hash).cloned()
-                    });
+                    let miniblock = opener.open_miniblock(candidate, &known);
                     let _ = mailbox.blocking_send(LoopMsg::Candidate(OpenedCandidate {
                         from,
                         stream,

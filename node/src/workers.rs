@@ -3,10 +3,14 @@
 //! waits (or is shed) instead of piling up. The pool keeps the node's [`SignerCache`], so an
 //! event that arrives twice (gossip, and a proposal's missing events) is recovered once.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 
-use rill_protocol::{Limits, OpenError, ParsedEvent, SignerCache, pb};
+use alloy_primitives::B256;
+use rill_protocol::{
+    Limits, MiniblockError, OpenError, ParsedEvent, ParsedMiniblock, SignerCache, pb,
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// Signers remembered: a few seconds of events at the rates one node admits.
@@ -37,6 +41,18 @@ impl Opener {
     pub(crate) fn open(&self, envelope: pb::Envelope) -> Result<ParsedEvent, OpenError> {
         ParsedEvent::open_cached(envelope, &self.limits, &self.signers)
     }
+
+    /// Checks a miniblock, reusing the events in `known` (see
+    /// [`ParsedMiniblock::open_reusing`]).
+    pub(crate) fn open_miniblock(
+        &self,
+        miniblock: pb::Miniblock,
+        known: &HashMap<B256, ParsedEvent>,
+    ) -> Result<ParsedMiniblock, MiniblockError> {
+        ParsedMiniblock::open_reusing(miniblock, &self.limits, &self.signers, |hash| {
+            known.get(hash).cloned()
+        })
+    }
 }
 
 impl Workers {
@@ -63,6 +79,11 @@ impl Workers {
             jobs,
             signers: Arc::new(SignerCache::new(SIGNERS_CACHED)),
         }
+    }
+
+    /// Signatures recovered so far (each event once per node, the cache answering repeats).
+    pub(crate) fn recovered(&self) -> u64 {
+        self.signers.recovered()
     }
 
     /// Something that opens envelopes under `limits`, to move into a job.

@@ -11,6 +11,7 @@ use crate::hash::{HashTag, framed_hash};
 use crate::ids::{Address, Hash};
 use crate::keys::NodeKey;
 use crate::pb;
+use crate::signature::SignerCache;
 
 /// Why a miniblock is not well formed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -47,16 +48,36 @@ pub struct ParsedMiniblock {
 impl ParsedMiniblock {
     /// Opens a received miniblock.
     pub fn open(miniblock: pb::Miniblock, limits: &Limits) -> Result<Self, MiniblockError> {
-        Self::open_reusing(miniblock, limits, |_| None)
+        Self::open_events(miniblock, limits, |e| ParsedEvent::open(e, limits))
     }
 
     /// Opens a received miniblock, reusing events this node already opened: an envelope
     /// byte-identical to `known(hash)` is not verified again (signature recovery is the costly
-    /// part of a candidate check, and replicas usually hold its events already).
+    /// part of a candidate check, and replicas usually hold its events already), and the others
+    /// are recovered through `signers`, so an event that reaches this node again (by gossip,
+    /// in a fetched miniblock) is not recovered a second time.
     pub fn open_reusing(
         miniblock: pb::Miniblock,
         limits: &Limits,
+        signers: &SignerCache,
         known: impl Fn(&Hash) -> Option<ParsedEvent>,
+    ) -> Result<Self, MiniblockError> {
+        Self::open_events(miniblock, limits, |e| {
+            let reuse = (e.hash.len() == 32)
+                .then(|| known(&Hash::from_slice(&e.hash)))
+                .flatten()
+                .filter(|k| *k.envelope() == e);
+            match reuse {
+                Some(event) => Ok(event),
+                None => ParsedEvent::open_cached(e, limits, signers),
+            }
+        })
+    }
+
+    fn open_events(
+        miniblock: pb::Miniblock,
+        limits: &Limits,
+        open: impl Fn(pb::Envelope) -> Result<ParsedEvent, OpenError>,
     ) -> Result<Self, MiniblockError> {
         let header = miniblock.header.ok_or(MiniblockError::MissingHeader)?;
         // Headers list up to thousands of hashes: allow them more room than an event.
@@ -69,17 +90,7 @@ impl ParsedMiniblock {
             .events
             .into_iter()
             .enumerate()
-            .map(|(index, e)| {
-                let reuse = (e.hash.len() == 32)
-                    .then(|| known(&Hash::from_slice(&e.hash)))
-                    .flatten()
-                    .filter(|k| *k.envelope() == e);
-                match reuse {
-                    Some(event) => Ok(event),
-                    None => ParsedEvent::open(e, limits)
-                        .map_err(|error| MiniblockError::Event { index, error }),
-                }
-            })
+            .map(|(index, e)| open(e).map_err(|error| MiniblockError::Event { index, error }))
             .collect::<Result<Vec<_>, _>>()?;
         Self::from_parts(header_event, events)
     }
