@@ -11,6 +11,13 @@ use rill_node::NodeConfig;
 use rill_p2p::Multiaddr;
 use rill_protocol::NodeKey;
 
+/// jemalloc, as the Rust networking nodes run it: a loaded node allocates and frees small
+/// buffers at a high rate (envelopes, gossip batches, sled's pages), where glibc's allocator
+/// spent a tenth of the devnet's CPU (BENCHMARKS.md).
+#[cfg(all(target_os = "linux", not(target_env = "musl")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(version, about = "A Rill stream node")]
 struct Cli {
