@@ -27,8 +27,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use rill_chain::NetworkConfig;
+use rill_client::Client;
 use rill_devnet::hosts::{Faults, Hosts, HostsLayout};
 use rill_devnet::{ChainSource, DevnetChain, DevnetConfig, NodeProcess, bootstrap, wait_serving};
+use rill_protocol::{NodeKey, pb};
 
 #[derive(Parser)]
 #[command(about = "Benchmark a local Rill devnet end to end")]
@@ -189,6 +191,17 @@ impl Devnet {
 /// The mean of a histogram node `i` serves on its metrics endpoint (`_sum / _count`), 0 if
 /// it has no observations.
 pub(crate) async fn histogram_mean(devnet: &Devnet, i: usize, name: &str) -> f64 {
+    let count = metric(devnet, i, &format!("{name}_count")).await;
+    if count == 0.0 {
+        0.0
+    } else {
+        metric(devnet, i, &format!("{name}_sum")).await / count
+    }
+}
+
+/// One sample node `i` serves on its metrics endpoint (a counter's is `<name>_total`), 0 if
+/// it has none.
+pub(crate) async fn metric(devnet: &Devnet, i: usize, name: &str) -> f64 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let Ok(mut socket) = tokio::net::TcpStream::connect(&devnet.processes[i].node.metrics).await
     else {
@@ -199,18 +212,30 @@ pub(crate) async fn histogram_mean(devnet: &Devnet, i: usize, name: &str) -> f64
     if socket.write_all(request).await.is_err() || socket.read_to_string(&mut body).await.is_err() {
         return 0.0;
     }
-    let value = |suffix: &str| -> f64 {
-        let metric = format!("{name}{suffix} ");
-        body.lines()
-            .find_map(|l| l.strip_prefix(&metric)?.trim().parse().ok())
-            .unwrap_or(0.0)
-    };
-    let count = value("_count");
-    if count == 0.0 {
-        0.0
-    } else {
-        value("_sum") / count
+    let metric = format!("{name} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&metric)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A client per node, for `Info`.
+pub(crate) async fn info_clients(devnet: &Devnet) -> anyhow::Result<Vec<Client>> {
+    let mut clients = Vec::new();
+    for i in 0..devnet.processes.len() {
+        clients.push(Client::connect(devnet.addr(i), NodeKey::generate()).await?);
     }
+    Ok(clients)
+}
+
+/// The sum of one `Info` field over the nodes (a node that does not answer counts 0).
+pub(crate) async fn sum(infos: &[Client], field: impl Fn(&pb::InfoResponse) -> u64) -> u64 {
+    let mut total = 0;
+    for client in infos {
+        if let Ok(info) = client.info(false).await {
+            total += field(&info);
+        }
+    }
+    total
 }
 
 pub(crate) fn percentile(mut values: Vec<Duration>, p: f64) -> Duration {

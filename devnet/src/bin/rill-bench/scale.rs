@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::chain::registry_transactions;
 use crate::crypto;
 use crate::watch::{Book, latencies, watch};
-use crate::{Args, Devnet, histogram_mean, percentile};
+use crate::{Args, Devnet, histogram_mean, info_clients, percentile, sum};
 
 /// A created stream and the indexes of its nodes.
 type Placed = (StreamId, Vec<usize>);
@@ -182,25 +182,6 @@ async fn nodes_mean(devnet: &Devnet, name: &str) -> f64 {
         }
     }
     means.iter().sum::<f64>() / means.len().max(1) as f64
-}
-
-async fn info_clients(devnet: &Devnet) -> anyhow::Result<Vec<Client>> {
-    let mut clients = Vec::new();
-    for i in 0..devnet.processes.len() {
-        clients.push(Client::connect(devnet.addr(i), NodeKey::generate()).await?);
-    }
-    Ok(clients)
-}
-
-/// The sum of one `Info` field over the nodes (a node that does not answer counts 0).
-async fn sum(infos: &[Client], field: impl Fn(&pb::InfoResponse) -> u64) -> u64 {
-    let mut total = 0;
-    for client in infos {
-        if let Ok(info) = client.info(false).await {
-            total += field(&info);
-        }
-    }
-    total
 }
 
 /// Creates `count` streams owned by `creator`, `concurrency` at a time, spread over the
