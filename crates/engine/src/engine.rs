@@ -259,7 +259,15 @@ impl Engine {
                 nodes,
                 genesis,
             } => self.allocate(stream, nodes, genesis),
-            Input::Tick => self.each_stream(now_ms, Replica::on_tick),
+            Input::Tick => {
+                let due: Vec<StreamId> = self
+                    .streams
+                    .iter()
+                    .filter(|(_, replica)| replica.tick_due(now_ms))
+                    .map(|(id, _)| *id)
+                    .collect();
+                self.on_streams(now_ms, due, Replica::on_tick)
+            }
             Input::ChainBlock { number, prevrandao } => {
                 self.blocks.insert(number, prevrandao);
                 self.each_stream(now_ms, |replica, ctx| {
@@ -317,9 +325,18 @@ impl Engine {
     fn each_stream(
         &mut self,
         now_ms: u64,
-        mut f: impl FnMut(&mut Replica, &mut Ctx<'_>),
+        f: impl FnMut(&mut Replica, &mut Ctx<'_>),
     ) -> Vec<Effect> {
         let ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        self.on_streams(now_ms, ids, f)
+    }
+
+    fn on_streams(
+        &mut self,
+        now_ms: u64,
+        ids: Vec<StreamId>,
+        mut f: impl FnMut(&mut Replica, &mut Ctx<'_>),
+    ) -> Vec<Effect> {
         let mut effects = Vec::new();
         for id in ids {
             if let Some(((), more)) = self.on_stream(now_ms, id, &mut f) {

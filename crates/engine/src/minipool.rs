@@ -117,6 +117,11 @@ impl Minipool {
         due
     }
 
+    /// Whether a push may be due at `now`.
+    pub(crate) fn push_due_at(&self, now: u64) -> bool {
+        self.schedule.first().is_some_and(|(at, _)| *at <= now)
+    }
+
     /// Records that `who` holds `hash`. Returns true the first time more than half of
     /// `nodes` hold it (the moment waiting clients are told).
     pub(crate) fn hold(&mut self, hash: &B256, who: Address, nodes: usize) -> bool {

@@ -215,6 +215,17 @@ impl Replica {
         }
     }
 
+    /// Whether a tick at `now_ms` may have anything to do (checked before a tick visits the
+    /// stream, so that a tick costs nothing for the streams that wait on nothing).
+    pub(crate) fn tick_due(&self, now_ms: u64) -> bool {
+        !self.missing.is_empty()
+            || self.pool.push_due_at(now_ms)
+            || self.catch_up.is_some()
+            || self.backfill.is_some()
+            || self.round.is_some()
+            || self.offer.is_some()
+    }
+
     /// Time passed: fetches and pushes that are due, catch-up retries, late proposal rounds,
     /// candidates waiting for their write quorum.
     pub(crate) fn on_tick(&mut self, ctx: &mut Ctx<'_>) {
