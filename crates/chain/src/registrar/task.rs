@@ -52,6 +52,8 @@ pub(super) struct Task {
     allocations: VecDeque<Queued<NewStream, AllocationOutcome>>,
     /// The next nonce to use; `None` after an error, to be read again from the chain.
     nonce: Option<u64>,
+    /// The chain's block gas limit, once read.
+    block_gas_limit: Option<u64>,
 }
 
 impl Task {
@@ -69,6 +71,7 @@ impl Task {
             registrations: VecDeque::new(),
             allocations: VecDeque::new(),
             nonce: None,
+            block_gas_limit: None,
         }
     }
 
@@ -150,6 +153,7 @@ impl Task {
             .collect();
         let contract = self.registry.contract().clone();
         let registry = self.registry.address();
+        let gas = self.gas_limit(&streams, heads.len()).await;
         let sent = Instant::now();
         for asked in registrations
             .iter()
@@ -163,9 +167,13 @@ impl Task {
         }
         let result = self
             .send(|| {
-                contract
+                let call = contract
                     .submitBatch(streams.clone(), heads.clone())
-                    .with_cloned_provider()
+                    .with_cloned_provider();
+                match gas {
+                    Some(gas) => call.gas(gas),
+                    None => call,
+                }
             })
             .await
             .and_then(|receipt| outcomes(&receipt, registry, take_a, take_r));
@@ -208,6 +216,29 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// The gas limit of a batch: an upper bound of what it uses, computed rather than
+    /// estimated, so a send does not first have the chain execute the whole batch (under
+    /// load that simulation made transactions miss the next block). Capped at the chain's
+    /// block gas limit (read once); `None` (the chain estimates) if that cannot be read.
+    async fn gas_limit(
+        &mut self,
+        streams: &[RillRegistry::NewStream],
+        heads: usize,
+    ) -> Option<u64> {
+        if self.block_gas_limit.is_none() {
+            self.block_gas_limit = self
+                .registry
+                .provider()
+                .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+                .await
+                .ok()
+                .flatten()
+                .map(|block| block.header.gas_limit);
+        }
+        let bound = batch_gas(streams, heads);
+        self.block_gas_limit.map(|cap| bound.min(cap))
     }
 
     /// Sends the call built by `make` with our own nonce, retrying failures that may pass on
@@ -392,6 +423,26 @@ impl Task {
 struct Fees {
     max_fee: u128,
     max_priority_fee: u128,
+}
+
+/// More gas than `submitBatch` uses for these entries, whatever each entry's outcome (the
+/// registry's costs in BENCHMARKS.md: a head 20,000 to 55,000 gas, a new stream about
+/// 180,000 with three nodes and a small genesis; unused gas is not paid for).
+pub(super) fn batch_gas(streams: &[RillRegistry::NewStream], heads: usize) -> u64 {
+    const BASE: u64 = 60_000;
+    const PER_HEAD: u64 = 90_000;
+    const PER_STREAM: u64 = 150_000;
+    const PER_NODE: u64 = 30_000;
+    const PER_GENESIS_BYTE: u64 = 48;
+    let streams: u64 = streams
+        .iter()
+        .map(|s| {
+            PER_STREAM
+                + PER_NODE * s.nodes.len() as u64
+                + PER_GENESIS_BYTE * s.genesisMiniblock.len() as u64
+        })
+        .sum();
+    BASE + PER_HEAD * heads as u64 + streams
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

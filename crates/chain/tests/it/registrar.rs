@@ -286,6 +286,49 @@ async fn a_batch_of_new_streams_applies_each_entry_on_its_own() {
     }
 }
 
+/// The registrar sets each batch's gas limit itself instead of having the chain simulate the
+/// batch first: a heavy batch (first registrations, streams on five nodes with a large
+/// genesis) must still fit in it.
+#[tokio::test]
+async fn a_heavy_batch_fits_the_gas_the_registrar_gives_it() {
+    let chain = Chain::start(Some(Duration::from_millis(500))).await;
+    let node = chain.add_node().await;
+    let mut nodes = vec![node.key.address()];
+    for _ in 0..4 {
+        nodes.push(chain.add_node().await.key.address());
+    }
+    let streams = own_streams(&node, 60).await;
+    let registrar = registrar(&node, 100);
+    let heads = join_all(
+        streams
+            .iter()
+            .map(|s| registrar.register(next(*s, B256::ZERO, 1))),
+    );
+    let allocations = join_all((0..20).map(|_| {
+        registrar.allocate(NewStream {
+            id: StreamId::random(),
+            nodes: nodes.clone(),
+            genesis_hash: B256::repeat_byte(7),
+            genesis: vec![0xab; 4096],
+        })
+    }));
+    let (heads, allocations) = futures::join!(heads, allocations);
+    let mut txs = HashSet::new();
+    for outcome in heads {
+        match outcome {
+            Ok(RegistrationOutcome::Registered { tx, .. }) => txs.insert(tx),
+            other => panic!("expected registered, got {other:?}"),
+        };
+    }
+    for outcome in allocations {
+        match outcome {
+            Ok(AllocationOutcome::Allocated { tx, .. }) => txs.insert(tx),
+            other => panic!("expected allocated, got {other:?}"),
+        };
+    }
+    assert_eq!(txs.len(), 1, "one transaction for the whole batch");
+}
+
 /// Calls one of anvil's own JSON-RPC methods (mining control, mempool surgery).
 async fn anvil_call(chain: &Chain, method: &'static str, params: serde_json::Value) {
     let _: serde_json::Value = chain
