@@ -40,8 +40,14 @@ impl StoreError {
     }
 }
 
-/// A write to the store. Each one is a single sled transaction, so a node killed at any point
-/// reopens to a state before or after it, never in between.
+/// A write to the store. Most are a single sled transaction, so a node killed at any point
+/// reopens to a state before or after them, never in between. A minipool addition and a
+/// stored candidate are plain inserts instead (a transaction costs several times more, see
+/// [`Store::add_to_minipool`]), ordered so that what one cut short leaves is harmless: sled
+/// recovers a prefix of its log, so the envelopes come first and what names them (a pool
+/// row, a candidate's header) last. Cut short, they leave envelopes nothing names; an
+/// addition of more than one row's worth of events may also keep its first rows, events the
+/// node had not acknowledged or announced yet (both wait for a flush after the whole write).
 #[derive(Clone, Debug)]
 pub enum Write {
     /// Records a new stream with its nodes and promotes its genesis.
@@ -334,7 +340,10 @@ impl Store {
         )))
     }
 
-    /// Stores a candidate and its events in one write, beside other candidates.
+    /// Stores a candidate beside other candidates: the envelopes of its events that the store
+    /// lacks, then its header. Like a minipool addition (see [`Store::add_to_minipool`]) these
+    /// are plain inserts in that order, not a transaction: a node killed in between reopens
+    /// with envelopes nothing names, never with a header whose events are missing.
     pub fn store_candidate(
         &self,
         id: &StreamId,
@@ -342,13 +351,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = keys::candidate(id, miniblock.num(), &miniblock.hash());
         let (header, events) = self.encode_new(miniblock)?;
-        (&self.events, &self.candidates).transaction(|(tree, candidates)| -> TxResult<()> {
-            for (hash, bytes) in &events {
-                tree.insert(hash.as_slice(), bytes.as_slice())?;
-            }
-            candidates.insert(key.as_slice(), header.as_slice())?;
-            Ok(())
-        })?;
+        for (hash, bytes) in events {
+            self.events.insert(hash.as_slice(), bytes)?;
+        }
+        self.candidates.insert(key.as_slice(), header)?;
         Ok(())
     }
 

@@ -93,6 +93,57 @@ fn a_batch_enters_the_minipool_in_order_once_and_its_events_are_not_written_agai
 }
 
 #[test]
+fn envelopes_left_by_an_addition_or_a_candidate_cut_short_are_reached_by_nothing() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis();
+    let pool: Vec<_> = (0..3).map(|i| message(&g, i)).collect();
+    let m1 = next(Some(&g), pool.clone());
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .create_stream(&STREAM, &[key(1).address()], &g)
+            .unwrap();
+        store.flush().unwrap();
+    }
+    {
+        // A node killed after a minipool addition's (or a candidate's) envelopes and before
+        // its row (or header) reopens with the envelopes alone.
+        let db = rill_store::open_sled(dir.path()).unwrap();
+        let events = db.open_tree("events").unwrap();
+        for event in &pool {
+            events
+                .insert(event.hash().as_slice(), event.envelope().encode_to_vec())
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert!(
+        store.streams_with_pending().unwrap().is_empty(),
+        "nothing to load the stream for at start"
+    );
+    let restored = store.load(&STREAM, 32).unwrap();
+    assert!(restored.minipool.is_empty(), "no event in the minipool");
+    assert!(restored.candidates.is_empty(), "no candidate");
+
+    // The events' next arrival pools them; a candidate naming them is stored and promoted.
+    store.add_to_minipool(&STREAM, &pool).unwrap();
+    assert_eq!(
+        hashes(&store.load(&STREAM, 32).unwrap().minipool),
+        hashes(&pool)
+    );
+    store.store_candidate(&STREAM, &m1).unwrap();
+    store.promote(&STREAM, &m1).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let restored = store.load(&STREAM, 32).unwrap();
+    assert_eq!(restored.miniblocks, vec![g, m1]);
+    assert!(restored.minipool.is_empty());
+}
+
+#[test]
 fn a_promotion_that_uses_part_of_a_write_keeps_the_rest_in_arrival_order() {
     let dir = tempfile::tempdir().unwrap();
     let g = genesis();
