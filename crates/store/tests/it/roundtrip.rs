@@ -92,6 +92,15 @@ fn a_batch_enters_the_minipool_in_order_once_and_its_events_are_not_written_agai
     assert_eq!(store.events(&hashes(&pool)).unwrap().len(), 4);
 }
 
+/// Creates the stream in a store at `dir` and closes it, for a test to write into sled itself.
+fn create_and_close(dir: &std::path::Path, genesis: &ParsedMiniblock) {
+    let store = Store::open(dir).unwrap();
+    store
+        .create_stream(&STREAM, &[key(1).address()], genesis)
+        .unwrap();
+    store.flush().unwrap();
+}
+
 #[test]
 fn envelopes_left_by_an_addition_or_a_candidate_cut_short_are_reached_by_nothing() {
     use prost::Message as _;
@@ -99,13 +108,7 @@ fn envelopes_left_by_an_addition_or_a_candidate_cut_short_are_reached_by_nothing
     let g = genesis();
     let pool: Vec<_> = (0..3).map(|i| message(&g, i)).collect();
     let m1 = next(Some(&g), pool.clone());
-    {
-        let store = Store::open(dir.path()).unwrap();
-        store
-            .create_stream(&STREAM, &[key(1).address()], &g)
-            .unwrap();
-        store.flush().unwrap();
-    }
+    create_and_close(dir.path(), &g);
     {
         // A node killed after a minipool addition's (or a candidate's) envelopes and before
         // its row (or header) reopens with the envelopes alone.
@@ -191,13 +194,7 @@ fn a_minipool_written_by_the_first_layout_loads() {
     let dir = tempfile::tempdir().unwrap();
     let g = genesis();
     let pool: Vec<_> = (0..3).map(|i| message(&g, i)).collect();
-    {
-        let store = Store::open(dir.path()).unwrap();
-        store
-            .create_stream(&STREAM, &[key(1).address()], &g)
-            .unwrap();
-        store.flush().unwrap();
-    }
+    create_and_close(dir.path(), &g);
     {
         // One row per event (`id ‖ seq → hash`) beside its index, as the first layout wrote.
         let db = rill_store::open_sled(dir.path()).unwrap();
