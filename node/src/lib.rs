@@ -17,6 +17,7 @@
 //! bytes between the engine and the world.
 
 mod after_writes;
+mod batch;
 mod blocks;
 mod chain_follower;
 mod client;

@@ -115,6 +115,7 @@ pub(crate) struct Metrics {
     pub(crate) block_to_candidate: Histogram,
     pub(crate) candidate_to_write_quorum: Histogram,
     pub(crate) catch_up_page: Histogram,
+    pub(crate) round_batch_items: Histogram,
     pub(crate) store_write: Histogram,
     pub(crate) store_flush: Histogram,
     pub(crate) p2p: P2pMetrics,
@@ -157,6 +158,7 @@ impl Metrics {
             block_to_candidate: seconds(),
             candidate_to_write_quorum: seconds(),
             catch_up_page: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            round_batch_items: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             store_write: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
             store_flush: seconds(),
             p2p: P2pMetrics::default(),
@@ -323,6 +325,11 @@ impl Metrics {
             "catch_up_page_miniblocks",
             "Miniblocks per catch-up page received",
             self.catch_up_page.clone(),
+        );
+        r.register(
+            "round_batch_items",
+            "Proposal and candidate requests per exchange sent to one peer",
+            self.round_batch_items.clone(),
         );
         r.register(
             "store_write_seconds",

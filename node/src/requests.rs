@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use alloy_primitives::Address;
 use rill_engine::{Input, Request, RequestKind, Response};
-use rill_p2p::{NodeResponse, P2p};
+use rill_p2p::{NodeRequest, NodeResponse, P2p, PeerId};
 use rill_protocol::{Limits, ParsedMiniblock, StreamId, pb};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::batch::{self, Pending};
 use crate::blocks::Blocks;
 use crate::convert;
 use crate::directory::{SharedDirectory, read};
@@ -34,6 +35,10 @@ pub(crate) struct Requests {
     pub(crate) blocks: Blocks,
     /// How long a request waits for its answer (the transport's timeout).
     pub(crate) timeout: Duration,
+    /// The largest request-response message (bounds a round batch).
+    pub(crate) max_message_bytes: usize,
+    /// Round requests waiting for their batch.
+    pub(crate) pending: Pending,
 }
 
 fn fault_kind(kind: RequestKind) -> MessageKind {
@@ -46,7 +51,8 @@ fn fault_kind(kind: RequestKind) -> MessageKind {
 }
 
 impl Requests {
-    /// Sends `request` to `to` about `stream`; the answer comes back to the loop.
+    /// Sends `request` to `to` about `stream`; the answer comes back to the loop. Proposals
+    /// and candidates join the peer's next round batch (see `batch.rs`).
     pub(crate) fn send(&self, to: Address, stream: StreamId, request: Request) {
         let kind = request.kind();
         self.metrics
@@ -56,45 +62,109 @@ impl Requests {
         let peer = read(&self.directory).node(&to).map(|r| r.peer);
         let action = self.faults.action(fault_kind(kind), self.me, to);
         let this = self.clone();
+        let round = matches!(kind, RequestKind::Proposal | RequestKind::SaveCandidate(_));
+        let wire = convert::request_to_pb(stream, request);
         tokio::spawn(async move {
-            let response = match (peer, action) {
+            let peer = match (peer, action) {
                 (None, _) => {
                     debug!(%to, "no address for the node");
-                    None
+                    return this.deliver(to, stream, kind, None).await;
                 }
                 (Some(_), Action::Drop) => {
                     // Lost on the way: the asker hears nothing until its timeout.
                     tokio::time::sleep(this.timeout).await;
+                    return this.deliver(to, stream, kind, None).await;
+                }
+                (Some(peer), Action::Delay(by)) => {
+                    tokio::time::sleep(by).await;
+                    peer
+                }
+                (Some(peer), Action::Deliver) => peer,
+            };
+            let wire = match wire {
+                NodeRequest::Miniblock(request) if round => {
+                    let item = batch::Item {
+                        stream,
+                        kind,
+                        request,
+                    };
+                    if this.pending.push(to, item) {
+                        tokio::time::sleep(batch::WINDOW).await;
+                        this.flush(to, peer);
+                    }
+                    return;
+                }
+                wire => wire,
+            };
+            let response = match this.p2p.request(peer, wire).await {
+                Ok(answer) => this.open(kind, answer).await,
+                Err(e) => {
+                    debug!(%to, ?kind, %e, "request failed");
                     None
                 }
-                (Some(peer), action) => {
-                    if let Action::Delay(by) = action {
-                        tokio::time::sleep(by).await;
-                    }
-                    let wire = convert::request_to_pb(stream, request);
-                    match this.p2p.request(peer, wire).await {
-                        Ok(answer) => this.open(kind, answer).await,
-                        Err(e) => {
-                            debug!(%to, ?kind, %e, "request failed");
-                            None
-                        }
-                    }
-                }
             };
-            let response = response.unwrap_or_else(|| {
-                this.metrics
-                    .request_failures
-                    .get_or_create(&KindLabels { kind: kind.into() })
-                    .inc();
-                Response::Failed(kind)
-            });
-            let input = Input::Response {
-                from: to,
-                stream,
-                response,
-            };
-            let _ = this.mailbox.send(LoopMsg::Input(input)).await;
+            this.deliver(to, stream, kind, response).await;
         });
+    }
+
+    /// Sends the round requests queued for `to`, in batches, and delivers each item's answer.
+    fn flush(&self, to: Address, peer: PeerId) {
+        let items = self.pending.take(&to);
+        for mut items in batch::chunks(items, self.max_message_bytes) {
+            self.metrics.round_batch_items.observe(items.len() as f64);
+            let wire = NodeRequest::Miniblock(batch::wire(&mut items));
+            let this = self.clone();
+            tokio::spawn(async move {
+                let answers = match this.p2p.request(peer, wire).await {
+                    Ok(NodeResponse::Miniblock(answer)) if items.len() > 1 => {
+                        batch::unpack(answer, items.len())
+                    }
+                    Ok(NodeResponse::Miniblock(answer)) => Some(vec![answer]),
+                    Ok(_) => None,
+                    Err(e) => {
+                        debug!(%to, items = items.len(), %e, "round batch failed");
+                        None
+                    }
+                };
+                let answers = answers.map_or_else(
+                    || vec![None; items.len()],
+                    |a| a.into_iter().map(Some).collect(),
+                );
+                for (item, answer) in items.into_iter().zip(answers) {
+                    let this = this.clone();
+                    tokio::spawn(async move {
+                        let response = match answer {
+                            Some(a) => this.open(item.kind, NodeResponse::Miniblock(a)).await,
+                            None => None,
+                        };
+                        this.deliver(to, item.stream, item.kind, response).await;
+                    });
+                }
+            });
+        }
+    }
+
+    /// Hands the engine the answer from `to`, or a failure when there is none.
+    async fn deliver(
+        &self,
+        to: Address,
+        stream: StreamId,
+        kind: RequestKind,
+        response: Option<Response>,
+    ) {
+        let response = response.unwrap_or_else(|| {
+            self.metrics
+                .request_failures
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .inc();
+            Response::Failed(kind)
+        });
+        let input = Input::Response {
+            from: to,
+            stream,
+            response,
+        };
+        let _ = self.mailbox.send(LoopMsg::Input(input)).await;
     }
 
     /// Turns an answer into the engine's response, opening what it carries on the workers.

@@ -14,6 +14,7 @@ use rill_protocol::{
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use crate::batch::{self, Reply};
 use crate::client::ClientJob;
 use crate::convert::{self, error};
 use crate::event_loop::LoopMsg;
@@ -39,7 +40,7 @@ pub(crate) struct OpenedCandidate {
     pub(crate) from: Address,
     pub(crate) stream: StreamId,
     pub(crate) miniblock: Result<ParsedMiniblock, MiniblockError>,
-    pub(crate) responder: Responder<pb::MiniblockResponse>,
+    pub(crate) reply: Reply,
 }
 
 /// Worst of two verdicts: one reject rejects the message, one accept makes it useful.
@@ -62,6 +63,8 @@ pub(crate) struct Router {
     pub(crate) metrics: Metrics,
     pub(crate) writer: Writer,
     pub(crate) connected: HashSet<PeerId>,
+    /// The largest request-response message (bounds a round batch's answer).
+    pub(crate) max_message_bytes: usize,
 }
 
 impl Router {
@@ -225,31 +228,25 @@ impl Router {
             from,
             stream,
             miniblock,
-            responder,
+            reply,
         } = opened;
-        let refuse = |responder: Responder<pb::MiniblockResponse>, code, message: String| {
-            tokio::spawn(responder.send(pb::MiniblockResponse {
-                kind: None,
-                error: Some(error(code, message)),
-            }));
-        };
         let miniblock = match miniblock {
             Ok(miniblock) => miniblock,
             Err(e) => {
                 self.metrics.reject("malformed");
-                return refuse(responder, pb::ErrorCode::BadCandidate, e.to_string());
+                return reply.refuse(error(pb::ErrorCode::BadCandidate, e.to_string()));
             }
         };
         let answer = streams
             .for_stream(&stream)
             .candidate(now_ms, from, stream, miniblock);
         executor.run(answer.effects);
-        match answer.answer {
+        let (code, message) = match answer.answer {
             CandidateVerdict::Stored => {
                 let durable = self.writer.durable();
                 tokio::spawn(async move {
                     if durable.await {
-                        responder
+                        reply
                             .send(pb::MiniblockResponse {
                                 kind: Some(pb::miniblock_response::Kind::SaveCandidate(
                                     pb::SaveMiniblockCandidateResponse {},
@@ -259,25 +256,19 @@ impl Router {
                             .await;
                     }
                 });
+                return;
             }
-            CandidateVerdict::Deferred => {
-                refuse(
-                    responder,
-                    pb::ErrorCode::Unavailable,
-                    "the candidate names a chain block this node has not seen yet".into(),
-                );
-            }
-            CandidateVerdict::Stale => {
-                refuse(
-                    responder,
-                    pb::ErrorCode::BadCandidate,
-                    "this node already promoted a miniblock of that number".into(),
-                );
-            }
-            CandidateVerdict::Refused(reject) => {
-                refuse(responder, pb::ErrorCode::BadCandidate, reject.to_string());
-            }
-        }
+            CandidateVerdict::Deferred => (
+                pb::ErrorCode::Unavailable,
+                "the candidate names a chain block this node has not seen yet".into(),
+            ),
+            CandidateVerdict::Stale => (
+                pb::ErrorCode::BadCandidate,
+                "this node already promoted a miniblock of that number".into(),
+            ),
+            CandidateVerdict::Refused(reject) => (pb::ErrorCode::BadCandidate, reject.to_string()),
+        };
+        reply.refuse(error(code, message));
     }
 
     fn report(&self, id: MessageId, via: PeerId, verdict: Verdict) {
@@ -329,45 +320,84 @@ impl Router {
         executor: &mut Executor,
     ) {
         use pb::miniblock_request::Kind;
-        let refuse = |responder: Responder<pb::MiniblockResponse>, e: pb::Error| {
-            tokio::spawn(responder.send(pb::MiniblockResponse {
-                kind: None,
-                error: Some(e),
-            }));
-        };
         match request.kind {
-            Some(Kind::Propose(p)) => {
+            Some(Kind::GetMiniblocks(g)) => {
+                self.read(Query::Miniblocks(g), responder, |found| match found {
+                    Ok(Found::Miniblocks(m)) => pb::MiniblockResponse {
+                        kind: Some(pb::miniblock_response::Kind::GetMiniblocks(m)),
+                        error: None,
+                    },
+                    Ok(_) => unreachable!("a miniblocks query finds miniblocks"),
+                    Err(e) => pb::MiniblockResponse {
+                        kind: None,
+                        error: Some(e),
+                    },
+                });
+            }
+            Some(Kind::Batch(batch)) => {
+                let replies = batch::gather(responder, batch.items.len(), self.max_message_bytes);
+                for (item, reply) in batch.items.into_iter().zip(replies) {
+                    match item.kind {
+                        Some(kind @ (Kind::Propose(_) | Kind::SaveCandidate(_))) => {
+                            self.on_round_request(from, kind, reply, now_ms, streams, executor)
+                        }
+                        _ => reply.refuse(error(
+                            pb::ErrorCode::Malformed,
+                            "a batch carries only proposal and candidate requests",
+                        )),
+                    }
+                }
+            }
+            Some(kind) => {
+                let reply = Reply::Peer(responder);
+                self.on_round_request(from, kind, reply, now_ms, streams, executor)
+            }
+            None => Reply::Peer(responder).refuse(error(pb::ErrorCode::Malformed, "empty request")),
+        }
+    }
+
+    /// A proposal request, answered now, or a candidate, opened on the workers first and
+    /// judged as an [`OpenedCandidate`]. Any other kind is answered "malformed".
+    #[allow(clippy::too_many_arguments)]
+    fn on_round_request(
+        &mut self,
+        from: Address,
+        kind: pb::miniblock_request::Kind,
+        reply: Reply,
+        now_ms: u64,
+        streams: &mut Streams,
+        executor: &mut Executor,
+    ) {
+        use pb::miniblock_request::Kind;
+        match kind {
+            Kind::Propose(p) => {
                 let (Some(stream), Some(request)) = (
                     StreamId::from_slice(&p.stream_id),
                     convert::proposal_request(&p),
                 ) else {
-                    return refuse(
-                        responder,
-                        error(pb::ErrorCode::Malformed, "stream id or hashes"),
-                    );
+                    return reply.refuse(error(pb::ErrorCode::Malformed, "stream id or hashes"));
                 };
                 let answer = streams
                     .for_stream(&stream)
                     .propose(now_ms, from, stream, &request);
                 executor.run(answer.effects);
                 match answer.answer {
-                    Ok(reply) => {
-                        tokio::spawn(responder.send(pb::MiniblockResponse {
+                    Ok(proposal) => {
+                        tokio::spawn(reply.send(pb::MiniblockResponse {
                             kind: Some(pb::miniblock_response::Kind::Propose(
-                                convert::reply_to_pb(reply),
+                                convert::reply_to_pb(proposal),
                             )),
                             error: None,
                         }));
                     }
-                    Err(reject) => refuse(
-                        responder,
-                        error(crate::client::code(&reject), reject.to_string()),
-                    ),
+                    Err(reject) => {
+                        reply.refuse(error(crate::client::code(&reject), reject.to_string()))
+                    }
                 }
             }
-            Some(Kind::SaveCandidate(c)) => {
+            Kind::SaveCandidate(c) => {
                 let Some(stream) = StreamId::from_slice(&c.stream_id) else {
-                    return refuse(responder, error(pb::ErrorCode::Malformed, "stream id"));
+                    return reply.refuse(error(pb::ErrorCode::Malformed, "stream id"));
                 };
                 let candidate = c.candidate.unwrap_or_default();
                 // Events this node already opened are not verified again.
@@ -390,29 +420,19 @@ impl Router {
                         from,
                         stream,
                         miniblock,
-                        responder,
+                        reply,
                     }));
                 };
                 if let Err(_busy) = self.workers.try_spawn(job) {
-                    // The responder went with the job and is dropped: the leader sees the
-                    // request fail and counts this replica out of the round.
+                    // The reply went with the job and is dropped: the leader sees the request
+                    // fail (or, in a batch, its item answered "unavailable") and asks again.
                     debug!(%from, %stream, "candidate shed: workers busy");
                 }
             }
-            Some(Kind::GetMiniblocks(g)) => {
-                self.read(Query::Miniblocks(g), responder, |found| match found {
-                    Ok(Found::Miniblocks(m)) => pb::MiniblockResponse {
-                        kind: Some(pb::miniblock_response::Kind::GetMiniblocks(m)),
-                        error: None,
-                    },
-                    Ok(_) => unreachable!("a miniblocks query finds miniblocks"),
-                    Err(e) => pb::MiniblockResponse {
-                        kind: None,
-                        error: Some(e),
-                    },
-                });
-            }
-            None => refuse(responder, error(pb::ErrorCode::Malformed, "empty request")),
+            _ => reply.refuse(error(
+                pb::ErrorCode::Malformed,
+                "not a proposal or candidate request",
+            )),
         }
     }
 }

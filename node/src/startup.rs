@@ -147,6 +147,7 @@ impl Node {
             ..P2pConfig::node(vec![config.listen.clone()])
         };
         let request_timeout = p2p_config.request_timeout;
+        let max_message_bytes = p2p_config.max_message_bytes;
         let (p2p, network_events) = rill_p2p::spawn(&key, p2p_config).await?;
         let listen = p2p.listen_addrs().await;
         let registrar = Registrar::spawn(
@@ -194,6 +195,8 @@ impl Node {
             faults: faults.clone(),
             timeout: request_timeout,
             blocks: blocks_seen.clone(),
+            max_message_bytes,
+            pending: Default::default(),
         };
         let after_writes =
             AfterWrites::spawn(writer.clone(), requests, acks.clone(), watch.clone());
@@ -241,6 +244,7 @@ impl Node {
             metrics: metrics.clone(),
             writer: writer.clone(),
             connected: Default::default(),
+            max_message_bytes,
         };
         let router_mailbox = mailbox_tx;
         let last_block = store.last_block().map_err(store_error)?;

@@ -358,6 +358,11 @@ impl Testnet {
             .expect("anvil takes evm_setIntervalMining");
     }
 
+    /// Node `i`'s key (a test may speak for a node that is down).
+    pub fn key(&self, i: usize) -> NodeKey {
+        NodeKey::load(&self.configs[i].key_file).expect("the node's key file")
+    }
+
     /// Node `i`'s multiaddr (what clients and peers dial).
     pub fn multiaddr(&self, i: usize) -> rill_client::p2p::Multiaddr {
         self.chain.file.nodes[i]

@@ -1,11 +1,13 @@
 //! Many streams on real nodes: batched creation, events in a sample of them, idle streams
-//! leaving memory and coming back, and a restart that loads a long stream from its snapshot.
+//! leaving memory and coming back, a restart that loads a long stream from its snapshot, and
+//! the batches that carry many streams' rounds between two nodes.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rand::seq::SliceRandom;
+use rill_p2p::{NodeRequest, NodeResponse, P2pConfig};
 use rill_protocol::{NodeKey, StreamId, pb};
 use rill_testnet::{ClientLimits, Residency, Testnet};
 
@@ -119,6 +121,154 @@ async fn events_in_a_random_sample_of_hundreds_of_streams_finalize_on_every_repl
         (count * 3) as f64,
         "every stream is held by three nodes"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rounds_of_many_streams_travel_in_batches_and_every_event_finalizes() {
+    logs();
+    let net = Testnet::builder()
+        .nodes(4)
+        .replication(3)
+        .client_limits(ClientLimits {
+            stream_creations: None,
+            ..ClientLimits::default()
+        })
+        .start()
+        .await;
+    let creator = NodeKey::generate();
+    let streams = create_streams(&net, &creator, 64).await;
+    let mut clients = Vec::new();
+    for i in 0..net.len() {
+        clients.push(net.client_with(i, creator.clone()).await);
+    }
+    // One event in each stream, all at once: each leader's rounds start on the same blocks.
+    let acked: Vec<(StreamId, _)> = futures::stream::iter(streams.iter().enumerate())
+        .map(|(n, stream)| {
+            let client = &clients[n % clients.len()];
+            async move {
+                let (event, _) = client
+                    .add_message(*stream, "batched", pb::Ack::Quorum)
+                    .await
+                    .unwrap_or_else(|e| panic!("an event in stream {stream} is acknowledged: {e}"));
+                (*stream, event.hash())
+            }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    for (stream, hash) in acked {
+        net.expect_finalized(stream, &HashSet::from([hash]), Duration::from_secs(30))
+            .await;
+    }
+    let (mut exchanges, mut requests) = (0.0, 0.0);
+    for i in 0..net.len() {
+        exchanges += net.metric(i, "rill_round_batch_items_count").await;
+        requests += net.metric(i, "rill_round_batch_items_sum").await;
+    }
+    // 64 rounds need at least 128 proposals and 128 candidates; unbatched, each would be an
+    // exchange of its own.
+    assert!(requests >= 256.0, "{requests} round requests");
+    assert!(
+        requests >= 4.0 * exchanges,
+        "{requests} round requests in {exchanges} exchanges"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_item_of_a_round_batch_gets_its_own_answer_and_bad_items_harm_nothing() {
+    use pb::miniblock_request::Kind;
+    logs();
+    let mut net = Testnet::builder().nodes(4).replication(3).start().await;
+    let creator = NodeKey::generate();
+    let created = net
+        .client_with(0, creator.clone())
+        .await
+        .create_stream(None)
+        .await
+        .expect("the stream is created");
+    let stream = StreamId::from_slice(&created.stream_id).expect("a stream id");
+    let (inside, _) = net.placement(&created);
+    let (sender, target) = (inside[0], inside[1]);
+    // A plain network handle speaks for one of the stream's nodes, stopped first.
+    net.stop(sender).await;
+    let listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a multiaddr")];
+    let (p2p, _events) = rill_p2p::spawn(&net.key(sender), P2pConfig::node(listen))
+        .await
+        .expect("the network starts");
+    let peer = net.node(target).expect("up").peer_id();
+    p2p.dial(peer, Some(net.multiaddr(target)))
+        .await
+        .expect("dialed");
+    let request = |kind| pb::MiniblockRequest { kind: Some(kind) };
+    let propose = |stream_id: Vec<u8>| {
+        request(Kind::Propose(pb::ProposeMiniblockRequest {
+            stream_id,
+            num: 1,
+            prev_hash: vec![0; 32],
+            hashes: vec![],
+            chain_block: 0,
+        }))
+    };
+    let items = vec![
+        propose(stream.0.to_vec()),
+        propose(vec![1, 2, 3]),
+        request(Kind::GetMiniblocks(pb::GetMiniblocksRequest {
+            stream_id: stream.0.to_vec(),
+            from: 0,
+            to: 0,
+            include_candidate: false,
+        })),
+        request(Kind::SaveCandidate(pb::SaveMiniblockCandidateRequest {
+            stream_id: stream.0.to_vec(),
+            candidate: Some(pb::Miniblock::default()),
+        })),
+        request(Kind::Batch(pb::MiniblockRequestBatch {
+            items: vec![propose(stream.0.to_vec())],
+        })),
+        pb::MiniblockRequest { kind: None },
+    ];
+    let batch = request(Kind::Batch(pb::MiniblockRequestBatch { items }));
+    let answer = p2p
+        .request(peer, NodeRequest::Miniblock(batch))
+        .await
+        .expect("an answer");
+    let NodeResponse::Miniblock(pb::MiniblockResponse {
+        kind: Some(pb::miniblock_response::Kind::Batch(answers)),
+        error: None,
+    }) = answer
+    else {
+        panic!("a batch's answer: {answer:?}");
+    };
+    let answers = answers.items;
+    assert_eq!(answers.len(), 6, "one answer per item");
+    let Some(pb::miniblock_response::Kind::Propose(proposal)) = &answers[0].kind else {
+        panic!("the good proposal is answered: {:?}", answers[0]);
+    };
+    assert_eq!(proposal.num, 1, "the replica's next miniblock");
+    let codes: Vec<Option<i32>> = answers[1..]
+        .iter()
+        .map(|a| a.error.as_ref().map(|e| e.code))
+        .collect();
+    let (malformed, bad) = (
+        Some(pb::ErrorCode::Malformed as i32),
+        Some(pb::ErrorCode::BadCandidate as i32),
+    );
+    assert_eq!(codes, vec![malformed, malformed, bad, malformed, malformed]);
+    // The node stays up and its stream goes on.
+    drop(p2p);
+    let client = net.client_with(target, creator).await;
+    let (event, _) = client
+        .add_message(stream, "after the batch", pb::Ack::Quorum)
+        .await
+        .expect("acknowledged");
+    let finalized = net
+        .expect_finalized(
+            stream,
+            &HashSet::from([event.hash()]),
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(finalized.chain.len() >= 2, "a miniblock after the genesis");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
