@@ -58,6 +58,10 @@ impl Pending {
     }
 }
 
+/// Room the batch message itself takes around its items (its field tag and length prefix,
+/// with room to spare), kept free under the message limit.
+const WRAPPER: usize = 16;
+
 /// Room a message takes as an item of a batch: its bytes, its field tag and length prefix.
 fn item_len(message: &impl Message) -> usize {
     let len = message.encoded_len();
@@ -68,6 +72,7 @@ fn item_len(message: &impl Message) -> usize {
 /// encoded bytes. An item over `max_bytes` on its own travels alone (and fails at the
 /// transport, as it would unbatched).
 pub(crate) fn chunks(items: Vec<Item>, max_bytes: usize) -> Vec<Vec<Item>> {
+    let max_bytes = max_bytes.saturating_sub(WRAPPER);
     let mut out: Vec<Vec<Item>> = Vec::new();
     let mut bytes = 0;
     for item in items {
@@ -157,6 +162,7 @@ pub(crate) fn gather(
     max_bytes: usize,
 ) -> Vec<Reply> {
     let (slots, answers): (Vec<_>, Vec<_>) = (0..n).map(|_| oneshot::channel()).unzip();
+    let max_bytes = max_bytes.saturating_sub(WRAPPER);
     tokio::spawn(async move {
         let mut items = Vec::with_capacity(n);
         let mut bytes = 0;
@@ -208,7 +214,7 @@ mod tests {
     fn chunks_keep_order_and_respect_both_bounds() {
         let items: Vec<Item> = (0..3000).map(|_| item(100)).collect();
         let per = item_len(&items[0].request);
-        let batches = chunks(items, 100 * per);
+        let batches = chunks(items, 100 * per + WRAPPER);
         assert!(batches.iter().all(|b| b.len() == 100));
         assert_eq!(batches.len(), 30);
 
@@ -221,7 +227,7 @@ mod tests {
     #[test]
     fn an_item_over_the_bound_travels_alone() {
         let items = vec![item(100), item(10_000), item(100)];
-        let batches = chunks(items, 1_000);
+        let batches = chunks(items, 1_000 + WRAPPER);
         let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
         assert_eq!(sizes, vec![1, 1, 1]);
     }
