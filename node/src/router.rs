@@ -334,6 +334,14 @@ impl Router {
                     },
                 });
             }
+            Some(Kind::Batch(batch)) if batch.items.len() > batch::MAX_ITEMS => {
+                let message = format!(
+                    "a batch of {} items; at most {} are taken",
+                    batch.items.len(),
+                    batch::MAX_ITEMS
+                );
+                Reply::Peer(responder).refuse(error(pb::ErrorCode::Malformed, message));
+            }
             Some(Kind::Batch(batch)) => {
                 let replies = batch::gather(responder, batch.items.len(), self.max_message_bytes);
                 for (item, reply) in batch.items.into_iter().zip(replies) {

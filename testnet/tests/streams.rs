@@ -254,6 +254,21 @@ async fn each_item_of_a_round_batch_gets_its_own_answer_and_bad_items_harm_nothi
         Some(pb::ErrorCode::BadCandidate as i32),
     );
     assert_eq!(codes, vec![malformed, malformed, bad, malformed, malformed]);
+    // A batch over the item limit is refused whole.
+    let items = vec![propose(stream.0.to_vec()); 1025];
+    let batch = request(Kind::Batch(pb::MiniblockRequestBatch { items }));
+    let answer = p2p
+        .request(peer, NodeRequest::Miniblock(batch))
+        .await
+        .expect("an answer");
+    let NodeResponse::Miniblock(pb::MiniblockResponse {
+        kind: None,
+        error: Some(refusal),
+    }) = answer
+    else {
+        panic!("a refusal: {answer:?}");
+    };
+    assert_eq!(refusal.code, pb::ErrorCode::Malformed as i32);
     // The node stays up and its stream goes on.
     drop(p2p);
     let client = net.client_with(target, creator).await;
