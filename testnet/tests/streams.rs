@@ -26,12 +26,40 @@ fn stream_count() -> usize {
         .unwrap_or(300)
 }
 
-/// Creates `count` streams owned by `creator`, 32 requests at a time spread over the nodes.
-async fn create_streams(net: &Testnet, creator: &NodeKey, count: usize) -> Vec<StreamId> {
+/// A 4-node testnet (replication 3) whose clients may create streams without limit.
+async fn unlimited_creations() -> Testnet {
+    Testnet::builder()
+        .nodes(4)
+        .replication(3)
+        .client_limits(ClientLimits {
+            stream_creations: None,
+            ..ClientLimits::default()
+        })
+        .start()
+        .await
+}
+
+/// One client per node, signing with `key`.
+async fn clients(net: &Testnet, key: &NodeKey) -> Vec<rill_client::Client> {
     let mut clients = Vec::new();
     for i in 0..net.len() {
-        clients.push(net.client_with(i, creator.clone()).await);
+        clients.push(net.client_with(i, key.clone()).await);
     }
+    clients
+}
+
+/// The sum over every node of the metric lines starting with `name`.
+async fn total(net: &Testnet, name: &str) -> f64 {
+    let mut sum = 0.0;
+    for i in 0..net.len() {
+        sum += net.metric(i, name).await;
+    }
+    sum
+}
+
+/// Creates `count` streams owned by `creator`, 32 requests at a time spread over the nodes.
+async fn create_streams(net: &Testnet, creator: &NodeKey, count: usize) -> Vec<StreamId> {
+    let clients = clients(net, creator).await;
     futures::stream::iter(0..count)
         .map(|n| {
             let client = &clients[n % clients.len()];
@@ -67,15 +95,7 @@ async fn events_in_a_random_sample_of_hundreds_of_streams_finalize_on_every_repl
     logs();
     let count = stream_count();
     // One client per node creates them all: beyond the default budget with RILL_TEST_STREAMS.
-    let net = Testnet::builder()
-        .nodes(4)
-        .replication(3)
-        .client_limits(ClientLimits {
-            stream_creations: None,
-            ..ClientLimits::default()
-        })
-        .start()
-        .await;
+    let net = unlimited_creations().await;
     let creator = NodeKey::generate();
     let started = Instant::now();
     let streams = create_streams(&net, &creator, count).await;
@@ -86,10 +106,7 @@ async fn events_in_a_random_sample_of_hundreds_of_streams_finalize_on_every_repl
     );
     assert_eq!(streams.iter().collect::<HashSet<_>>().len(), count);
     // Batched: far fewer registry transactions than streams.
-    let mut transactions = 0.0;
-    for i in 0..net.len() {
-        transactions += net.metric(i, "rill_registration_transactions_total").await;
-    }
+    let transactions = total(&net, "rill_registration_transactions_total").await;
     assert!(
         transactions < count as f64 / 4.0,
         "{transactions} transactions for {count} streams"
@@ -112,10 +129,7 @@ async fn events_in_a_random_sample_of_hundreds_of_streams_finalize_on_every_repl
             .await;
     }
     // Every node holds its share: replication 3 of 4 nodes.
-    let mut held = 0.0;
-    for i in 0..net.len() {
-        held += net.metric(i, "rill_streams_held").await;
-    }
+    let held = total(&net, "rill_streams_held").await;
     assert_eq!(
         held,
         (count * 3) as f64,
@@ -126,21 +140,10 @@ async fn events_in_a_random_sample_of_hundreds_of_streams_finalize_on_every_repl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rounds_of_many_streams_travel_in_batches_and_every_event_finalizes() {
     logs();
-    let net = Testnet::builder()
-        .nodes(4)
-        .replication(3)
-        .client_limits(ClientLimits {
-            stream_creations: None,
-            ..ClientLimits::default()
-        })
-        .start()
-        .await;
+    let net = unlimited_creations().await;
     let creator = NodeKey::generate();
     let streams = create_streams(&net, &creator, 64).await;
-    let mut clients = Vec::new();
-    for i in 0..net.len() {
-        clients.push(net.client_with(i, creator.clone()).await);
-    }
+    let clients = clients(&net, &creator).await;
     // One event in each stream, all at once: each leader's rounds start on the same blocks.
     let acked: Vec<(StreamId, _)> = futures::stream::iter(streams.iter().enumerate())
         .map(|(n, stream)| {
@@ -160,11 +163,8 @@ async fn the_rounds_of_many_streams_travel_in_batches_and_every_event_finalizes(
         net.expect_finalized(stream, &HashSet::from([hash]), Duration::from_secs(30))
             .await;
     }
-    let (mut exchanges, mut requests) = (0.0, 0.0);
-    for i in 0..net.len() {
-        exchanges += net.metric(i, "rill_round_batch_items_count").await;
-        requests += net.metric(i, "rill_round_batch_items_sum").await;
-    }
+    let exchanges = total(&net, "rill_round_batch_items_count").await;
+    let requests = total(&net, "rill_round_batch_items_sum").await;
     // 64 rounds need at least 128 proposals and 128 candidates; unbatched, each would be an
     // exchange of its own.
     assert!(requests >= 256.0, "{requests} round requests");
