@@ -17,6 +17,20 @@ pub struct Registration {
     pub hash: B256,
     /// Its number.
     pub num: u64,
+    /// What it builds on.
+    pub kind: RegistrationKind,
+}
+
+/// What a registered candidate builds on, and whose it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RegistrationKind {
+    /// This node's candidate on the registered head.
+    Next,
+    /// This node's candidate chained on a candidate the registry had not taken yet (which is
+    /// registered before it).
+    Chained,
+    /// Another leader's candidate, registered before this node's chained one.
+    Base,
 }
 
 /// A write to the node's store. Each one is atomic on its own.
@@ -149,7 +163,8 @@ pub enum Effect {
         /// The request.
         request: Request,
     },
-    /// Queue a registration with the batched registrar.
+    /// Queue a registration with the batched registrar. The registrations of one call's
+    /// effects reach the registry in their order (a chained candidate after its base).
     Register(Registration),
     /// Tell subscribers and waiting clients.
     Notify(Notification),

@@ -297,9 +297,9 @@ impl Engine {
                 })
                 .map(|(_, effects)| effects)
                 .unwrap_or_default(),
-            Input::RegistrationRejected { stream, hash, .. } => {
+            Input::RegistrationRejected { stream, num, hash } => {
                 if let Some(replica) = self.streams.get_mut(&stream) {
-                    replica.on_registration_rejected(hash);
+                    replica.on_registration_rejected(num, hash);
                 }
                 Vec::new()
             }

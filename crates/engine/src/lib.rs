@@ -28,7 +28,8 @@ mod stream;
 
 pub use config::{EngineConfig, NetworkParams};
 pub use effect::{
-    Answer, CandidateVerdict, Effect, Gossip, Notification, Registration, StoreOp, Verdict,
+    Answer, CandidateVerdict, Effect, Gossip, Notification, Registration, RegistrationKind,
+    StoreOp, Verdict,
 };
 pub use election::elect_leader;
 pub use electorate::NodeStatus;

@@ -31,7 +31,7 @@ pub(crate) struct Rules {
 }
 
 /// One promoted miniblock as the window remembers it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Recent {
     num: u64,
     hash: B256,
@@ -39,8 +39,8 @@ struct Recent {
     events: Vec<B256>,
 }
 
-/// The promoted state of one stream.
-#[derive(Debug)]
+/// The promoted state of one stream (cloned only to judge what builds on a candidate).
+#[derive(Clone, Debug)]
 pub(crate) struct Stream {
     pub(crate) id: StreamId,
     pub(crate) nodes: Vec<Address>,
@@ -352,6 +352,14 @@ impl Stream {
             settings: Some(self.settings.clone()),
             event_count: self.event_count + events.len() as u64,
         }
+    }
+
+    /// The state once `miniblock`, a checked candidate for the next number, is promoted: what
+    /// a candidate built on it is judged against.
+    pub(crate) fn after(&self, miniblock: &ParsedMiniblock, rules: &Rules) -> Stream {
+        let mut next = self.clone();
+        next.apply(miniblock, rules);
+        next
     }
 
     /// Applies a checked miniblock that follows the head: moves the head, applies joins and

@@ -5,21 +5,33 @@
 //! (elected leader, turn, links, clock, offsets, size, snapshot, every event) before it stores
 //! it. Every candidate for the next number is kept until one is promoted: leaders may race,
 //! and any of them may be the one the registry accepts.
+//!
+//! A candidate may also build on the one next candidate before the registry has it (see
+//! `round`): such a chained candidate is judged against the state after its base, and a replica
+//! stores it only if it holds that base, so its write quorum is also one for the base. Its
+//! leader registers the base before it (unless the base is its own and so already queued),
+//! in one ordered request: the registry takes the base, or finds it already registered, and
+//! then the chained candidate.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::{Address, B256};
 use rill_protocol::ParsedMiniblock;
 
 use super::{Ctx, Replica};
-use crate::{CandidateVerdict, Effect, Registration, Reject, Request, Response, StoreOp};
+use crate::stream::{Head, Stream};
+use crate::{
+    CandidateVerdict, Effect, Registration, RegistrationKind, Reject, Request, Response, StoreOp,
+};
 
 /// At most this many candidates wait for a chain block this node has not seen yet.
 const MAX_DEFERRED: usize = 64;
 /// A replica that could not judge or take the candidate yet is asked again after this long.
 const RESEND_MS: u64 = 200;
 
-/// The candidates a replica holds for `head + 1`, and those waiting for their chain block.
+/// The candidates a replica holds for `head + 1` (and those chained on one of them, for
+/// `head + 2`), and those waiting for their chain block.
 #[derive(Debug, Default)]
 pub(super) struct Candidates {
     /// By hash, with the chain block that elected their leader.
@@ -49,9 +61,36 @@ impl Candidates {
         self.held.remove(hash).map(|(miniblock, _)| miniblock)
     }
 
-    /// Forgets candidates up to `head`.
-    pub(super) fn promoted(&mut self, head: u64) {
-        self.held.retain(|_, (c, _)| c.num() > head);
+    pub(super) fn holds(&self, hash: &B256) -> bool {
+        self.held.contains_key(hash)
+    }
+
+    /// The held candidate `hash` if it is the next miniblock after `head`: what a chained
+    /// candidate may build on.
+    pub(super) fn base(&self, head: &Head, hash: &B256) -> Option<&ParsedMiniblock> {
+        self.held
+            .get(hash)
+            .map(|(c, _)| c)
+            .filter(|c| c.num() == head.num + 1 && c.prev_hash() == head.hash)
+    }
+
+    /// The candidate a round may build on before the registry has it: the only candidate
+    /// held, when it is the next miniblock after `head` (nothing builds on it yet, and no
+    /// other leader's candidate races it).
+    pub(super) fn pending_base(&self, head: &Head) -> Option<&ParsedMiniblock> {
+        let mut held = self.held.keys();
+        match (held.next(), held.next()) {
+            (Some(hash), None) => self.base(head, hash),
+            _ => None,
+        }
+    }
+
+    /// Forgets candidates up to `head`, and those for the number after it that do not build on
+    /// it (chained on a candidate the registry did not take).
+    pub(super) fn promoted(&mut self, head: &Head) {
+        self.held.retain(|_, (c, _)| {
+            c.num() > head.num + 1 || (c.num() == head.num + 1 && c.prev_hash() == head.hash)
+        });
     }
 }
 
@@ -140,15 +179,35 @@ impl Replica {
         if offer.saved.len() >= quorum {
             let offer = self.offer.take().expect("checked");
             let _span = tracing::debug_span!("miniblock", num = offer.num()).entered();
+            let head = self.stream.head;
+            let base = self.candidates.base(&head, &offer.miniblock.prev_hash());
             tracing::debug!(
                 saved = offer.saved.len(),
+                chained = base.is_some(),
                 "write quorum reached; registering"
             );
+            // Every node that stored a chained candidate holds its base: the base has its
+            // write quorum too. Registered first, unless this node produced it (and so has
+            // queued it already).
+            if let Some(base) = base.filter(|b| b.producer() != ctx.me) {
+                ctx.effects.push(Effect::Register(Registration {
+                    stream: self.id(),
+                    prev_hash: base.prev_hash(),
+                    hash: base.hash(),
+                    num: base.num(),
+                    kind: RegistrationKind::Base,
+                }));
+            }
             ctx.effects.push(Effect::Register(Registration {
                 stream: self.id(),
                 prev_hash: offer.miniblock.prev_hash(),
                 hash: offer.miniblock.hash(),
                 num: offer.num(),
+                kind: if offer.miniblock.prev_hash() == head.hash {
+                    RegistrationKind::Next
+                } else {
+                    RegistrationKind::Chained
+                },
             }));
             // The registration may have been seen before the quorum (a fast chain).
             self.try_promote(ctx);
@@ -197,9 +256,14 @@ impl Replica {
         }
     }
 
-    /// Whether the offer (if any) is for a number already promoted.
+    /// Forgets the offer if its number is promoted, or its candidate was dropped (chained on
+    /// a candidate the registry did not take).
     pub(super) fn forget_offer_upto(&mut self, head: u64) {
-        if self.offer.as_ref().is_some_and(|o| o.num() <= head) {
+        if self
+            .offer
+            .as_ref()
+            .is_some_and(|o| o.num() <= head || !self.candidates.holds(&o.miniblock.hash()))
+        {
             self.offer = None;
         }
     }
@@ -221,12 +285,23 @@ impl Replica {
         if num <= head {
             return CandidateVerdict::Stale;
         }
-        if num > head + 1 {
+        let chained = num == head + 2;
+        if num > head + 1 && !chained {
             // This node is behind: it catches up to the registered chain first.
             return CandidateVerdict::Refused(Reject::WrongNum {
                 expected: head + 1,
                 got: num,
             });
+        }
+        if chained
+            && self
+                .candidates
+                .base(&self.stream.head, &miniblock.prev_hash())
+                .is_none()
+        {
+            // Chained on a candidate this node does not hold (yet): the leader asks again
+            // shortly, and gives up at its deadline.
+            return CandidateVerdict::Deferred;
         }
         let block = miniblock.header().chain_block;
         if ctx.blocks.is_future(block) {
@@ -264,9 +339,9 @@ impl Replica {
         }
     }
 
-    /// A replica's checks of a candidate for `head + 1`: it names a recent chain block (its
-    /// turn has not passed), its producer was elected at that block, and it is a valid next
-    /// miniblock under that block's rules.
+    /// A replica's checks of a candidate for `head + 1`, or chained on a held one: it names a
+    /// recent chain block (its turn has not passed), its producer was elected at that block,
+    /// and it is a valid next miniblock (after its base) under that block's rules.
     pub(super) fn check_candidate(
         &self,
         ctx: &Ctx<'_>,
@@ -284,7 +359,30 @@ impl Replica {
             });
         }
         self.check_producer(ctx, miniblock)?;
-        self.check_links(ctx, miniblock)
+        match self.state_before(ctx, miniblock.num(), miniblock.prev_hash()) {
+            Some(base) => check_next(&base, ctx, miniblock),
+            // Not on the head nor on a held candidate: the head's checks say what is wrong.
+            None => self.check_links(ctx, miniblock),
+        }
+    }
+
+    /// The state miniblock `num` after `prev_hash` builds on: the head, or the state after
+    /// the held candidate `prev_hash` for the next number. `None` if it is neither.
+    pub(super) fn state_before(
+        &self,
+        ctx: &Ctx<'_>,
+        num: u64,
+        prev_hash: B256,
+    ) -> Option<Cow<'_, Stream>> {
+        let head = self.stream.head;
+        if num == head.num + 1 && prev_hash == head.hash {
+            return Some(Cow::Borrowed(&self.stream));
+        }
+        if num != head.num + 2 {
+            return None;
+        }
+        let base = self.candidates.base(&head, &prev_hash)?;
+        Some(Cow::Owned(self.stream.after(base, &ctx.rules_now())))
     }
 
     /// The miniblock was produced by the leader elected at its chain block.
@@ -311,88 +409,92 @@ impl Replica {
         Ok(())
     }
 
-    /// Checks that hold for any next miniblock, candidate or fetched, under the rules of its
-    /// electing block: number, prev hash, timestamp (increasing, not ahead of this node's
-    /// clock), offsets, snapshot, count and bytes, and every event admissible on the head.
+    /// [`check_next`] on the head.
     pub(super) fn check_links(
         &self,
         ctx: &Ctx<'_>,
         miniblock: &ParsedMiniblock,
     ) -> Result<(), Reject> {
-        let head = self.stream.head;
-        let header = miniblock.header();
-        if miniblock.num() != head.num + 1 {
-            return Err(Reject::WrongNum {
-                expected: head.num + 1,
-                got: miniblock.num(),
-            });
-        }
-        if miniblock.prev_hash() != head.hash {
-            return Err(Reject::BadPrevHash {
-                expected: head.hash,
-                got: miniblock.prev_hash(),
-            });
-        }
-        if header.timestamp_ms <= head.timestamp_ms {
-            return Err(Reject::BadTimestamp {
-                head: head.timestamp_ms,
-                got: header.timestamp_ms,
-            });
-        }
-        if header.timestamp_ms > ctx.now_ms.saturating_add(ctx.config.max_clock_skew_ms) {
-            return Err(Reject::FutureTimestamp {
-                got: header.timestamp_ms,
-                now: ctx.now_ms,
-                skew_ms: ctx.config.max_clock_skew_ms,
-            });
-        }
-        if header.event_num_offset != self.stream.event_count
-            || header.prev_snapshot_num != self.stream.last_snapshot_num
-        {
-            return Err(Reject::BadHeader(
-                "event offset or previous snapshot number",
-            ));
-        }
-        let params = ctx.params_at(header.chain_block);
-        let (num, interval) = (miniblock.num(), params.snapshot_interval);
-        match &header.snapshot {
-            Some(_) if !self.stream.snapshot_due(num, interval) => {
-                return Err(Reject::BadHeader("a snapshot before one is due"));
-            }
-            Some(snapshot) if *snapshot != self.stream.snapshot_after(miniblock.events()) => {
-                return Err(Reject::BadHeader("a wrong snapshot"));
-            }
-            None if self.stream.snapshot_overdue(num, interval) => {
-                return Err(Reject::BadHeader("no snapshot, and one is overdue"));
-            }
-            _ => {}
-        }
-        if miniblock.events().len() > params.max_events_per_miniblock {
-            return Err(Reject::BadHeader("too many events"));
-        }
-        let bytes: usize = miniblock
-            .events()
-            .iter()
-            .map(|e| e.envelope().event.len())
-            .sum();
-        if bytes > params.max_miniblock_bytes {
-            return Err(Reject::BadHeader("too many bytes of events"));
-        }
-        let rules = ctx.rules_at(header.chain_block);
-        let mut seen = BTreeSet::new();
-        for (index, event) in miniblock.events().iter().enumerate() {
-            let reason = if !seen.insert(event.hash()) {
-                Some(Reject::Duplicate(event.hash()))
-            } else {
-                self.stream.check(event, &rules).err()
-            };
-            if let Some(reason) = reason {
-                return Err(Reject::InadmissibleEvent {
-                    index,
-                    reason: Box::new(reason),
-                });
-            }
-        }
-        Ok(())
+        check_next(&self.stream, ctx, miniblock)
     }
+}
+
+/// Checks that hold for any miniblock that follows `on`, candidate or fetched, under the rules
+/// of its electing block: number, prev hash, timestamp (increasing, not ahead of this node's
+/// clock), offsets, snapshot, count and bytes, and every event admissible on `on`.
+fn check_next(on: &Stream, ctx: &Ctx<'_>, miniblock: &ParsedMiniblock) -> Result<(), Reject> {
+    let head = on.head;
+    let header = miniblock.header();
+    if miniblock.num() != head.num + 1 {
+        return Err(Reject::WrongNum {
+            expected: head.num + 1,
+            got: miniblock.num(),
+        });
+    }
+    if miniblock.prev_hash() != head.hash {
+        return Err(Reject::BadPrevHash {
+            expected: head.hash,
+            got: miniblock.prev_hash(),
+        });
+    }
+    if header.timestamp_ms <= head.timestamp_ms {
+        return Err(Reject::BadTimestamp {
+            head: head.timestamp_ms,
+            got: header.timestamp_ms,
+        });
+    }
+    if header.timestamp_ms > ctx.now_ms.saturating_add(ctx.config.max_clock_skew_ms) {
+        return Err(Reject::FutureTimestamp {
+            got: header.timestamp_ms,
+            now: ctx.now_ms,
+            skew_ms: ctx.config.max_clock_skew_ms,
+        });
+    }
+    if header.event_num_offset != on.event_count || header.prev_snapshot_num != on.last_snapshot_num
+    {
+        return Err(Reject::BadHeader(
+            "event offset or previous snapshot number",
+        ));
+    }
+    let params = ctx.params_at(header.chain_block);
+    let (num, interval) = (miniblock.num(), params.snapshot_interval);
+    match &header.snapshot {
+        Some(_) if !on.snapshot_due(num, interval) => {
+            return Err(Reject::BadHeader("a snapshot before one is due"));
+        }
+        Some(snapshot) if *snapshot != on.snapshot_after(miniblock.events()) => {
+            return Err(Reject::BadHeader("a wrong snapshot"));
+        }
+        None if on.snapshot_overdue(num, interval) => {
+            return Err(Reject::BadHeader("no snapshot, and one is overdue"));
+        }
+        _ => {}
+    }
+    if miniblock.events().len() > params.max_events_per_miniblock {
+        return Err(Reject::BadHeader("too many events"));
+    }
+    let bytes: usize = miniblock
+        .events()
+        .iter()
+        .map(|e| e.envelope().event.len())
+        .sum();
+    if bytes > params.max_miniblock_bytes {
+        return Err(Reject::BadHeader("too many bytes of events"));
+    }
+    let rules = ctx.rules_at(header.chain_block);
+    let mut seen = BTreeSet::new();
+    for (index, event) in miniblock.events().iter().enumerate() {
+        let reason = if !seen.insert(event.hash()) {
+            Some(Reject::Duplicate(event.hash()))
+        } else {
+            on.check(event, &rules).err()
+        };
+        if let Some(reason) = reason {
+            return Err(Reject::InadmissibleEvent {
+                index,
+                reason: Box::new(reason),
+            });
+        }
+    }
+    Ok(())
 }

@@ -205,6 +205,8 @@ impl Replica {
                 }
                 self.promote(ctx, miniblock);
             }
+            // A registered candidate chained on the last of them may be held already.
+            self.try_promote(ctx);
         }
         if catch_up.run_bytes > MAX_UNVOUCHED_BYTES {
             tracing::warn!(

@@ -28,18 +28,27 @@ impl Replica {
         }
     }
 
-    /// The registry refused this node's registration: another miniblock got that number.
-    pub(crate) fn on_registration_rejected(&mut self, hash: B256) {
+    /// The registry refused a registration of `hash`: another miniblock got that number, or
+    /// (a chained candidate's base, registered by its producer too) it was registered
+    /// already, which this does not undo.
+    pub(crate) fn on_registration_rejected(&mut self, num: u64, hash: B256) {
+        if num <= self.stream.head.num || self.registered.get(&num) == Some(&hash) {
+            return;
+        }
         let _ = self.candidates.take(&hash);
     }
 
-    /// Promotes the candidate the registry registered, if this node has it.
+    /// Promotes the candidates the registry registered, in order, as far as this node holds
+    /// them.
     pub(super) fn try_promote(&mut self, ctx: &mut Ctx<'_>) {
-        let next = self.stream.head.num + 1;
-        let Some(hash) = self.registered.get(&next).copied() else {
-            return;
-        };
-        if let Some(candidate) = self.candidates.take(&hash) {
+        loop {
+            let next = self.stream.head.num + 1;
+            let Some(hash) = self.registered.get(&next).copied() else {
+                return;
+            };
+            let Some(candidate) = self.candidates.take(&hash) else {
+                return;
+            };
             self.promote(ctx, candidate);
         }
     }
@@ -79,8 +88,8 @@ impl Replica {
         if self.round.as_ref().is_some_and(|r| r.num() <= head) {
             self.round = None;
         }
+        self.candidates.promoted(&self.stream.head);
         self.forget_offer_upto(head);
-        self.candidates.promoted(head);
         let included: HashSet<B256> = miniblocks
             .iter()
             .flat_map(|m| m.events().iter().map(|e| e.hash()))

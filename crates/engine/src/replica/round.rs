@@ -2,13 +2,21 @@
 //! proposals, cut the events that more than half of the stream's nodes hold into a signed
 //! candidate, and hand it to the replicas. Also the replica's side: answering a proposal
 //! request.
+//!
+//! A round builds on the head, or, while the next candidate waits for its registration, on
+//! that candidate (a chained round): a stream's events then do not wait for the previous
+//! registration, which takes one or two blocks, before they are cut. Only one candidate is
+//! ever chained ahead of the head, and only on a candidate elected at an earlier block that no
+//! other leader's candidate races.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use alloy_primitives::{Address, B256};
 use rill_protocol::{ParsedEvent, ParsedMiniblock, pb};
 
 use super::{Ctx, Replica};
+use crate::stream::Stream;
 use crate::{ProposalReply, ProposalRequest, Reject, Request};
 
 /// A round this node leads.
@@ -31,26 +39,28 @@ impl Round {
 
 impl Replica {
     /// On a chain block: start a round if this node is elected and there is something to cut
-    /// (events, or a snapshot due), unless a round, a candidate waiting for its write quorum,
-    /// a fresh candidate or a catch-up is pending. Blocks far behind the chain's head (replayed
-    /// after a restart) elect nobody here.
+    /// (events, or a snapshot due), unless a round, a candidate waiting for its write quorum
+    /// or a catch-up is pending. A fresh candidate holds the round up unless the round can
+    /// chain on it. Blocks far behind the chain's head (replayed after a restart) elect nobody
+    /// here.
     pub(super) fn maybe_lead(&mut self, ctx: &mut Ctx<'_>, number: u64, prevrandao: B256) {
-        if self.round.is_some()
-            || self.offer.is_some()
-            || self.catch_up.is_some()
-            || self
-                .candidates
-                .fresh(number, ctx.config.candidate_ttl_blocks)
-        {
+        if self.round.is_some() || self.offer.is_some() || self.catch_up.is_some() {
             return;
         }
         if ctx.blocks.head().saturating_sub(number) >= ctx.config.lead_within_blocks {
             return;
         }
-        let next = self.stream.head.num + 1;
-        let interval = ctx.params_at(number).snapshot_interval;
-        if self.pool.is_empty() && !self.stream.snapshot_due(next, interval) {
+        let chained = self
+            .candidates
+            .fresh(number, ctx.config.candidate_ttl_blocks);
+        if chained && self.chain_base(number).is_none() {
             return;
+        }
+        if self.pool.is_empty() && !chained {
+            let interval = ctx.params_at(number).snapshot_interval;
+            if !self.stream.snapshot_due(self.stream.head.num + 1, interval) {
+                return;
+            }
         }
         let leader = ctx
             .electorate
@@ -58,16 +68,29 @@ impl Replica {
         if leader != ctx.me {
             return;
         }
+        let base = match self.chain_base(number) {
+            Some(base) if chained => Cow::Owned(self.stream.after(base, &ctx.rules_now())),
+            _ => Cow::Borrowed(&self.stream),
+        };
+        let next = base.head.num + 1;
+        let interval = ctx.params_at(number).snapshot_interval;
+        // A chained round's base holds its candidate's events: they are not asked for again.
+        let hashes = unincluded(self.pool.hashes(), &base);
+        if hashes.is_empty() && !base.snapshot_due(next, interval) {
+            return;
+        }
         let _span = tracing::debug_span!("miniblock", num = next).entered();
         tracing::debug!(
             chain_block = number,
-            pool = self.pool.len(),
+            pool = hashes.len(),
+            chained,
             "leading a round"
         );
+        let prev_hash = base.head.hash;
         let request = ProposalRequest {
             num: next,
-            prev_hash: self.stream.head.hash,
-            hashes: self.pool.hashes().to_vec(),
+            prev_hash,
+            hashes,
             chain_block: number,
         };
         let stream = self.id();
@@ -77,7 +100,7 @@ impl Replica {
         }
         self.round = Some(Round {
             num: next,
-            prev_hash: self.stream.head.hash,
+            prev_hash,
             chain_block: number,
             started_ms: ctx.now_ms,
             replies: BTreeMap::new(),
@@ -88,9 +111,17 @@ impl Replica {
         }
     }
 
+    /// The candidate a round at chain block `number` may chain on (see the module's doc).
+    fn chain_base(&self, number: u64) -> Option<&ParsedMiniblock> {
+        self.candidates
+            .pending_base(&self.stream.head)
+            .filter(|base| base.header().chain_block < number)
+    }
+
     /// A leader asks for this node's proposal: its minipool hashes, its snapshot vote, and the
-    /// events the leader lacks (up to the answer's byte budget). Events the leader holds and
-    /// this node lacks are fetched from it: proposal rounds reconcile minipools both ways.
+    /// events the leader lacks (up to the answer's byte budget), on the head or on the
+    /// candidate the round chains on. Events the leader holds and this node lacks are fetched
+    /// from it: proposal rounds reconcile minipools both ways.
     pub(crate) fn propose(
         &mut self,
         ctx: &mut Ctx<'_>,
@@ -100,18 +131,32 @@ impl Replica {
         if !self.is_node(&from) {
             return Err(Reject::NotAStreamNode(from));
         }
-        if request.num == self.stream.head.num + 1 && request.prev_hash == self.stream.head.hash {
+        let head = self.stream.head;
+        let on_head = request.num == head.num + 1 && request.prev_hash == head.hash;
+        let chained = request.num == head.num + 2;
+        if chained && self.candidates.base(&head, &request.prev_hash).is_none() {
+            // A chained round on a candidate this node does not hold: it cannot judge what
+            // builds on it.
+            return Err(Reject::UnknownMiniblock {
+                num: head.num + 1,
+                hash: request.prev_hash,
+            });
+        }
+        if on_head || chained {
             for hash in &request.hashes {
                 self.lacking(ctx, from, *hash);
             }
         }
+        let base = self
+            .state_before(ctx, request.num, request.prev_hash)
+            .unwrap_or(Cow::Borrowed(&self.stream));
         let theirs: BTreeSet<&B256> = request.hashes.iter().collect();
-        let num = self.stream.head.num + 1;
+        let num = base.head.num + 1;
         let mut budget = ctx.config.response_budget_bytes;
         let missing = self
             .pool
             .events()
-            .filter(|e| !theirs.contains(&e.hash()))
+            .filter(|e| !(theirs.contains(&e.hash()) || base.recently_included(&e.hash())))
             .take_while(|e| {
                 let size = e.envelope().event.len();
                 let fits = size <= budget;
@@ -120,12 +165,12 @@ impl Replica {
             })
             .cloned()
             .collect();
+        let hashes = unincluded(self.pool.hashes(), &base);
         Ok(ProposalReply {
             num,
-            prev_hash: self.stream.head.hash,
-            hashes: self.pool.hashes().to_vec(),
-            snapshot_vote: self
-                .stream
+            prev_hash: base.head.hash,
+            hashes,
+            snapshot_vote: base
                 .snapshot_due(num, ctx.params_at(request.chain_block).snapshot_interval),
             missing,
         })
@@ -191,8 +236,7 @@ impl Replica {
         let Some(round) = self.round.take() else {
             return;
         };
-        let head = self.stream.head;
-        if round.num != head.num + 1 || round.prev_hash != head.hash {
+        if self.state_before(ctx, round.num, round.prev_hash).is_none() {
             return;
         }
         let _span = tracing::debug_span!("miniblock", num = round.num).entered();
@@ -215,13 +259,17 @@ impl Replica {
                 }
             }
         }
+        let Some(base) = self.state_before(ctx, round.num, round.prev_hash) else {
+            return;
+        };
         let params = ctx.params_at(round.chain_block);
         let rules = ctx.rules_at(round.chain_block);
         let mut bytes = 0usize;
+        // A chained round's base holds its candidate's events: they are not cut again.
         let events: Vec<ParsedEvent> = self
             .pool
             .events()
-            .filter(|e| quorum(&e.hash()) && self.stream.check(e, &rules).is_ok())
+            .filter(|e| quorum(&e.hash()) && base.check(e, &rules).is_ok())
             .filter(|e| {
                 let size = e.envelope().event.len();
                 let fits = bytes + size <= params.max_miniblock_bytes;
@@ -235,25 +283,22 @@ impl Replica {
             .collect();
         // A snapshot when more than half of the stream's nodes vote for one (this node
         // included), or when it is overdue and the replicas would refuse a miniblock without.
-        let due = self
-            .stream
-            .snapshot_due(round.num, params.snapshot_interval);
+        let due = base.snapshot_due(round.num, params.snapshot_interval);
         let votes = usize::from(due) + round.replies.values().filter(|r| r.snapshot_vote).count();
-        let snapshot = (due && votes * 2 > n)
-            || self
-                .stream
-                .snapshot_overdue(round.num, params.snapshot_interval);
+        let snapshot =
+            (due && votes * 2 > n) || base.snapshot_overdue(round.num, params.snapshot_interval);
         if events.is_empty() && !snapshot {
             return;
         }
+        let head = base.head;
         let header = pb::MiniblockHeader {
             num: round.num,
             prev_hash: head.hash.to_vec(),
             timestamp_ms: ctx.now_ms.max(head.timestamp_ms + 1),
             event_hashes: events.iter().map(|e| e.hash().to_vec()).collect(),
-            event_num_offset: self.stream.event_count,
-            snapshot: snapshot.then(|| self.stream.snapshot_after(&events)),
-            prev_snapshot_num: self.stream.last_snapshot_num,
+            event_num_offset: base.event_count,
+            snapshot: snapshot.then(|| base.snapshot_after(&events)),
+            prev_snapshot_num: base.last_snapshot_num,
             chain_block: round.chain_block,
         };
         let miniblock = ParsedMiniblock::seal(header, events, ctx.key)
@@ -265,4 +310,14 @@ impl Replica {
         );
         self.offer_candidate(ctx, miniblock);
     }
+}
+
+/// The minipool's `hashes` that `base` has not included (all of them on the head; a chained
+/// round's base holds its candidate's events).
+fn unincluded(hashes: &[B256], base: &Stream) -> Vec<B256> {
+    hashes
+        .iter()
+        .filter(|h| !base.recently_included(h))
+        .copied()
+        .collect()
 }
