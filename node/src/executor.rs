@@ -1,24 +1,25 @@
 //! The executor: carries out the engine's effects, in order. Store operations become writes
 //! handed to the store writer, gossip goes to the outbox (sent once durable), registrations to
-//! the registrar (once the candidate is durable), requests and notifications to peers, waiting
-//! clients and watchers (once the writes before them are applied), refusals to the metrics.
+//! the registration queue (in order, each once its candidate is durable), requests and
+//! notifications to peers, waiting clients and watchers (once the writes before them are
+//! applied), refusals to the metrics.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256};
-use rill_chain::{MiniblockRegistration, Registrar, RegistrationOutcome};
-use rill_engine::{Effect, Notification, Registration, StoreOp};
+use rill_chain::{MiniblockRegistration, Registrar};
+use rill_engine::{Effect, Notification, Registration, RegistrationKind, StoreOp};
 use rill_p2p::P2p;
 use rill_protocol::{ParsedEvent, StreamId, pb};
 use rill_store::{StoreError, Write};
-use tracing::{debug, warn};
 
 use crate::after_writes::{After, AfterWrites};
 use crate::directory::{SharedDirectory, read};
 use crate::faults::{Action, Hook, MessageKind};
 use crate::metrics::{Metrics, Origin, OriginLabels};
 use crate::outbox::Outbox;
+use crate::registration_queue::RegistrationQueue;
 use crate::writer::{WriteQueue, Writer};
 
 /// When things this node started happened, for the latency histograms.
@@ -42,7 +43,6 @@ pub(crate) struct Executor {
     pub(crate) writer: Writer,
     after_writes: AfterWrites,
     pub(crate) outbox: Outbox,
-    pub(crate) registrar: Registrar,
     pub(crate) p2p: P2p,
     pub(crate) metrics: Metrics,
     pub(crate) directory: SharedDirectory,
@@ -54,6 +54,10 @@ pub(crate) struct Executor {
     /// Notifications that came between those additions: carried out right after their write
     /// is submitted, so that they do not split it.
     notifications: Vec<Notification>,
+    /// The registrations of one [`Self::run`], queued together at its end so that the
+    /// registry takes them in order (a chained candidate after its base).
+    registrations: Vec<MiniblockRegistration>,
+    registration_queue: RegistrationQueue,
 }
 
 impl Executor {
@@ -74,13 +78,14 @@ impl Executor {
             writes,
             after_writes,
             outbox: Outbox::default(),
-            registrar,
             p2p,
             metrics,
             directory,
             faults,
             timings: Timings::default(),
             adds: None,
+            registrations: Vec::new(),
+            registration_queue: RegistrationQueue::spawn(registrar),
             notifications: Vec::new(),
         }
     }
@@ -152,6 +157,7 @@ impl Executor {
             }
         }
         self.write_adds();
+        self.queue_registrations();
     }
 
     /// Queues a minipool addition for the next [`Self::write_adds`].
@@ -260,9 +266,15 @@ impl Executor {
         }
     }
 
-    /// Queues a registration once this node's copy of the candidate is durable.
+    /// Notes a registration, queued at the end of the run (see [`Self::queue_registrations`]).
     fn register(&mut self, registration: Registration) {
-        self.metrics.miniblocks_produced.inc();
+        let own = registration.kind != RegistrationKind::Base;
+        if own {
+            self.metrics.miniblocks_produced.inc();
+        }
+        if registration.kind == RegistrationKind::Chained {
+            self.metrics.miniblocks_chained.inc();
+        }
         // Candidates that never reached a quorum are given up by the engine; forget them.
         if self.timings.built.len() > 4096 {
             self.timings
@@ -274,32 +286,33 @@ impl Executor {
                 .candidate_to_write_quorum
                 .observe(at.elapsed().as_secs_f64());
         }
-        self.timings
-            .candidates
-            .insert(registration.hash, Instant::now());
-        let durable = self.writer.durable();
-        let registrar = self.registrar.clone();
-        let entry = MiniblockRegistration {
+        if own {
+            self.timings
+                .candidates
+                .insert(registration.hash, Instant::now());
+        }
+        self.registrations.push(MiniblockRegistration {
             stream_id: registration.stream,
             prev_hash: registration.prev_hash,
             hash: registration.hash,
             num: registration.num,
             sealed: false,
-        };
-        tokio::spawn(async move {
-            if !durable.await {
-                return;
-            }
-            match registrar.register(entry).await {
-                Ok(RegistrationOutcome::Registered { .. }) => {}
-                Ok(RegistrationOutcome::Rejected { reason, .. }) => {
-                    debug!(stream = %entry.stream_id, num = entry.num, %reason, "registration refused");
-                }
-                Err(e) => {
-                    warn!(stream = %entry.stream_id, num = entry.num, %e, "registration failed");
-                }
-            }
         });
+    }
+
+    /// Hands the run's registrations to the registration queue, in order.
+    fn queue_registrations(&mut self) {
+        if self.registrations.is_empty() {
+            return;
+        }
+        let fault = self
+            .faults
+            .action(MessageKind::Registration, self.me, self.me);
+        self.registration_queue.push(
+            std::mem::take(&mut self.registrations),
+            self.writer.durable(),
+            fault,
+        );
     }
 
     fn notify(&mut self, notification: Notification) {

@@ -25,6 +25,9 @@ pub enum MessageKind {
     GetEvents,
     /// `GetMiniblocks` requests.
     GetMiniblocks,
+    /// This node's registration transactions (a rule's `to` is ignored): a delay holds them
+    /// back, a drop loses them as a transaction that never lands would.
+    Registration,
 }
 
 /// What happens to a message.
@@ -77,7 +80,7 @@ mod rules {
     /// A `RILL_FAULTS` spec that does not parse.
     #[derive(Debug, thiserror::Error)]
     #[error(
-        "bad fault spec {0:?}: expected `drop:<kind>` or `delay:<kind>:<ms>`, kinds: gossip-events, gossip-announcements, proposal, candidate, get-events, get-miniblocks, all"
+        "bad fault spec {0:?}: expected `drop:<kind>` or `delay:<kind>:<ms>`, kinds: gossip-events, gossip-announcements, proposal, candidate, get-events, get-miniblocks, registration, all"
     )]
     pub struct FaultSpecError(String);
 
@@ -180,6 +183,7 @@ mod rules {
                     "candidate" => Some(MessageKind::Candidate),
                     "get-events" => Some(MessageKind::GetEvents),
                     "get-miniblocks" => Some(MessageKind::GetMiniblocks),
+                    "registration" => Some(MessageKind::Registration),
                     "all" => None,
                     _ => return Err(bad()),
                 };

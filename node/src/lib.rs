@@ -30,6 +30,7 @@ pub mod faults;
 mod metrics;
 mod outbox;
 mod reads;
+mod registration_queue;
 mod requests;
 mod router;
 mod startup;

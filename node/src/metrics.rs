@@ -88,6 +88,7 @@ pub(crate) struct Metrics {
     pub(crate) inputs_rejected: Family<ReasonLabels, Counter>,
     pub(crate) gossip_verdicts: Family<VerdictLabels, Counter>,
     pub(crate) miniblocks_produced: Counter,
+    pub(crate) miniblocks_chained: Counter,
     pub(crate) miniblocks_promoted: Counter,
     pub(crate) events_promoted: Counter,
     pub(crate) requests: Family<KindLabels, Counter>,
@@ -131,6 +132,7 @@ impl Metrics {
             inputs_rejected: Family::default(),
             gossip_verdicts: Family::default(),
             miniblocks_produced: Counter::default(),
+            miniblocks_chained: Counter::default(),
             miniblocks_promoted: Counter::default(),
             events_promoted: Counter::default(),
             requests: Family::default(),
@@ -189,6 +191,11 @@ impl Metrics {
             "miniblocks_produced",
             "Candidates this node built as leader",
             self.miniblocks_produced.clone(),
+        );
+        r.register(
+            "miniblocks_chained",
+            "Candidates this node built on a candidate the registry had not taken yet",
+            self.miniblocks_chained.clone(),
         );
         r.register(
             "miniblocks_promoted",

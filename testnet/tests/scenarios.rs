@@ -83,6 +83,40 @@ async fn a_replica_that_never_gets_full_events_fetches_the_announced_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrations_that_land_blocks_late_chain_candidates_and_lose_nothing() {
+    logs();
+    let net = Testnet::builder().nodes(4).replication(3).start().await;
+    let creator = NodeKey::generate();
+    let (stream, replicas) = stream(&net, &creator).await;
+    // Every registration lands about two blocks after its candidate reached its write quorum:
+    // the next rounds chain on the waiting candidate instead of waiting for it.
+    let late = net.block_time() * 2;
+    net.faults()
+        .delay(Some(MessageKind::Registration), None, None, late);
+    let load = net.load(stream, &creator, &replicas, 4, pb::Ack::Quorum, 64);
+    tokio::time::sleep(net.block_time() * 12).await;
+    let acked = load.stop().await;
+    assert!(
+        acked.events.len() > 20,
+        "the load made progress: {} acknowledged",
+        acked.events.len()
+    );
+    let finalized = net
+        .expect_finalized(stream, &acked.events, Duration::from_secs(60))
+        .await;
+    let mut chained = 0.0;
+    for i in 0..net.len() {
+        chained += net.metric(i, "rill_miniblocks_chained_total").await;
+    }
+    eprintln!(
+        "{} events acknowledged, {} miniblocks, {chained} chained",
+        acked.events.len(),
+        finalized.chain.len()
+    );
+    assert!(chained >= 1.0, "some round chained on a waiting candidate");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_have_latency_histograms_of_the_path_of_an_event() {
     logs();
     let net = Testnet::builder().nodes(3).replication(3).start().await;

@@ -21,8 +21,8 @@ pub use provider::{
     RECEIPT_TIMEOUT, REQUEST_TIMEOUT, connect, connect_with_key, receipt_within, transfer,
 };
 pub use registrar::{
-    AllocationOutcome, NewStream, Registrar, RegistrarConfig, RegistrarError, RegistrarMetrics,
-    RegistrationOutcome,
+    AllocationOutcome, NewStream, Queued, Registrar, RegistrarConfig, RegistrarError,
+    RegistrarMetrics, RegistrationOutcome,
 };
 pub use registry::Registry;
 pub use types::{

@@ -243,9 +243,45 @@ impl Registrar {
             .await
     }
 
+    /// Queues new miniblock heads in their order: the registry takes them in that order, in
+    /// one transaction or in successive ones. The verdicts come from the returned
+    /// [`Queued::outcomes`].
+    pub async fn queue_in_order(&self, entries: Vec<MiniblockRegistration>) -> Queued {
+        let mut replies = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (reply, outcome) = oneshot::channel();
+            let sent = self
+                .commands
+                .send(Command::Register(entry, reply, Instant::now()))
+                .await;
+            replies.push(sent.ok().map(|()| outcome));
+        }
+        Queued { replies }
+    }
+
     /// Queues a new stream and waits for the registry's verdict on it.
     pub async fn allocate(&self, stream: NewStream) -> Result<AllocationOutcome, RegistrarError> {
         self.ask(|reply| Command::Allocate(stream, reply, Instant::now()))
             .await
+    }
+}
+
+/// Registrations queued by [`Registrar::queue_in_order`], waiting for their verdicts.
+#[derive(Debug)]
+pub struct Queued {
+    replies: Vec<Option<oneshot::Receiver<Result<RegistrationOutcome, RegistrarError>>>>,
+}
+
+impl Queued {
+    /// The registry's verdict on each, in the order they were queued.
+    pub async fn outcomes(self) -> Vec<Result<RegistrationOutcome, RegistrarError>> {
+        let mut outcomes = Vec::with_capacity(self.replies.len());
+        for reply in self.replies {
+            outcomes.push(match reply {
+                Some(outcome) => outcome.await.unwrap_or(Err(RegistrarError::Stopped)),
+                None => Err(RegistrarError::Stopped),
+            });
+        }
+        outcomes
     }
 }
