@@ -366,6 +366,14 @@ impl Replica {
         }
     }
 
+    /// Whether miniblock `num` after `prev_hash` builds on the head or on a held candidate for
+    /// the next number (what [`Self::state_before`] finds, without building that state).
+    pub(super) fn builds_on_held(&self, num: u64, prev_hash: B256) -> bool {
+        let head = self.stream.head;
+        (num == head.num + 1 && prev_hash == head.hash)
+            || (num == head.num + 2 && self.candidates.base(&head, &prev_hash).is_some())
+    }
+
     /// The state miniblock `num` after `prev_hash` builds on: the head, or the state after
     /// the held candidate `prev_hash` for the next number. `None` if it is neither.
     pub(super) fn state_before(

@@ -211,14 +211,7 @@ impl Replica {
     /// Restores a stored candidate after a restart (in number order): one for the next
     /// number that builds on the head, or one chained on such a candidate.
     pub(crate) fn restore_candidate(&mut self, candidate: ParsedMiniblock) {
-        let head = self.stream.head;
-        let next = candidate.num() == head.num + 1 && candidate.prev_hash() == head.hash;
-        let chained = candidate.num() == head.num + 2
-            && self
-                .candidates
-                .base(&head, &candidate.prev_hash())
-                .is_some();
-        if next || chained {
+        if self.builds_on_held(candidate.num(), candidate.prev_hash()) {
             self.candidates.keep(candidate);
         }
     }

@@ -236,7 +236,7 @@ impl Replica {
         let Some(round) = self.round.take() else {
             return;
         };
-        if self.state_before(ctx, round.num, round.prev_hash).is_none() {
+        if !self.builds_on_held(round.num, round.prev_hash) {
             return;
         }
         let _span = tracing::debug_span!("miniblock", num = round.num).entered();
