@@ -56,6 +56,9 @@ pub struct NodeConfig {
     pub residency: crate::Residency,
     /// How much one client may ask.
     pub client_limits: ClientLimits,
+    /// As leader, chain a candidate on one still waiting for its registration
+    /// (`EngineConfig::chain_candidates`).
+    pub chain_candidates: bool,
     /// Fault rules for tests (only with the `faults` feature).
     #[cfg(feature = "faults")]
     pub faults: Option<crate::faults::Faults>,
@@ -83,6 +86,7 @@ impl NodeConfig {
             confirmations: 0,
             residency: crate::Residency::default(),
             client_limits: ClientLimits::default(),
+            chain_candidates: false,
             #[cfg(feature = "faults")]
             faults: None,
         }

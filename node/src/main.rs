@@ -94,6 +94,10 @@ enum Command {
         /// 0: no limit.
         #[arg(long, env = "RILL_CLIENT_STREAM_CREATIONS", default_value_t = rill_node::DEFAULT_STREAM_CREATIONS_PER_HOUR)]
         client_stream_creations: f64,
+        /// As leader, cut the next candidate on one still waiting for its registration
+        /// instead of waiting for its promotion (replicas accept chained candidates either way).
+        #[arg(long, env = "RILL_CHAIN_CANDIDATES", default_value_t = false, action = clap::ArgAction::Set)]
+        chain_candidates: bool,
     },
     /// Create a node key file (mode 0600) and print its address and peer id.
     Keygen {
@@ -151,6 +155,7 @@ async fn main() -> anyhow::Result<()> {
             evict_idle_after,
             client_rate,
             client_stream_creations,
+            chain_candidates,
         } => {
             let mut config = NodeConfig::new(key, data, listen, rpc_url, registry);
             config.metrics = metrics;
@@ -166,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
                 stream_creations: (client_stream_creations > 0.0)
                     .then(|| rill_node::Rate::per_hour(client_stream_creations)),
             };
+            config.chain_candidates = chain_candidates;
             #[cfg(feature = "faults")]
             if let Ok(spec) = std::env::var("RILL_FAULTS") {
                 config.faults = Some(rill_node::faults::Faults::parse(&spec)?);

@@ -124,6 +124,7 @@ impl Node {
         // The rules as deployed; the registry's history (replayed below) changes them.
         let engine_config = EngineConfig {
             params: chain_follower::params(&NetworkConfig::default()),
+            chain_candidates: config.chain_candidates,
             ..EngineConfig::default()
         };
 

@@ -51,6 +51,8 @@ pub struct Builder {
     client_limits: ClientLimits,
     /// Nodes that poll the chain at their own pace.
     chain_polls: Vec<(usize, Duration)>,
+    /// Nodes that chain candidates as leaders (`NodeConfig::chain_candidates`).
+    chaining: Vec<usize>,
 }
 
 impl Builder {
@@ -88,6 +90,12 @@ impl Builder {
     /// chain lags the others'.
     pub fn chain_poll(mut self, i: usize, interval: Duration) -> Self {
         self.chain_polls.push((i, interval));
+        self
+    }
+
+    /// Node `i` chains candidates as leader (default: no node does).
+    pub fn chain_candidates(mut self, i: usize) -> Self {
+        self.chaining.push(i);
         self
     }
 
@@ -130,6 +138,7 @@ impl Builder {
                 if let Some((_, interval)) = self.chain_polls.iter().find(|(n, _)| *n == i) {
                     config.poll_interval = *interval;
                 }
+                config.chain_candidates = self.chaining.contains(&i);
                 config
             })
             .collect();
@@ -170,6 +179,7 @@ impl Testnet {
             residency: Residency::default(),
             client_limits: ClientLimits::default(),
             chain_polls: Vec::new(),
+            chaining: Vec::new(),
         }
     }
 

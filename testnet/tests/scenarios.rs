@@ -85,11 +85,20 @@ async fn a_replica_that_never_gets_full_events_fetches_the_announced_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_that_land_blocks_late_chain_candidates_and_lose_nothing() {
     logs();
-    let net = Testnet::builder().nodes(4).replication(3).start().await;
+    // Three of the four nodes chain candidates as leaders (so at least two of any stream's
+    // three); node 3 only judges chained ones.
+    let net = Testnet::builder()
+        .nodes(4)
+        .replication(3)
+        .chain_candidates(0)
+        .chain_candidates(1)
+        .chain_candidates(2)
+        .start()
+        .await;
     let creator = NodeKey::generate();
     let (stream, replicas) = stream(&net, &creator).await;
     // Every registration lands about two blocks after its candidate reached its write quorum:
-    // the next rounds chain on the waiting candidate instead of waiting for it.
+    // the next rounds led by a chaining node build on the waiting candidate instead of waiting.
     let late = net.block_time() * 2;
     net.faults()
         .delay(Some(MessageKind::Registration), None, None, late);

@@ -53,7 +53,7 @@ impl Replica {
         let chained = self
             .candidates
             .fresh(number, ctx.config.candidate_ttl_blocks);
-        if chained && self.chain_base(number).is_none() {
+        if chained && (!ctx.config.chain_candidates || self.chain_base(number).is_none()) {
             return;
         }
         if self.pool.is_empty() && !chained {

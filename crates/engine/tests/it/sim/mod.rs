@@ -122,6 +122,8 @@ struct SimNode {
     evictions: u32,
     /// Times it jumped to a peer's snapshot.
     jumps: u32,
+    /// Whether it chains candidates as leader (a leader's policy; replicas judge the same).
+    chains: bool,
 }
 
 enum Job {
@@ -182,6 +184,12 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64) -> Self {
+        // One seed in five mixes leaders that chain candidates with one that does not.
+        Self::with_chaining(seed, |i| !(seed % 5 == 2 && i == 0))
+    }
+
+    /// A simulation where node `i` chains candidates as leader if `chains(i)`.
+    fn with_chaining(seed: u64, chains: impl Fn(usize) -> bool) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let n = 3 + (seed % 3) as usize;
         let nodes: Vec<SimNode> = (0..n)
@@ -192,6 +200,7 @@ impl Sim {
                 skew_ms: rng.gen_range(-1500..=1500),
                 evictions: 0,
                 jumps: 0,
+                chains: true,
             })
             .collect();
         let clients = (0..3)
@@ -232,6 +241,8 @@ impl Sim {
             wipes: 0,
         };
         for i in 0..n {
+            sim.nodes[i].chains = chains(i);
+            let config = sim.config_of(i);
             sim.nodes[i].engine = Some(Engine::new(sim.nodes[i].key.clone(), config));
             let input = sim.allocation();
             sim.run_input(i, input);
@@ -456,6 +467,13 @@ impl Sim {
         self.schedule(BLOCK_MS, Job::Block);
     }
 
+    fn config_of(&self, i: usize) -> EngineConfig {
+        EngineConfig {
+            chain_candidates: self.nodes[i].chains,
+            ..self.config
+        }
+    }
+
     /// Node `i` starts again from its store (from the genesis, if its disk was lost), reads the
     /// registry's history and head, and follows blocks from the current one.
     fn restart(&mut self, i: usize) {
@@ -463,7 +481,7 @@ impl Sim {
             eprintln!("t={} node {i} restarts", self.now);
         }
         let node = &self.nodes[i];
-        let mut engine = Engine::new(node.key.clone(), self.config);
+        let mut engine = Engine::new(node.key.clone(), self.config_of(i));
         let empty = node.store.miniblocks.is_empty();
         if !empty {
             engine
@@ -768,6 +786,19 @@ fn simulation_keeps_the_invariants_over_many_seeds() {
 fn lagging_registrations_chain_candidates_and_keep_the_invariants() {
     let chained: u32 = (0..40).map(|seed| run_seed(seed).chained).sum();
     assert!(chained > 0, "no seed built a chained candidate");
+}
+
+#[test]
+fn leaders_that_do_not_chain_build_no_chained_candidates() {
+    for seed in 0..20 {
+        let mut sim = Sim::with_chaining(seed, |_| false);
+        sim.run();
+        sim.check();
+        assert_eq!(
+            sim.chained, 0,
+            "seed {seed}: a leader chained against its policy"
+        );
+    }
 }
 
 #[test]
