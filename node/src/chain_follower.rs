@@ -41,6 +41,7 @@ impl NodeLoop {
         self.blocks_seen.record(number, block.block.prevrandao);
         let effects = self.streams.handle(now, Input::ChainHead(block.head));
         self.executor.run(effects);
+        self.executor.logs_of(number);
         for event in block.events {
             self.on_registry_event(number, event);
         }

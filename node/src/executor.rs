@@ -33,6 +33,8 @@ struct Timings {
     built: HashMap<B256, Instant>,
     /// When the last chain block was handed to the engine (leaders start their rounds then).
     block_seen: Option<Instant>,
+    /// The chain block whose registry logs were read last.
+    logs_of: u64,
 }
 
 /// Carries out effects.
@@ -100,6 +102,11 @@ impl Executor {
         self.timings.block_seen = Some(Instant::now());
         self.write_adds();
         self.writes.last_block(number);
+    }
+
+    /// The registry logs of chain block `number` come next.
+    pub(crate) fn logs_of(&mut self, number: u64) {
+        self.timings.logs_of = number;
     }
 
     /// The next event admitted with this hash came from a client of this node.
@@ -347,6 +354,10 @@ impl Executor {
                     self.metrics
                         .candidate_to_registered
                         .observe(at.elapsed().as_secs_f64());
+                    let elected = miniblock.header().chain_block;
+                    self.metrics
+                        .registration_lag
+                        .observe(self.timings.logs_of.saturating_sub(elected) as f64);
                 }
                 self.after_writes
                     .push(After::Promoted { stream, miniblock });

@@ -13,7 +13,7 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
 use prometheus_client::registry::Registry;
 use rill_chain::RegistrarMetrics;
 use rill_engine::RequestKind;
@@ -113,6 +113,7 @@ pub(crate) struct Metrics {
     pub(crate) add_to_quorum: Histogram,
     pub(crate) add_to_promoted: Histogram,
     pub(crate) candidate_to_registered: Histogram,
+    pub(crate) registration_lag: Histogram,
     pub(crate) block_to_candidate: Histogram,
     pub(crate) candidate_to_write_quorum: Histogram,
     pub(crate) catch_up_page: Histogram,
@@ -157,6 +158,7 @@ impl Metrics {
             add_to_quorum: seconds(),
             add_to_promoted: seconds(),
             candidate_to_registered: seconds(),
+            registration_lag: Histogram::new(linear_buckets(1.0, 1.0, 8)),
             block_to_candidate: seconds(),
             candidate_to_write_quorum: seconds(),
             catch_up_page: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
@@ -327,6 +329,11 @@ impl Metrics {
             "candidate_to_registered_seconds",
             "From a candidate's write quorum to its registration promoted here",
             self.candidate_to_registered.clone(),
+        );
+        r.register(
+            "registration_lag_blocks",
+            "Chain blocks from the block a candidate built here was elected at to the block whose logs promoted it (1: the next block)",
+            self.registration_lag.clone(),
         );
         r.register(
             "catch_up_page_miniblocks",

@@ -148,13 +148,23 @@ async fn metrics_have_latency_histograms_of_the_path_of_an_event() {
     ] {
         assert!(metrics.contains(family), "{family} is served:\n{metrics}");
     }
-    let mut produced = 0.0;
+    let (mut produced, mut lags, mut lag_blocks) = (0.0, 0.0, 0.0);
     for i in 0..net.len() {
         produced += net
             .metric(i, "rill_candidate_to_registered_seconds_count")
             .await;
+        lags += net.metric(i, "rill_registration_lag_blocks_count").await;
+        lag_blocks += net.metric(i, "rill_registration_lag_blocks_sum").await;
     }
     assert!(produced >= 1.0, "some node observed a registration");
+    assert_eq!(
+        lags, produced,
+        "one registration lag per own candidate promoted"
+    );
+    assert!(
+        lag_blocks >= lags,
+        "a registration lands at least a block after its election"
+    );
     assert!(net.metric(0, "rill_add_to_promoted_seconds_count").await >= 5.0);
 }
 

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::chain::registry_transactions;
 use crate::crypto;
 use crate::watch::{Book, latencies, watch};
-use crate::{Args, Devnet, histogram_mean, info_clients, percentile, sum};
+use crate::{Args, Devnet, histogram_mean, info_clients, metric, percentile, sum};
 
 /// A created stream and the indexes of its nodes.
 type Placed = (StreamId, Vec<usize>);
@@ -154,6 +154,30 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     println!(
         "| means over the nodes, in blocks: block → candidate built / candidate → write quorum / write quorum → registered (of which in the registrar's queue / sent → receipt) / add → promoted on the node that took it | {:.2} / {:.2} / {:.2} ({:.2} / {:.2}) / {:.2} |",
         stages[0], stages[1], stages[2], stages[3], stages[4], stages[5]
+    );
+    let (mut built, mut chained) = (0.0, 0.0);
+    for i in 0..devnet.processes.len() {
+        built += metric(&devnet, i, "rill_miniblocks_produced_total").await;
+        chained += metric(&devnet, i, "rill_miniblocks_chained_total").await;
+    }
+    println!(
+        "| candidates built by leaders / of which chained on one not yet registered | {built} / {chained} |"
+    );
+    // Cumulative counts of the leaders' `registration_lag_blocks` buckets 1, 2, 3 and all.
+    let mut lag = [0.0; 4];
+    for i in 0..devnet.processes.len() {
+        for (slot, le) in ["1.0", "2.0", "3.0", "+Inf"].into_iter().enumerate() {
+            let bucket = format!("rill_registration_lag_blocks_bucket{{le=\"{le}\"}}");
+            lag[slot] += metric(&devnet, i, &bucket).await;
+        }
+    }
+    let share = |n: f64| 100.0 * n / lag[3].max(1.0);
+    println!(
+        "| candidates promoted 1 / 2 / 3 / more blocks after the block their round was elected at | {:.0} % / {:.0} % / {:.0} % / {:.0} % |",
+        share(lag[0]),
+        share(lag[1] - lag[0]),
+        share(lag[2] - lag[1]),
+        share(lag[3] - lag[2]),
     );
     println!("\nIdle, all streams held and evicted from memory ({idle:?} measured):\n");
     println!("| node | held | loaded | CPU (% of a core) | RSS | RSS empty | per held stream |");
