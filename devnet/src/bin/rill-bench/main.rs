@@ -20,6 +20,7 @@ mod crypto;
 mod flood;
 mod scale;
 mod single;
+mod tail;
 mod watch;
 
 use std::path::PathBuf;

@@ -15,9 +15,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::chain::registry_transactions;
-use crate::crypto;
 use crate::watch::{Book, latencies, watch};
 use crate::{Args, Devnet, histogram_mean, info_clients, metric, percentile, sum};
+use crate::{crypto, tail};
 
 /// A created stream and the indexes of its nodes.
 type Placed = (StreamId, Vec<usize>);
@@ -179,6 +179,22 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         share(lag[2] - lag[1]),
         share(lag[3] - lag[2]),
     );
+    let (all, slowest) = &load.breakdown;
+    println!(
+        "| watched events, all ({}) / the slowest 1 % ({}): add → candidate built, blocks / blocks its round came after the first block past the add (share with one or more; share left out of a round their stream had at that block) / candidate built → promoted on every replica, blocks | {:.2} / {:.2} ({:.0} %; {:.0} %) / {:.2}; {:.2} / {:.2} ({:.0} %; {:.0} %) / {:.2} |",
+        all.events,
+        slowest.events,
+        all.to_built,
+        all.missed,
+        all.missed_any * 100.0,
+        all.missed_a_round * 100.0,
+        all.built_to_final,
+        slowest.to_built,
+        slowest.missed,
+        slowest.missed_any * 100.0,
+        slowest.missed_a_round * 100.0,
+        slowest.built_to_final,
+    );
     println!("\nIdle, all streams held and evicted from memory ({idle:?} measured):\n");
     println!("| node | held | loaded | CPU (% of a core) | RSS | RSS empty | per held stream |");
     println!("|---:|---:|---:|---:|---:|---:|---:|");
@@ -312,6 +328,8 @@ struct Loaded {
     watched: usize,
     to_pools: Vec<Duration>,
     to_final: Vec<Duration>,
+    /// Where the watched events' time went: all of them, and the slowest 1 %.
+    breakdown: (tail::Breakdown, tail::Breakdown),
 }
 
 /// `args.clients` writers add `args.events` events over `active`, each through one of the
@@ -338,6 +356,12 @@ async fn load(
             tokio::spawn(watch(client, *replica, *stream, book.clone(), stop.clone()));
         }
     }
+    let blocks = tail::BlockClock::default();
+    tokio::spawn(tail::clock(
+        connect(&devnet.chain.file.rpc_url)?,
+        blocks.clone(),
+        stop.clone(),
+    ));
     let replication = active.first().map_or(1, |(_, r)| r.len()) as u64;
     let promoted_before = sum(infos, |i| i.events_promoted).await;
     let (acked, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -363,7 +387,7 @@ async fn load(
         writers.spawn(async move {
             for i in 0..per_writer {
                 let (stream, watched) = mine[i % mine.len()];
-                let sent = Instant::now();
+                let (sent, sent_ms) = (Instant::now(), tail::now_ms());
                 match client
                     .add_message(stream, &format!("w{c} e{i}"), pb::Ack::Local)
                     .await
@@ -372,7 +396,9 @@ async fn load(
                         acked.fetch_add(1, Ordering::Relaxed);
                         if watched {
                             let mut book = book.lock().expect("lock");
-                            book.entry(event.hash()).or_default().sent = Some(sent);
+                            let times = book.entry(event.hash()).or_default();
+                            (times.sent, times.sent_ms) = (Some(sent), sent_ms);
+                            times.stream = Some(stream);
                         }
                     }
                     Err(e) => {
@@ -398,6 +424,9 @@ async fn load(
     stop.store(true, Ordering::Relaxed);
     let book = book.lock().expect("lock").clone();
     let (to_pools, to_final) = latencies(&book, |_| replication as usize);
+    let block_ms = args.block_time * 1000.0;
+    let blocks = blocks.lock().expect("lock").clone();
+    let breakdown = tail::breakdown(&book, replication as usize, &blocks, block_ms);
     Ok(Loaded {
         acked,
         failed: failed.load(Ordering::Relaxed),
@@ -405,5 +434,6 @@ async fn load(
         watched,
         to_pools,
         to_final,
+        breakdown,
     })
 }

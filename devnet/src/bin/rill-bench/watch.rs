@@ -7,12 +7,19 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::B256;
 use rill_client::Client;
-use rill_protocol::{StreamId, pb};
+use rill_protocol::{ParsedMiniblock, StreamId, pb};
 
 /// What happened to one event.
 #[derive(Default, Clone)]
 pub(crate) struct Times {
     pub(crate) sent: Option<Instant>,
+    /// `sent` on the wall clock (milliseconds), to compare with headers' timestamps.
+    pub(crate) sent_ms: u64,
+    /// The stream it was added to.
+    pub(crate) stream: Option<StreamId>,
+    /// The round that cut it: the chain block that elected it and when its leader built the
+    /// candidate (the header's timestamp, wall-clock milliseconds).
+    pub(crate) round: Option<(u64, u64)>,
     /// When the node it was sent to acknowledged it, and which replica that was.
     pub(crate) acked: Option<(Instant, usize)>,
     /// Per replica: first seen in its minipool, promoted.
@@ -50,12 +57,13 @@ pub(crate) async fn watch(
                         .or_insert(now);
                 }
                 Some(pb::stream_update::Kind::Miniblock(m)) => {
+                    let round = ParsedMiniblock::open_stored(m.clone())
+                        .ok()
+                        .map(|mb| (mb.header().chain_block, mb.header().timestamp_ms));
                     for e in m.events {
-                        book.entry(B256::from_slice(&e.hash))
-                            .or_default()
-                            .promoted
-                            .entry(replica)
-                            .or_insert(now);
+                        let times = book.entry(B256::from_slice(&e.hash)).or_default();
+                        times.promoted.entry(replica).or_insert(now);
+                        times.round = times.round.or(round);
                     }
                 }
                 None => {}
