@@ -470,6 +470,15 @@ impl Testnet {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+
+    /// [`Self::metric`] summed over every node (all must be running).
+    pub async fn metric_total(&self, name: &str) -> f64 {
+        let mut total = 0.0;
+        for i in 0..self.len() {
+            total += self.metric(i, name).await;
+        }
+        total
+    }
 }
 
 async fn scrape(addr: std::net::SocketAddr) -> String {

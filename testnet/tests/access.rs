@@ -17,14 +17,6 @@ fn logs() {
         .try_init();
 }
 
-async fn sum(net: &Testnet, metric: &str) -> f64 {
-    let mut total = 0.0;
-    for i in 0..net.len() {
-        total += net.metric(i, metric).await;
-    }
-    total
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outsider_subscribed_to_the_nodes_inboxes_receives_nothing_while_they_gossip() {
     logs();
@@ -32,11 +24,15 @@ async fn an_outsider_subscribed_to_the_nodes_inboxes_receives_nothing_while_they
     let nodes = (0..net.len())
         .map(|i| (net.address(i), net.multiaddr(i)))
         .collect();
-    let refused_before = sum(&net, "rill_p2p_gossip_subscriptions_refused_total").await;
+    let refused_before = net
+        .metric_total("rill_p2p_gossip_subscriptions_refused_total")
+        .await;
     let outsider = Outsider::start(nodes);
     // Every node sees the outsider's subscription to its inbox (and refuses it).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while sum(&net, "rill_p2p_gossip_subscriptions_refused_total").await
+    while net
+        .metric_total("rill_p2p_gossip_subscriptions_refused_total")
+        .await
         < refused_before + net.len() as f64
     {
         assert!(
@@ -45,7 +41,7 @@ async fn an_outsider_subscribed_to_the_nodes_inboxes_receives_nothing_while_they
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let published_before = sum(&net, "rill_p2p_gossip_published_total").await;
+    let published_before = net.metric_total("rill_p2p_gossip_published_total").await;
     let creator = NodeKey::generate();
     let created = net
         .client_with(0, creator.clone())
@@ -68,7 +64,7 @@ async fn an_outsider_subscribed_to_the_nodes_inboxes_receives_nothing_while_they
     net.expect_finalized(stream, &acked, Duration::from_secs(30))
         .await;
     assert!(
-        sum(&net, "rill_p2p_gossip_published_total").await > published_before,
+        net.metric_total("rill_p2p_gossip_published_total").await > published_before,
         "the stream's nodes gossiped to each other's inboxes"
     );
     assert!(

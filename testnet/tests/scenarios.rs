@@ -113,10 +113,7 @@ async fn registrations_that_land_blocks_late_chain_candidates_and_lose_nothing()
     let finalized = net
         .expect_finalized(stream, &acked.events, Duration::from_secs(60))
         .await;
-    let mut chained = 0.0;
-    for i in 0..net.len() {
-        chained += net.metric(i, "rill_miniblocks_chained_total").await;
-    }
+    let chained = net.metric_total("rill_miniblocks_chained_total").await;
     eprintln!(
         "{} events acknowledged, {} miniblocks, {chained} chained",
         acked.events.len(),
@@ -148,14 +145,11 @@ async fn metrics_have_latency_histograms_of_the_path_of_an_event() {
     ] {
         assert!(metrics.contains(family), "{family} is served:\n{metrics}");
     }
-    let (mut produced, mut lags, mut lag_blocks) = (0.0, 0.0, 0.0);
-    for i in 0..net.len() {
-        produced += net
-            .metric(i, "rill_candidate_to_registered_seconds_count")
-            .await;
-        lags += net.metric(i, "rill_registration_lag_blocks_count").await;
-        lag_blocks += net.metric(i, "rill_registration_lag_blocks_sum").await;
-    }
+    let produced = net
+        .metric_total("rill_candidate_to_registered_seconds_count")
+        .await;
+    let lags = net.metric_total("rill_registration_lag_blocks_count").await;
+    let lag_blocks = net.metric_total("rill_registration_lag_blocks_sum").await;
     assert!(produced >= 1.0, "some node observed a registration");
     assert_eq!(
         lags, produced,

@@ -48,15 +48,6 @@ async fn clients(net: &Testnet, key: &NodeKey) -> Vec<rill_client::Client> {
     clients
 }
 
-/// The sum over every node of the metric lines starting with `name`.
-async fn total(net: &Testnet, name: &str) -> f64 {
-    let mut sum = 0.0;
-    for i in 0..net.len() {
-        sum += net.metric(i, name).await;
-    }
-    sum
-}
-
 /// Creates `count` streams owned by `creator`, 32 requests at a time spread over the nodes.
 async fn create_streams(net: &Testnet, creator: &NodeKey, count: usize) -> Vec<StreamId> {
     let clients = clients(net, creator).await;
@@ -106,7 +97,9 @@ async fn events_in_a_random_sample_of_hundreds_of_streams_finalize_on_every_repl
     );
     assert_eq!(streams.iter().collect::<HashSet<_>>().len(), count);
     // Batched: far fewer registry transactions than streams.
-    let transactions = total(&net, "rill_registration_transactions_total").await;
+    let transactions = net
+        .metric_total("rill_registration_transactions_total")
+        .await;
     assert!(
         transactions < count as f64 / 4.0,
         "{transactions} transactions for {count} streams"
@@ -129,7 +122,7 @@ async fn events_in_a_random_sample_of_hundreds_of_streams_finalize_on_every_repl
             .await;
     }
     // Every node holds its share: replication 3 of 4 nodes.
-    let held = total(&net, "rill_streams_held").await;
+    let held = net.metric_total("rill_streams_held").await;
     assert_eq!(
         held,
         (count * 3) as f64,
@@ -163,8 +156,8 @@ async fn the_rounds_of_many_streams_travel_in_batches_and_every_event_finalizes(
         net.expect_finalized(stream, &HashSet::from([hash]), Duration::from_secs(30))
             .await;
     }
-    let exchanges = total(&net, "rill_round_batch_items_count").await;
-    let requests = total(&net, "rill_round_batch_items_sum").await;
+    let exchanges = net.metric_total("rill_round_batch_items_count").await;
+    let requests = net.metric_total("rill_round_batch_items_sum").await;
     // 64 rounds need at least 128 proposals and 128 candidates; unbatched, each would be an
     // exchange of its own.
     assert!(requests >= 256.0, "{requests} round requests");

@@ -72,10 +72,11 @@ impl Replica {
             Some(base) if chained => Cow::Owned(self.stream.after(base, &ctx.rules_now())),
             _ => Cow::Borrowed(&self.stream),
         };
+        let after = matches!(base, Cow::Owned(_)).then_some(&*base);
         let next = base.head.num + 1;
         let interval = ctx.params_at(number).snapshot_interval;
         // A chained round's base holds its candidate's events: they are not asked for again.
-        let hashes = unincluded(self.pool.hashes(), &base);
+        let hashes = unincluded(self.pool.hashes(), after);
         if hashes.is_empty() && !base.snapshot_due(next, interval) {
             return;
         }
@@ -150,13 +151,14 @@ impl Replica {
         let base = self
             .state_before(ctx, request.num, request.prev_hash)
             .unwrap_or(Cow::Borrowed(&self.stream));
+        let after = matches!(base, Cow::Owned(_)).then_some(&*base);
         let theirs: BTreeSet<&B256> = request.hashes.iter().collect();
         let num = base.head.num + 1;
         let mut budget = ctx.config.response_budget_bytes;
         let missing = self
             .pool
             .events()
-            .filter(|e| !(theirs.contains(&e.hash()) || base.recently_included(&e.hash())))
+            .filter(|e| !(theirs.contains(&e.hash()) || included(after, &e.hash())))
             .take_while(|e| {
                 let size = e.envelope().event.len();
                 let fits = size <= budget;
@@ -165,7 +167,7 @@ impl Replica {
             })
             .cloned()
             .collect();
-        let hashes = unincluded(self.pool.hashes(), &base);
+        let hashes = unincluded(self.pool.hashes(), after);
         Ok(ProposalReply {
             num,
             prev_hash: base.head.hash,
@@ -312,12 +314,18 @@ impl Replica {
     }
 }
 
-/// The minipool's `hashes` that `base` has not included (all of them on the head; a chained
-/// round's base holds its candidate's events).
-fn unincluded(hashes: &[B256], base: &Stream) -> Vec<B256> {
+/// The minipool's `hashes` that a round's base has not included (see [`included`]).
+fn unincluded(hashes: &[B256], after_candidate: Option<&Stream>) -> Vec<B256> {
     hashes
         .iter()
-        .filter(|h| !base.recently_included(h))
+        .filter(|h| !included(after_candidate, h))
         .copied()
         .collect()
+}
+
+/// Whether a round's base included the pool event `hash`: never the head (promotion drops
+/// what it includes from the pool, so nothing is looked up), possibly the state after a
+/// chained round's base candidate.
+fn included(after_candidate: Option<&Stream>, hash: &B256) -> bool {
+    after_candidate.is_some_and(|after| after.recently_included(hash))
 }

@@ -193,14 +193,14 @@ impl Sim {
         let mut rng = SmallRng::seed_from_u64(seed);
         let n = 3 + (seed % 3) as usize;
         let nodes: Vec<SimNode> = (0..n)
-            .map(|_| SimNode {
+            .map(|i| SimNode {
                 key: NodeKey::from_secret_bytes(&rng.r#gen()).expect("random secret"),
                 engine: None,
                 store: SimStore::default(),
                 skew_ms: rng.gen_range(-1500..=1500),
                 evictions: 0,
                 jumps: 0,
-                chains: true,
+                chains: chains(i),
             })
             .collect();
         let clients = (0..3)
@@ -241,7 +241,6 @@ impl Sim {
             wipes: 0,
         };
         for i in 0..n {
-            sim.nodes[i].chains = chains(i);
             let config = sim.config_of(i);
             sim.nodes[i].engine = Some(Engine::new(sim.nodes[i].key.clone(), config));
             let input = sim.allocation();
