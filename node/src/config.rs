@@ -46,7 +46,7 @@ pub struct NodeConfig {
     pub registry: Address,
     /// Where to serve Prometheus metrics, if anywhere (port 0 picks one).
     pub metrics: Option<SocketAddr>,
-    /// The chain's block time (the registrar flushes after a quarter of it).
+    /// The chain's block time (a registration batch waits at most half of it).
     pub block_time: Duration,
     /// How often the chain is polled for new blocks.
     pub poll_interval: Duration,

@@ -156,6 +156,7 @@ impl NodeLoop {
                 error!(%failure, "a store write failed: stopping without flushing gossip");
                 return Err(failure);
             }
+            self.executor.rounds(self.streams.leads_rounds());
         }
         info!("shutting down");
         self.executor.flush_gossip();

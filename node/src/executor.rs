@@ -73,6 +73,7 @@ impl Executor {
         metrics: Metrics,
         directory: SharedDirectory,
         faults: Hook,
+        leading: tokio::sync::watch::Sender<rill_chain::Leading>,
     ) -> Self {
         Self {
             me,
@@ -87,7 +88,7 @@ impl Executor {
             timings: Timings::default(),
             adds: None,
             registrations: Vec::new(),
-            registration_queue: RegistrationQueue::spawn(registrar),
+            registration_queue: RegistrationQueue::spawn(registrar, leading),
             notifications: Vec::new(),
         }
     }
@@ -100,6 +101,7 @@ impl Executor {
     /// Records the last chain block handled, after the writes its effects made.
     pub(crate) fn last_block(&mut self, number: u64) {
         self.timings.block_seen = Some(Instant::now());
+        self.registration_queue.block(number);
         self.write_adds();
         self.writes.last_block(number);
     }
@@ -320,6 +322,11 @@ impl Executor {
             self.writer.durable(),
             fault,
         );
+    }
+
+    /// Whether the engine leads rounds now (see [`RegistrationQueue::rounds`]).
+    pub(crate) fn rounds(&mut self, leading: bool) {
+        self.registration_queue.rounds(leading);
     }
 
     fn notify(&mut self, notification: Notification) {

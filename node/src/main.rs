@@ -68,7 +68,7 @@ enum Command {
         /// Serve Prometheus metrics on this address.
         #[arg(long, env = "RILL_METRICS")]
         metrics: Option<SocketAddr>,
-        /// The chain's block time in seconds (batches register within a quarter of it).
+        /// The chain's block time in seconds (a registration batch waits at most half of it).
         #[arg(long, env = "RILL_BLOCK_TIME", default_value_t = 1.0)]
         block_time: f64,
         /// How often the chain is polled for a new block, in seconds (a public RPC may want

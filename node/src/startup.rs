@@ -151,11 +151,14 @@ impl Node {
         let max_message_bytes = p2p_config.max_message_bytes;
         let (p2p, network_events) = rill_p2p::spawn(&key, p2p_config).await?;
         let listen = p2p.listen_addrs().await;
+        let (leading, leading_rounds) = tokio::sync::watch::channel(rill_chain::Leading::default());
         let registrar = Registrar::spawn(
             registry.clone(),
             me,
             RegistrarConfig {
-                flush_after: config.block_time / 4,
+                // A fallback: the flushes after the node's rounds settle send sooner.
+                flush_after: config.block_time / 2,
+                leading: Some(leading_rounds),
                 // Twenty blocks without its transaction mined: replace it.
                 receipt_timeout: (config.block_time * 20).max(std::time::Duration::from_secs(10)),
                 metrics: metrics.registrar.clone(),
@@ -210,6 +213,7 @@ impl Node {
             metrics.clone(),
             directory.clone(),
             faults,
+            leading,
         );
         let (reads, read_server) = Reads::spawn(store.clone(), QUEUE);
         tasks.spawn(read_server);

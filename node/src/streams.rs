@@ -114,6 +114,12 @@ impl Streams {
         self.used.len()
     }
 
+    /// Whether a round this node leads is in progress on any stream (see
+    /// [`Engine::leads_rounds`]).
+    pub(crate) fn leads_rounds(&self) -> bool {
+        self.engine.leads_rounds()
+    }
+
     /// Streams that failed to load since the last call: the caller takes them again.
     pub(crate) fn take_broken(&mut self) -> Vec<StreamId> {
         std::mem::take(&mut self.broken)

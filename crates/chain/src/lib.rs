@@ -21,7 +21,7 @@ pub use provider::{
     RECEIPT_TIMEOUT, REQUEST_TIMEOUT, connect, connect_with_key, receipt_within, transfer,
 };
 pub use registrar::{
-    AllocationOutcome, NewStream, Queued, Registrar, RegistrarConfig, RegistrarError,
+    AllocationOutcome, Leading, NewStream, Queued, Registrar, RegistrarConfig, RegistrarError,
     RegistrarMetrics, RegistrationOutcome,
 };
 pub use registry::Registry;

@@ -1,7 +1,7 @@
 //! The node-level engine: the streams this node holds, the chain blocks it has seen, and the
 //! routing of every input to the stream it concerns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::Address;
 use rill_protocol::{NodeKey, ParsedEvent, ParsedMiniblock, StreamId};
@@ -56,6 +56,9 @@ pub struct Engine {
     params: Timeline<NetworkParams>,
     electorate: Electorate,
     streams: BTreeMap<StreamId, Replica>,
+    /// The streams where a round this node leads, or its candidate's wait for a write quorum,
+    /// is in progress (kept up to date by every call into a replica).
+    leading: BTreeSet<StreamId>,
     blocks: ChainBlocks,
 }
 
@@ -69,6 +72,7 @@ impl Engine {
             config,
             electorate: Electorate::default(),
             streams: BTreeMap::new(),
+            leading: BTreeSet::new(),
             blocks: ChainBlocks::default(),
         }
     }
@@ -118,6 +122,11 @@ impl Engine {
             effects: Vec::new(),
         };
         let out = f(replica, &mut ctx);
+        if replica.leading() {
+            self.leading.insert(id);
+        } else {
+            self.leading.remove(&id);
+        }
         Some((out, ctx.effects))
     }
 
@@ -156,8 +165,16 @@ impl Engine {
             replica.restore_candidate(candidate);
         }
         replica.set_gap(restored.gap);
+        self.leading.remove(&restored.id);
         self.streams.insert(restored.id, replica);
         Ok(())
+    }
+
+    /// Whether a round this node leads is in progress on any stream: proposals still coming,
+    /// or a candidate waiting for its write quorum. When none is, every registration the
+    /// rounds of the last block will make has been made.
+    pub fn leads_rounds(&self) -> bool {
+        !self.leading.is_empty()
     }
 
     /// Whether the stream is loaded in the engine.

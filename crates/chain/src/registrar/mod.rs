@@ -1,8 +1,10 @@
 //! The batched registrar: a node's one transaction sender.
 //!
 //! New streams and new miniblock heads queue up and go out together in one `submitBatch`
-//! transaction when a queue is full or `flush_after` (a quarter of the block time) has passed
-//! since the oldest queued entry. One transaction is in flight at a time, so a node sends at
+//! transaction when a queue is full, when the caller says nothing more is coming soon
+//! ([`Registrar::flush`], held back while the caller says it leads rounds: see
+//! [`RegistrarConfig::leading`]), or when `flush_after` has passed since the oldest queued
+//! entry. One transaction is in flight at a time, so a node sends at
 //! most one per block, and the registrar sets every nonce itself: nothing else may send from
 //! the node's key while it runs. Each entry's outcome is read from the receipt's logs: the
 //! contract emits exactly one success or failure log per entry, in order. A transaction that
@@ -20,7 +22,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry as MetricsRegistry;
 use rill_protocol::StreamId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::{AllocationFailure, ChainError, MiniblockRegistration, RegistrationFailure, Registry};
@@ -107,7 +109,8 @@ pub struct RegistrarConfig {
     /// Send as soon as this many new streams are queued (each carries its genesis miniblock,
     /// so they weigh more than heads).
     pub max_allocations: usize,
-    /// Send at most this long after the oldest queued entry arrived (a quarter block time).
+    /// Send at most this long after the oldest queued entry arrived (a node gives half a
+    /// block time: its flushes send sooner, this is for rounds that do not settle).
     pub flush_after: Duration,
     /// Tries per transaction before its entries get an error.
     pub max_attempts: u32,
@@ -117,6 +120,13 @@ pub struct RegistrarConfig {
     pub receipt_timeout: Duration,
     /// Where it counts.
     pub metrics: RegistrarMetrics,
+    /// What the caller says about the rounds it leads (`None`: it says nothing). While it
+    /// leads rounds whose registrations are still to come, or has not yet handled the block
+    /// the last batch was mined in (whose rounds are about to start), a [`Registrar::flush`]
+    /// does not send: what is queued waits for the next flush or for `flush_after`. A batch
+    /// that could not leave in time for its own block then picks up the next block's rounds
+    /// instead of leaving alone just before them and making them wait a block more.
+    pub leading: Option<watch::Receiver<Leading>>,
 }
 
 impl Default for RegistrarConfig {
@@ -130,8 +140,19 @@ impl Default for RegistrarConfig {
             max_attempts: 5,
             receipt_timeout: Duration::from_secs(30),
             metrics: RegistrarMetrics::default(),
+            leading: None,
         }
     }
+}
+
+/// What a registrar's caller says about the rounds it leads (see
+/// [`RegistrarConfig::leading`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Leading {
+    /// The last chain block the caller has handled (the rounds it elects have started).
+    pub block: u64,
+    /// Whether rounds it leads are in progress, their registrations still to come.
+    pub rounds: bool,
 }
 
 /// What the registry said about one miniblock head.
@@ -208,6 +229,8 @@ type Reply<T> = oneshot::Sender<Result<T, RegistrarError>>;
 enum Command {
     Register(MiniblockRegistration, Reply<RegistrationOutcome>, Instant),
     Allocate(NewStream, Reply<AllocationOutcome>, Instant),
+    /// Everything queued so far may leave now: nothing more is coming for this block.
+    Flush,
 }
 
 /// Handle to the registrar task. Cheap to clone; the task stops when every handle is dropped
@@ -257,6 +280,14 @@ impl Registrar {
             replies.push(sent.ok().map(|()| outcome));
         }
         Queued { replies }
+    }
+
+    /// Sends what is queued without waiting out `flush_after` (or, with a transaction in
+    /// flight, as soon as its receipt is in), unless the caller is leading rounds by then
+    /// (see [`RegistrarConfig::leading`]): the caller knows nothing more is coming soon,
+    /// e.g. every round it led is settled and registered.
+    pub async fn flush(&self) {
+        let _ = self.commands.send(Command::Flush).await;
     }
 
     /// Queues a new stream and waits for the registry's verdict on it.

@@ -54,6 +54,10 @@ pub(super) struct Task {
     nonce: Option<u64>,
     /// The chain's block gas limit, once read.
     block_gas_limit: Option<u64>,
+    /// A flush was asked for: what is queued leaves at once (unless the caller leads).
+    flush_now: bool,
+    /// The block the last batch was mined in.
+    mined_in: u64,
 }
 
 impl Task {
@@ -72,6 +76,8 @@ impl Task {
             allocations: VecDeque::new(),
             nonce: None,
             block_gas_limit: None,
+            flush_now: false,
+            mined_in: 0,
         }
     }
 
@@ -86,13 +92,25 @@ impl Task {
             || self.allocations.len() >= self.config.max_allocations
     }
 
+    /// Whether the caller leads rounds whose registrations are still to come, or is about
+    /// to (it has not handled the block the last batch was mined in).
+    fn leading(&self) -> bool {
+        self.config.leading.as_ref().is_some_and(|leading| {
+            let leading = *leading.borrow();
+            leading.rounds || leading.block < self.mined_in
+        })
+    }
+
     fn is_empty(&self) -> bool {
         self.registrations.is_empty() && self.allocations.is_empty()
     }
 
     pub(super) async fn run(mut self) {
         loop {
-            let deadline = self.oldest().map(|since| since + self.config.flush_after);
+            let deadline = match self.oldest() {
+                Some(_) if self.flush_now && !self.leading() => Some(Instant::now()),
+                oldest => oldest.map(|since| since + self.config.flush_after),
+            };
             let command = tokio::select! {
                 command = self.receiver.recv() => command,
                 _ = sleep_until(deadline) => {
@@ -127,6 +145,7 @@ impl Task {
                 self.allocations
                     .push_back(Queued::new(stream, reply, asked));
             }
+            Command::Flush => self.flush_now = !self.is_empty(),
         }
     }
 
@@ -138,6 +157,7 @@ impl Task {
         if take_r + take_a == 0 {
             return;
         }
+        self.flush_now = false;
         let registrations: Vec<_> = self.registrations.drain(..take_r).collect();
         let allocations: Vec<_> = self.allocations.drain(..take_a).collect();
         let heads: Vec<RillRegistry::SetMiniblock> =
@@ -175,8 +195,11 @@ impl Task {
                     None => call,
                 }
             })
-            .await
-            .and_then(|receipt| outcomes(&receipt, registry, take_a, take_r));
+            .await;
+        if let Ok(receipt) = &result {
+            self.mined_in = receipt.block_number.unwrap_or(self.mined_in);
+        }
+        let result = result.and_then(|receipt| outcomes(&receipt, registry, take_a, take_r));
         let metrics = &self.config.metrics;
         match result {
             Ok((allocated, registered)) => {
@@ -187,6 +210,7 @@ impl Task {
                     streams = take_a,
                     heads = take_r,
                     ms = sent.elapsed().as_millis() as u64,
+                    block = self.mined_in,
                     "registration batch mined"
                 );
                 for (queued, outcome) in allocations.into_iter().zip(allocated) {

@@ -1,11 +1,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, B256, TxHash};
 use futures::future::join_all;
 use rill_chain::{
-    AllocationFailure, AllocationOutcome, MiniblockRegistration, NewStream, Registrar,
-    RegistrarConfig, RegistrarMetrics, RegistrationFailure, RegistrationOutcome,
+    AllocationFailure, AllocationOutcome, Leading, MiniblockRegistration, NewStream, Queued,
+    Registrar, RegistrarConfig, RegistrarMetrics, RegistrationFailure, RegistrationOutcome,
 };
 use rill_protocol::StreamId;
 
@@ -111,6 +111,107 @@ async fn entries_that_waited_behind_a_transaction_in_flight_leave_together_in_th
         !txs.contains(&first),
         "and not in the one they waited behind"
     );
+}
+
+/// A flush sends what is queued without waiting out the window, here an hour, and entries
+/// flushed while a transaction is in flight leave, together, as soon as its receipt is in.
+#[tokio::test]
+async fn a_flush_sends_what_is_queued_at_once_or_right_after_the_transaction_in_flight() {
+    let chain = Chain::start(None).await;
+    let node = chain.add_node().await;
+    let streams = own_streams(&node, 4).await;
+    anvil_call(&chain, "evm_setAutomine", serde_json::json!([false])).await;
+    let registrar = Registrar::spawn(
+        node.registry.clone(),
+        node.key.address(),
+        RegistrarConfig {
+            flush_after: Duration::from_secs(3600),
+            ..RegistrarConfig::default()
+        },
+    );
+    let first = registrar
+        .queue_in_order(vec![next(streams[0], B256::ZERO, 1)])
+        .await;
+    registrar.flush().await;
+    eventually_pending(&chain, node.key.address()).await;
+    let rest = registrar
+        .queue_in_order(
+            streams[1..]
+                .iter()
+                .map(|s| next(*s, B256::ZERO, 1))
+                .collect(),
+        )
+        .await;
+    registrar.flush().await;
+    anvil_call(&chain, "anvil_mine", serde_json::json!([1])).await;
+    anvil_call(&chain, "evm_setAutomine", serde_json::json!([true])).await;
+
+    let first = flushed(first).await;
+    let rest: HashSet<_> = flushed(rest).await.into_iter().collect();
+    assert_eq!(
+        rest.len(),
+        1,
+        "the three flushed behind it leave in one transaction"
+    );
+    assert!(!rest.contains(&first[0]), "after the one in flight");
+}
+
+/// While the caller leads rounds whose registrations are still to come, or has not handled
+/// the block the last batch was mined in, a flush holds the batch back; the flush after
+/// those rounds sends it.
+#[tokio::test]
+async fn a_flush_while_the_caller_leads_rounds_waits_for_the_next_one() {
+    let chain = Chain::start(None).await;
+    let node = chain.add_node().await;
+    let streams = own_streams(&node, 3).await;
+    let (leading, caller) = tokio::sync::watch::channel(Leading {
+        block: 0,
+        rounds: true,
+    });
+    let registrar = Registrar::spawn(
+        node.registry.clone(),
+        node.key.address(),
+        RegistrarConfig {
+            flush_after: Duration::from_secs(3600),
+            leading: Some(caller),
+            ..RegistrarConfig::default()
+        },
+    );
+    let queue = |i: usize| registrar.queue_in_order(vec![next(streams[i], B256::ZERO, 1)]);
+    let held_back = |why: &'static str| {
+        let (chain, sender) = (&chain, node.key.address());
+        async move {
+            let before = nonce(chain, sender).await;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            assert_eq!(nonce(chain, sender).await, before, "{why}");
+        }
+    };
+
+    let first = queue(0).await;
+    registrar.flush().await;
+    held_back("nothing is sent while rounds are led").await;
+    leading.send_replace(Leading::default());
+    let second = queue(1).await;
+    registrar.flush().await;
+    let (first, second) = (flushed(first).await, flushed(second).await);
+    assert_eq!(first, second, "the held entry leaves with the next round's");
+
+    let mined_in = chain
+        .provider()
+        .get_transaction_receipt(first[0])
+        .await
+        .unwrap()
+        .and_then(|receipt| receipt.block_number)
+        .unwrap();
+    let third = queue(2).await;
+    registrar.flush().await;
+    held_back("nothing is sent before the caller handled that block").await;
+    leading.send_replace(Leading {
+        block: mined_in,
+        rounds: false,
+    });
+    registrar.flush().await;
+    flushed(third).await;
 }
 
 #[tokio::test]
@@ -474,6 +575,20 @@ async fn expect_registered(
         matches!(outcome, Ok(RegistrationOutcome::Registered { .. })),
         "{outcome:?}"
     );
+}
+
+/// The transactions that registered flushed entries, waiting at most a minute (their window
+/// is an hour: only a flush sends them).
+async fn flushed(queued: Queued) -> Vec<TxHash> {
+    tokio::time::timeout(Duration::from_secs(60), queued.outcomes())
+        .await
+        .expect("flushed entries do not wait out the window")
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(RegistrationOutcome::Registered { tx, .. }) => tx,
+            other => panic!("expected registered, got {other:?}"),
+        })
+        .collect()
 }
 
 /// Waits until `sender` has a transaction in anvil's pool.

@@ -208,6 +208,12 @@ impl Replica {
             && self.registered.is_empty()
     }
 
+    /// Whether a round this node leads is in progress: proposals still coming, or its
+    /// candidate waiting for a write quorum.
+    pub(crate) fn leading(&self) -> bool {
+        self.round.is_some() || self.offer.is_some()
+    }
+
     /// Restores a stored candidate after a restart (in number order): one for the next
     /// number that builds on the head, or one chained on such a candidate.
     pub(crate) fn restore_candidate(&mut self, candidate: ParsedMiniblock) {

@@ -597,3 +597,61 @@ fn event_from_a_member_whose_join_this_replica_has_not_promoted_yet_waits_instea
     );
     assert!(effects.iter().any(|e| matches!(e, Effect::Gossip { message: Gossip::EventInPool(h), .. } if *h == hello.hash())));
 }
+
+/// The node is told when the rounds it leads are settled (its registrar then sends without
+/// waiting out its window): a round is in progress from the block that elects the node until
+/// its candidate's write quorum, when the registration is made, and only on the leader.
+#[test]
+fn a_round_is_in_progress_from_its_block_until_its_registration() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    for engine in &mut t.engines {
+        engine.add_event(0, t.stream, e.clone()).unwrap();
+    }
+    assert!(
+        !t.engines[leader].leads_rounds(),
+        "nothing before the block"
+    );
+    let (_, effects) = t.round(leader, block);
+    let candidate = Three::candidate_in(&effects);
+    assert!(
+        t.engines[leader].leads_rounds(),
+        "the candidate waits for its write quorum"
+    );
+    assert!(
+        (1..3).all(|i| !t.engines[i].leads_rounds()),
+        "replicas lead nothing"
+    );
+    let effects = t.offer(leader, &candidate, &[1]);
+    assert_eq!(registrations(&effects).len(), 1);
+    assert!(!t.engines[leader].leads_rounds(), "settled once registered");
+}
+
+/// A round whose proposals never come is settled when it times out, though it registers
+/// nothing (the only event is the leader's own, no majority).
+#[test]
+fn a_round_cut_with_nothing_to_register_is_settled_at_its_timeout() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    let own = message(&key(2), (0, t.genesis.hash()), 1);
+    t.engines[leader].add_event(0, t.stream, own).unwrap();
+    let requests = t.engines[leader].handle(
+        1000,
+        Input::ChainBlock {
+            number: block,
+            prevrandao: randao(block),
+        },
+    );
+    assert!(requests.iter().any(|x| matches!(x, Effect::Send { .. })));
+    assert!(t.engines[leader].leads_rounds(), "waiting for proposals");
+    let timeout = EngineConfig::default().proposal_timeout_ms;
+    let effects = t.engines[leader].handle(1000 + timeout, Input::Tick);
+    assert!(registrations(&effects).is_empty());
+    assert!(
+        !t.engines[leader].leads_rounds(),
+        "the cut round is settled"
+    );
+}

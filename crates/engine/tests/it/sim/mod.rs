@@ -331,6 +331,8 @@ impl Sim {
                         && let Some(engine) = self.nodes[i].engine.as_mut()
                         && engine.evict(&stream)
                     {
+                        // Its only stream is idle: no round of its can be in progress.
+                        assert!(!engine.leads_rounds(), "node {i} leads a round it dropped");
                         self.nodes[i].evictions += 1;
                     }
                 }
@@ -622,7 +624,7 @@ impl Sim {
                             self.now, registration.num, registration.hash
                         );
                     }
-                    // The registrar sends within a quarter block; it lands in the next block.
+                    // The registrar sends within the block; it lands in the next block.
                     if self.faults && self.rng.gen_bool(0.05) {
                         continue; // the transaction was lost
                     }
