@@ -88,7 +88,12 @@ impl RegistrationQueue {
             block: self.block,
             rounds,
         };
-        let before = self.leading.send_replace(now);
+        // Called on every turn of the node's loop: the registrar's view changes only when
+        // this does.
+        let before = *self.leading.borrow();
+        if before != now {
+            self.leading.send_replace(now);
+        }
         if !rounds && (before.rounds || self.unsettled || self.block > self.settled_at) {
             self.unsettled = false;
             self.settled_at = self.block;
