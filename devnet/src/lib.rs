@@ -123,7 +123,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 fn start_anvil(config: &DevnetConfig, port: u16) -> anyhow::Result<Anvil> {
     Ok(Anvil::start(AnvilConfig {
         // Room for every node's full batch of new streams in one block (a new stream costs
-        // about 200 k gas: its record and the genesis in the log).
+        // about 115 k gas: its record and the genesis in the log).
         gas_limit: Some(DEVNET_GAS_LIMIT),
         host: config.hosts.map(|h| IpAddr::V4(h.host_ip())),
         port,

@@ -31,8 +31,10 @@ enum Command {
         /// Number of nodes.
         #[arg(long, default_value_t = 4)]
         nodes: usize,
-        /// Replication factor (nodes per stream).
-        #[arg(long, default_value_t = 3)]
+        /// Replication factor (nodes per stream), at most 11: what a stream's record in the
+        /// registry holds.
+        #[arg(long, default_value_t = 3,
+              value_parser = clap::value_parser!(u64).range(1..=rill_chain::MAX_STREAM_NODES))]
         replication: u64,
         /// Block time in seconds.
         #[arg(long, default_value_t = 1.0)]

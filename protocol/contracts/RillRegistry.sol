@@ -27,6 +27,18 @@ contract RillRegistry {
         bytes32 genesisHash;
     }
 
+    /// A stream as the registry stores it: three slots, where `Stream` would take four plus one
+    /// per node. A stream's slots are what an allocation pays for on a real chain, and what
+    /// anvil rehashes on every block (it recomputes the storage root from all of the storage),
+    /// so they set the cost of a block on a devnet with many streams. `packed` holds, from the
+    /// low bits: the head's number (64 bits), the flags (8), the number of nodes (8), then the
+    /// nodes, each as its number (its position in `nodeList` plus one, 16 bits).
+    struct StreamRecord {
+        bytes32 lastMiniblockHash;
+        bytes32 genesisHash;
+        uint256 packed;
+    }
+
     struct StreamWithId {
         bytes32 id;
         Stream stream;
@@ -51,6 +63,10 @@ contract RillRegistry {
 
     /// Stream flag: no further miniblocks are accepted.
     uint64 public constant FLAG_SEALED = 1;
+    /// The most nodes a stream may have: what fits in a record's packed slot.
+    uint256 public constant MAX_STREAM_NODES = 11;
+    /// The most nodes the registry may hold: a node's number is 16 bits.
+    uint256 public constant MAX_NODES = type(uint16).max;
 
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
     event NodeAdded(address indexed nodeAddress, string multiaddr, NodeStatus status);
@@ -74,13 +90,16 @@ contract RillRegistry {
     error UnknownStream(bytes32 streamId);
     error NoNodes();
     error DuplicateNode(address node);
+    error TooManyNodes(uint256 count, uint256 max);
 
     address public owner;
 
     mapping(address => Node) private nodes;
     address[] private nodeList;
+    /// A registered node's position in `nodeList` plus one; 0 for an unknown address.
+    mapping(address => uint256) private nodeNumber;
 
-    mapping(bytes32 => Stream) private streams;
+    mapping(bytes32 => StreamRecord) private streams;
     bytes32[] private streamIds;
 
     mapping(bytes32 => uint256) private configValues;
@@ -106,8 +125,10 @@ contract RillRegistry {
 
     function registerNode(address nodeAddress, string calldata multiaddr, NodeStatus status) external onlyOwner {
         if (nodes[nodeAddress].nodeAddress != address(0)) revert NodeAlreadyRegistered(nodeAddress);
+        if (nodeList.length == MAX_NODES) revert TooManyNodes(nodeList.length + 1, MAX_NODES);
         nodes[nodeAddress] = Node(nodeAddress, multiaddr, status);
         nodeList.push(nodeAddress);
+        nodeNumber[nodeAddress] = nodeList.length;
         emit NodeAdded(nodeAddress, multiaddr, status);
     }
 
@@ -180,8 +201,9 @@ contract RillRegistry {
         bytes32 genesisHash,
         bytes calldata genesisMiniblock
     ) external onlyOperational {
-        if (streams[streamId].nodes.length != 0) revert StreamAlreadyExists(streamId);
+        if (streams[streamId].packed != 0) revert StreamAlreadyExists(streamId);
         if (streamNodes.length == 0) revert NoNodes();
+        if (streamNodes.length > MAX_STREAM_NODES) revert TooManyNodes(streamNodes.length, MAX_STREAM_NODES);
         for (uint256 i = 0; i < streamNodes.length; i++) {
             if (!isNode(streamNodes[i])) revert UnknownNode(streamNodes[i]);
             for (uint256 j = 0; j < i; j++) {
@@ -221,8 +243,9 @@ contract RillRegistry {
     }
 
     function checkNewStream(NewStream calldata e) private view returns (string memory) {
-        if (streams[e.streamId].nodes.length != 0) return "ALREADY_EXISTS";
+        if (streams[e.streamId].packed != 0) return "ALREADY_EXISTS";
         if (e.nodes.length == 0) return "NO_NODES";
+        if (e.nodes.length > MAX_STREAM_NODES) return "TOO_MANY_NODES";
         for (uint256 i = 0; i < e.nodes.length; i++) {
             if (!isNode(e.nodes[i])) return "UNKNOWN_NODE";
             for (uint256 j = 0; j < i; j++) {
@@ -238,18 +261,31 @@ contract RillRegistry {
         bytes32 genesisHash,
         bytes calldata genesisMiniblock
     ) private {
-        Stream storage s = streams[streamId];
-        s.lastMiniblockHash = genesisHash;
-        s.lastMiniblockNum = 0;
-        s.nodes = streamNodes;
-        s.genesisHash = genesisHash;
+        // The head's number (0) and the flags start at zero; the count and the nodes follow.
+        uint256 packed = streamNodes.length << 72;
+        for (uint256 i = 0; i < streamNodes.length; i++) {
+            packed |= nodeNumber[streamNodes[i]] << (80 + 16 * i);
+        }
+        streams[streamId] = StreamRecord(genesisHash, genesisHash, packed);
         streamIds.push(streamId);
         emit StreamAllocated(streamId, streamNodes, genesisHash, genesisMiniblock);
     }
 
     function getStream(bytes32 streamId) public view returns (Stream memory) {
-        if (streams[streamId].nodes.length == 0) revert UnknownStream(streamId);
-        return streams[streamId];
+        if (streams[streamId].packed == 0) revert UnknownStream(streamId);
+        return unpack(streams[streamId]);
+    }
+
+    function unpack(StreamRecord storage r) private view returns (Stream memory s) {
+        uint256 packed = r.packed;
+        s.lastMiniblockHash = r.lastMiniblockHash;
+        s.lastMiniblockNum = uint64(packed);
+        s.flags = uint64(uint8(packed >> 64));
+        s.nodes = new address[](uint8(packed >> 72));
+        for (uint256 i = 0; i < s.nodes.length; i++) {
+            s.nodes[i] = nodeList[uint16(packed >> (80 + 16 * i)) - 1];
+        }
+        s.genesisHash = r.genesisHash;
     }
 
     function getStreamCount() external view returns (uint256) {
@@ -268,7 +304,7 @@ contract RillRegistry {
         page = new StreamWithId[](stop - start);
         for (uint256 i = start; i < stop; i++) {
             bytes32 id = streamIds[i];
-            page[i - start] = StreamWithId(id, streams[id]);
+            page[i - start] = StreamWithId(id, unpack(streams[id]));
         }
         lastPage = stop == streamIds.length;
     }
@@ -287,28 +323,30 @@ contract RillRegistry {
                 emit StreamLastMiniblockUpdateFailed(e.streamId, e.lastMiniblockHash, e.lastMiniblockNum, reason);
                 continue;
             }
-            Stream storage s = streams[e.streamId];
+            StreamRecord storage s = streams[e.streamId];
+            uint256 packed = (s.packed & ~uint256(type(uint64).max)) | e.lastMiniblockNum;
+            if (e.isSealed) packed |= uint256(FLAG_SEALED) << 64;
             s.lastMiniblockHash = e.lastMiniblockHash;
-            s.lastMiniblockNum = e.lastMiniblockNum;
-            if (e.isSealed) s.flags |= FLAG_SEALED;
+            s.packed = packed;
             emit StreamLastMiniblockUpdated(e.streamId, e.lastMiniblockHash, e.lastMiniblockNum, e.isSealed);
         }
     }
 
     function checkEntry(SetMiniblock calldata e) private view returns (string memory) {
-        Stream storage s = streams[e.streamId];
-        address[] storage streamNodes = s.nodes;
-        if (streamNodes.length == 0) return "NOT_FOUND";
+        StreamRecord storage s = streams[e.streamId];
+        uint256 packed = s.packed;
+        if (packed == 0) return "NOT_FOUND";
+        uint256 caller = nodeNumber[msg.sender];
         bool member = false;
-        for (uint256 j = 0; j < streamNodes.length; j++) {
-            if (streamNodes[j] == msg.sender) {
+        for (uint256 j = 0; caller != 0 && j < uint8(packed >> 72); j++) {
+            if (uint16(packed >> (80 + 16 * j)) == caller) {
                 member = true;
                 break;
             }
         }
         if (!member) return "NOT_A_STREAM_NODE";
-        if (s.flags & FLAG_SEALED != 0) return "STREAM_SEALED";
-        if (e.lastMiniblockNum != s.lastMiniblockNum + 1) return "BAD_MINIBLOCK_NUM";
+        if ((packed >> 64) & FLAG_SEALED != 0) return "STREAM_SEALED";
+        if (e.lastMiniblockNum != uint64(packed) + 1) return "BAD_MINIBLOCK_NUM";
         if (e.prevMiniblockHash != s.lastMiniblockHash) return "BAD_PREV_HASH";
         return "";
     }

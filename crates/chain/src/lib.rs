@@ -26,8 +26,8 @@ pub use registrar::{
 };
 pub use registry::Registry;
 pub use types::{
-    AllocationFailure, MiniblockRegistration, NetworkConfig, NodeRecord, NodeStatus,
-    RegistrationFailure, RegistryEvent, StreamRecord,
+    AllocationFailure, MAX_STREAM_NODES, MiniblockRegistration, NetworkConfig, NodeRecord,
+    NodeStatus, RegistrationFailure, RegistryEvent, StreamRecord,
 };
 
 /// The provider type every handle here holds: type-erased, cheap to clone.

@@ -8,6 +8,11 @@ use crate::bindings::RillRegistry;
 /// The contract's `FLAG_SEALED`.
 const SEALED_FLAG: u64 = 1;
 
+/// The contract's `MAX_STREAM_NODES`: the most nodes a stream's record holds, so the highest
+/// replication factor a network can use. An allocation naming more fails with
+/// [`AllocationFailure::TooManyNodes`].
+pub const MAX_STREAM_NODES: u64 = 11;
+
 /// A node's status in the registry. Only `Operational` nodes take part in the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NodeStatus {
@@ -241,6 +246,9 @@ pub enum AllocationFailure {
     /// A node is named twice (`DUPLICATE_NODE`).
     #[error("a node of the stream is named twice")]
     DuplicateNode,
+    /// The entry names more nodes than a stream's record holds (`TOO_MANY_NODES`).
+    #[error("the stream names more nodes than the registry allows")]
+    TooManyNodes,
     /// A reason this version does not know (a newer contract).
     #[error("refused: {0}")]
     Other(String),
@@ -254,6 +262,7 @@ impl AllocationFailure {
             "NO_NODES" => AllocationFailure::NoNodes,
             "UNKNOWN_NODE" => AllocationFailure::UnknownNode,
             "DUPLICATE_NODE" => AllocationFailure::DuplicateNode,
+            "TOO_MANY_NODES" => AllocationFailure::TooManyNodes,
             other => AllocationFailure::Other(other.to_owned()),
         }
     }
@@ -265,6 +274,7 @@ impl AllocationFailure {
             AllocationFailure::NoNodes => "no_nodes",
             AllocationFailure::UnknownNode => "unknown_node",
             AllocationFailure::DuplicateNode => "duplicate_node",
+            AllocationFailure::TooManyNodes => "too_many_nodes",
             AllocationFailure::Other(_) => "other",
         }
     }

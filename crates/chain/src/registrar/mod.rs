@@ -132,7 +132,7 @@ pub struct RegistrarConfig {
 impl Default for RegistrarConfig {
     fn default() -> Self {
         Self {
-            // About 20,000 gas per steady-state head (BENCHMARKS.md): 500 fit in 10 M gas, so
+            // About 16,000 gas per steady-state head (BENCHMARKS.md): 500 fit in 8 M gas, so
             // a node leading hundreds of active streams registers them in one block.
             max_batch: 500,
             max_allocations: 200,

@@ -450,8 +450,8 @@ struct Fees {
 }
 
 /// More gas than `submitBatch` uses for these entries, whatever each entry's outcome (the
-/// registry's costs in BENCHMARKS.md: a head 20,000 to 55,000 gas, a new stream about
-/// 180,000 with three nodes and a small genesis; unused gas is not paid for).
+/// registry's costs in BENCHMARKS.md: a head 16,000 to 57,000 gas, a new stream about
+/// 114,000 with three nodes and a small genesis; unused gas is not paid for).
 pub(super) fn batch_gas(streams: &[RillRegistry::NewStream], heads: usize) -> u64 {
     const BASE: u64 = 60_000;
     const PER_HEAD: u64 = 90_000;

@@ -387,6 +387,69 @@ async fn a_batch_of_new_streams_applies_each_entry_on_its_own() {
     }
 }
 
+#[tokio::test]
+async fn a_record_keeps_eleven_nodes_in_order_and_its_seal() {
+    // The registry packs a stream's head number, flags and nodes into one slot: eleven nodes
+    // fill it, a twelfth is refused. The caller is the eleventh, in the slot's top bits, so its
+    // registrations only apply if the membership check reads them.
+    let chain = Chain::start(Some(Duration::from_millis(500))).await;
+    let node = chain.add_node().await;
+    let mut members = chain.register_addresses(10).await;
+    members.push(node.key.address());
+    let registrar = registrar(&node, 10);
+    let id = StreamId::random();
+    let mut twelve = members.clone();
+    twelve.extend(chain.register_addresses(1).await);
+    let (eleven, too_many) = tokio::join!(
+        registrar.allocate(new_stream(id, members.clone())),
+        registrar.allocate(new_stream(StreamId::random(), twelve))
+    );
+    assert!(matches!(
+        eleven.unwrap(),
+        AllocationOutcome::Allocated { .. }
+    ));
+    assert!(matches!(
+        too_many.unwrap(),
+        AllocationOutcome::Rejected {
+            reason: AllocationFailure::TooManyNodes,
+            ..
+        }
+    ));
+    let record = chain.admin.stream(id).await.unwrap().unwrap();
+    assert_eq!(record.nodes, members);
+    assert_eq!((record.last_miniblock_num, record.sealed), (0, false));
+
+    let sealing = MiniblockRegistration {
+        sealed: true,
+        ..next(id, record.genesis_hash, 1)
+    };
+    assert!(matches!(
+        registrar.register(sealing).await.unwrap(),
+        RegistrationOutcome::Registered { .. }
+    ));
+    let record = chain.admin.stream(id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            record.last_miniblock_hash,
+            record.last_miniblock_num,
+            record.sealed
+        ),
+        (sealing.hash, 1, true)
+    );
+    assert_eq!(record.nodes, members, "the head's update keeps the nodes");
+    let after = registrar.register(next(id, sealing.hash, 2)).await.unwrap();
+    assert!(
+        matches!(
+            after,
+            RegistrationOutcome::Rejected {
+                reason: RegistrationFailure::Sealed,
+                ..
+            }
+        ),
+        "{after:?}"
+    );
+}
+
 /// The registrar sets each batch's gas limit itself instead of having the chain simulate the
 /// batch first: a heavy batch (first registrations, streams on five nodes with a large
 /// genesis) must still fit in it.

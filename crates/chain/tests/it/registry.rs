@@ -85,6 +85,27 @@ async fn allocation_is_refused_with_the_contract_reason() {
         ),
         "{bad:?}"
     );
+    let contract = RillRegistry::new(a.registry.address(), a.registry.provider().clone());
+    let limit = contract.MAX_STREAM_NODES().call().await.unwrap();
+    assert_eq!(
+        limit,
+        alloy::primitives::U256::from(rill_chain::MAX_STREAM_NODES)
+    );
+    let mut twelve = vec![a.key.address()];
+    twelve.extend(chain.register_addresses(11).await);
+    let crowded = a
+        .registry
+        .allocate_stream(StreamId::random(), twelve, B256::ZERO, vec![])
+        .await;
+    assert!(
+        matches!(
+            crowded,
+            Err(ChainError::Reverted(
+                RillRegistry::RillRegistryErrors::TooManyNodes(_)
+            ))
+        ),
+        "{crowded:?}"
+    );
     // The owner is not an operational node.
     let by_owner = chain
         .admin

@@ -62,6 +62,23 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// `count` new addresses registered as Operational nodes, with no funds and no key kept:
+    /// members of a stream that never send anything themselves.
+    pub(crate) async fn register_addresses(&self, count: usize) -> Vec<Address> {
+        let mut addresses = Vec::new();
+        for _ in 0..count {
+            let address = NodeKey::generate().address();
+            self.admin
+                .register_node(address, "/ip4/127.0.0.1/tcp/1", NodeStatus::Operational)
+                .await
+                .unwrap();
+            addresses.push(address);
+        }
+        addresses
+    }
+}
+
 /// Allocates a stream on `nodes` from `by`, with genesis hash `genesis`.
 pub(crate) async fn allocate(by: &TestNode, nodes: &[&TestNode], genesis: B256) -> StreamId {
     let id = StreamId::random();
