@@ -60,9 +60,7 @@ impl Chain {
         );
         TestNode { key, registry }
     }
-}
 
-impl Chain {
     /// `count` new addresses registered as Operational nodes, with no funds and no key kept:
     /// members of a stream that never send anything themselves.
     pub(crate) async fn register_addresses(&self, count: usize) -> Vec<Address> {
