@@ -257,6 +257,7 @@ impl Engine {
         let outcome = self.on_stream(now_ms, stream, |replica, ctx| match gossip {
             PeerGossip::Events(events) => replica.peer_events(ctx, from, events),
             PeerGossip::InPool(hashes) => replica.peer_holds(ctx, from, hashes),
+            PeerGossip::HeldAlready(hashes) => replica.peer_sent_held(ctx, from, hashes),
         });
         match outcome {
             Some((answer, effects)) => Answer { answer, effects },

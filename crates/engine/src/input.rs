@@ -114,6 +114,12 @@ pub enum PeerGossip {
     Events(Vec<ParsedEvent>),
     /// `NewEventInPool`: the sender holds these events.
     InPool(Vec<B256>),
+    /// `NewEventReceived` for events this node already holds ([`StreamView::holds_event`]),
+    /// which the node therefore did not open again: answered as the events themselves would
+    /// be (the sender holds them, and hears that this node does).
+    ///
+    /// [`StreamView::holds_event`]: crate::StreamView::holds_event
+    HeldAlready(Vec<B256>),
 }
 
 /// An input to the engine that only causes effects.

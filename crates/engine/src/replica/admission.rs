@@ -68,11 +68,7 @@ impl Replica {
         let mut verdict = Verdict::Ignore;
         for event in events {
             let hash = event.hash();
-            self.missing.forget(&hash);
-            if self.pool.contains(&hash) || self.stream.recently_included(&hash) {
-                // Already held: say so to the sender, which pushes until it hears it.
-                self.hold(ctx, hash, from);
-                ctx.gossip_to(from, self.id(), Gossip::EventInPool(hash));
+            if self.held_already(ctx, from, hash) {
                 continue;
             }
             let outcome = match self.stream.check(&event, &ctx.admission_rules()) {
@@ -99,6 +95,35 @@ impl Replica {
             verdict = worst(verdict, outcome);
         }
         verdict
+    }
+
+    /// Events `from` sent that the node found it holds before opening them.
+    pub(crate) fn peer_sent_held(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        from: Address,
+        hashes: Vec<B256>,
+    ) -> Verdict {
+        if !self.is_node(&from) {
+            ctx.rejected(self.id(), Some(from), Reject::NotAStreamNode(from));
+            return Verdict::Reject;
+        }
+        for hash in hashes {
+            self.held_already(ctx, from, hash);
+        }
+        Verdict::Ignore
+    }
+
+    /// If this node holds `hash`, says so to `from` (which sent it, and pushes it until it
+    /// hears that) and returns true.
+    fn held_already(&mut self, ctx: &mut Ctx<'_>, from: Address, hash: B256) -> bool {
+        self.missing.forget(&hash);
+        if !(self.pool.contains(&hash) || self.stream.recently_included(&hash)) {
+            return false;
+        }
+        self.hold(ctx, hash, from);
+        ctx.gossip_to(from, self.id(), Gossip::EventInPool(hash));
+        true
     }
 
     /// Admits an event `from` holds, and announces it.

@@ -128,6 +128,8 @@ pub trait StreamView {
     fn minipool_len(&self) -> usize;
     /// An event of the minipool.
     fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent>;
+    /// Whether this node holds the event: in its minipool or a recent miniblock.
+    fn holds_event(&self, hash: &B256) -> bool;
     /// Whether the stream has work in progress: minipool events, a candidate, a round, a
     /// fetch, a catch-up or a backfill.
     fn busy(&self) -> bool;
@@ -274,6 +276,10 @@ impl StreamView for Replica {
 
     fn pool_event(&self, hash: &B256) -> Option<&ParsedEvent> {
         self.pool.get(hash)
+    }
+
+    fn holds_event(&self, hash: &B256) -> bool {
+        self.pool.contains(hash) || self.stream.recently_included(hash)
     }
 
     fn busy(&self) -> bool {

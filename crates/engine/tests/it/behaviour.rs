@@ -220,6 +220,70 @@ fn event_held_by_a_majority_is_reported_as_quorum() {
 }
 
 #[test]
+fn an_event_sent_again_is_answered_without_being_opened() {
+    let mut t = Three::new();
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    let origin = t.addrs[0];
+    let _ = t.engines[1].gossip(1, origin, t.stream, PeerGossip::Events(vec![e.clone()]));
+    assert!(
+        t.engines[1]
+            .stream(&t.stream)
+            .unwrap()
+            .holds_event(&e.hash())
+    );
+    let unknown = B256::repeat_byte(9);
+    assert!(
+        !t.engines[1]
+            .stream(&t.stream)
+            .unwrap()
+            .holds_event(&unknown)
+    );
+    // Node 2 pushes it too; node 1 found it held and did not open it: it counts node 2 as a
+    // holder (a quorum of three now) and tells node 2 it holds it, so the pushes stop.
+    let pusher = t.addrs[2];
+    let answer = t.engines[1].gossip(
+        2,
+        pusher,
+        t.stream,
+        PeerGossip::HeldAlready(vec![e.hash(), unknown]),
+    );
+    assert_eq!(answer.answer, rill_engine::Verdict::Ignore);
+    let told: Vec<_> = answer
+        .effects
+        .iter()
+        .filter_map(|x| match x {
+            Effect::GossipTo {
+                to,
+                message: Gossip::EventInPool(h),
+                ..
+            } => Some((*to, *h)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        told,
+        vec![(pusher, e.hash())],
+        "only the held one, only to its sender"
+    );
+    assert!(
+        !answer
+            .effects
+            .iter()
+            .any(|x| matches!(x, Effect::Store(_) | Effect::Send { .. })),
+        "nothing stored again, nothing fetched"
+    );
+    // A node that is not one of the stream's is refused, as for events.
+    let outsider = key(99).address();
+    let refused = t.engines[1].gossip(
+        3,
+        outsider,
+        t.stream,
+        PeerGossip::HeldAlready(vec![e.hash()]),
+    );
+    assert_eq!(refused.answer, rill_engine::Verdict::Reject);
+}
+
+#[test]
 fn quorum_event_missing_at_the_leader_is_taken_from_the_replies() {
     let mut t = Three::new();
     let leader = 0;
