@@ -17,7 +17,16 @@ pub struct ClientLimits {
     /// Stream creations (each costs this node gas), refused `QUOTA_EXCEEDED` beyond it;
     /// `None`: no limit.
     pub stream_creations: Option<Rate>,
+    /// Events per stream that this node took from clients and that no quorum of the stream's
+    /// nodes holds yet; further adds wait for room, then are refused `UNAVAILABLE`. `None`:
+    /// no limit (clients may outrun the replicas).
+    pub unreplicated: Option<usize>,
 }
+
+/// Events per stream awaiting a quorum that a node takes from clients, by default: a few
+/// blocks' worth at the rates one stream reaches on the devnet (BENCHMARKS.md, "Backpressure
+/// on admission").
+pub const DEFAULT_UNREPLICATED: usize = 2_048;
 
 /// Stream creations one client may make per hour by default.
 pub const DEFAULT_STREAM_CREATIONS_PER_HOUR: f64 = 1_000.0;
@@ -27,6 +36,7 @@ impl Default for ClientLimits {
         Self {
             requests: Some(Rate::per_second(rill_p2p::DEFAULT_CLIENT_RATE)),
             stream_creations: Some(Rate::per_hour(DEFAULT_STREAM_CREATIONS_PER_HOUR)),
+            unreplicated: Some(DEFAULT_UNREPLICATED),
         }
     }
 }

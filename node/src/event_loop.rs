@@ -5,9 +5,10 @@
 //! source is served at most `BUDGET` items at a time, so a gossip or client flood cannot
 //! starve block processing.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, B256};
 use rill_chain::{ChainBlock, Registry};
 use rill_engine::{Input, Reject, StreamView};
 use rill_p2p::{NetworkEvent, P2p};
@@ -47,6 +48,13 @@ pub(crate) enum LoopMsg {
     },
     /// Client events that did not open, by reason (for the metrics).
     ClientRefused(Vec<&'static str>),
+    /// Which of `hashes` the stream's minipool holds: a catch-up reuses those events rather
+    /// than checking their signatures again.
+    PoolEvents {
+        stream: StreamId,
+        hashes: Vec<B256>,
+        reply: oneshot::Sender<HashMap<B256, ParsedEvent>>,
+    },
     /// A stream to take again from its registry record and genesis.
     Retake {
         record: rill_chain::StreamRecord,
@@ -223,6 +231,20 @@ impl NodeLoop {
                 for reason in reasons {
                     self.metrics.reject(reason);
                 }
+            }
+            LoopMsg::PoolEvents {
+                stream,
+                hashes,
+                reply,
+            } => {
+                let held = match self.streams.for_stream(&stream).stream(&stream) {
+                    Some(view) => hashes
+                        .into_iter()
+                        .filter_map(|h| view.pool_event(&h).map(|e| (h, e.clone())))
+                        .collect(),
+                    None => HashMap::new(),
+                };
+                let _ = reply.send(held);
             }
             LoopMsg::Retake { record, genesis } => {
                 self.allocated(record.id, record.nodes, record.genesis_hash, &genesis);

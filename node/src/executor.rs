@@ -385,9 +385,17 @@ impl Executor {
             return;
         }
         let mut batches = self.outbox.take();
+        let mut late = Vec::new();
         for (to, batch) in &mut batches {
-            if self.faults.action(MessageKind::GossipEvents, self.me, *to) == Action::Drop {
-                batch.received.clear();
+            match self.faults.action(MessageKind::GossipEvents, self.me, *to) {
+                Action::Drop => batch.received.clear(),
+                Action::Delay(by) => {
+                    let received = std::mem::take(&mut batch.received);
+                    if !received.is_empty() {
+                        late.push((*to, by, received));
+                    }
+                }
+                Action::Deliver => {}
             }
             if self
                 .faults
@@ -400,6 +408,19 @@ impl Executor {
         batches.retain(|(_, batch)| !batch.is_empty());
         let durable = self.writer.durable();
         let p2p = self.p2p.clone();
+        for (to, by, received) in late {
+            let (durable, p2p) = (self.writer.durable(), p2p.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(by).await;
+                if durable.await {
+                    let batch = rill_p2p::GossipBatch {
+                        received,
+                        in_pool: Vec::new(),
+                    };
+                    p2p.gossip(to, batch).await;
+                }
+            });
+        }
         tokio::spawn(async move {
             if !durable.await {
                 return;

@@ -38,7 +38,9 @@ mod streams;
 mod workers;
 mod writer;
 
-pub use config::{ClientLimits, DEFAULT_STREAM_CREATIONS_PER_HOUR, NodeConfig};
+pub use config::{
+    ClientLimits, DEFAULT_STREAM_CREATIONS_PER_HOUR, DEFAULT_UNREPLICATED, NodeConfig,
+};
 pub use rill_p2p::limits::Rate;
 pub use startup::{Node, RunError, StartError, run};
 pub use streams::Residency;

@@ -94,6 +94,11 @@ enum Command {
         /// 0: no limit.
         #[arg(long, env = "RILL_CLIENT_STREAM_CREATIONS", default_value_t = rill_node::DEFAULT_STREAM_CREATIONS_PER_HOUR)]
         client_stream_creations: f64,
+        /// Events per stream that this node took from clients and no quorum of the stream's
+        /// nodes holds yet; more adds wait (up to 5 s, then `UNAVAILABLE`) so clients keep
+        /// to the replicas' pace; 0: no limit.
+        #[arg(long, env = "RILL_MAX_UNREPLICATED", default_value_t = rill_node::DEFAULT_UNREPLICATED)]
+        max_unreplicated: usize,
         /// As leader, cut the next candidate on one still waiting for its registration
         /// instead of waiting for its promotion (replicas accept chained candidates either way).
         #[arg(long, env = "RILL_CHAIN_CANDIDATES", default_value_t = false, action = clap::ArgAction::Set)]
@@ -155,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
             evict_idle_after,
             client_rate,
             client_stream_creations,
+            max_unreplicated,
             chain_candidates,
         } => {
             let mut config = NodeConfig::new(key, data, listen, rpc_url, registry);
@@ -170,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
                 requests: (client_rate > 0.0).then(|| rill_node::Rate::per_second(client_rate)),
                 stream_creations: (client_stream_creations > 0.0)
                     .then(|| rill_node::Rate::per_hour(client_stream_creations)),
+                unreplicated: (max_unreplicated > 0).then_some(max_unreplicated),
             };
             config.chain_candidates = chain_candidates;
             #[cfg(feature = "faults")]

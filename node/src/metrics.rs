@@ -94,6 +94,8 @@ pub(crate) struct Metrics {
     pub(crate) requests: Family<KindLabels, Counter>,
     pub(crate) request_failures: Family<KindLabels, Counter>,
     pub(crate) client_requests_shed: Counter,
+    pub(crate) client_adds_held_back: Counter,
+    pub(crate) gossip_events_held_already: Counter,
     pub(crate) stream_creations_refused: Counter,
     pub(crate) peers: Gauge,
     pub(crate) chain_head: Gauge,
@@ -139,6 +141,8 @@ impl Metrics {
             requests: Family::default(),
             request_failures: Family::default(),
             client_requests_shed: Counter::default(),
+            client_adds_held_back: Counter::default(),
+            gossip_events_held_already: Counter::default(),
             stream_creations_refused: Counter::default(),
             peers: Gauge::default(),
             chain_head: Gauge::default(),
@@ -190,6 +194,11 @@ impl Metrics {
             self.gossip_verdicts.clone(),
         );
         r.register(
+            "gossip_events_held_already",
+            "Events gossip brought that this node held already, answered without opening them",
+            self.gossip_events_held_already.clone(),
+        );
+        r.register(
             "miniblocks_produced",
             "Candidates this node built as leader",
             self.miniblocks_produced.clone(),
@@ -238,6 +247,11 @@ impl Metrics {
             "client_requests_shed",
             "Client requests answered busy because the client service was full",
             self.client_requests_shed.clone(),
+        );
+        r.register(
+            "client_adds_held_back",
+            "Client adds refused UNAVAILABLE: their stream's budget of events awaiting a quorum stayed spent, or the node stayed busy with its replicas' work",
+            self.client_adds_held_back.clone(),
         );
         r.register(
             "stream_creations_refused",

@@ -3,13 +3,14 @@
 //! `Input::Response`. A request that cannot be sent, times out or gets an answer that does not
 //! open counts as failed: the engine always hears back.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use alloy_primitives::Address;
+use alloy_primitives::{Address, B256};
 use rill_engine::{Input, Request, RequestKind, Response};
 use rill_p2p::{NodeRequest, NodeResponse, P2p, PeerId};
-use rill_protocol::{Limits, ParsedMiniblock, StreamId, pb};
-use tokio::sync::mpsc;
+use rill_protocol::{Limits, ParsedEvent, ParsedMiniblock, StreamId, pb};
+use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use crate::batch::{self, Pending};
@@ -19,7 +20,7 @@ use crate::directory::{SharedDirectory, read};
 use crate::event_loop::LoopMsg;
 use crate::faults::{Action, Hook, MessageKind};
 use crate::metrics::{KindLabels, Metrics};
-use crate::workers::Workers;
+use crate::workers::{Lane, Workers};
 
 /// Sends the engine's requests.
 #[derive(Clone)]
@@ -97,7 +98,7 @@ impl Requests {
                 wire => wire,
             };
             let response = match this.p2p.request(peer, wire).await {
-                Ok(answer) => this.open(kind, answer).await,
+                Ok(answer) => this.open(stream, kind, answer).await,
                 Err(e) => {
                     debug!(%to, ?kind, %e, "request failed");
                     None
@@ -134,7 +135,10 @@ impl Requests {
                     let this = this.clone();
                     tokio::spawn(async move {
                         let response = match answer {
-                            Some(a) => this.open(item.kind, NodeResponse::Miniblock(a)).await,
+                            Some(a) => {
+                                this.open(item.stream, item.kind, NodeResponse::Miniblock(a))
+                                    .await
+                            }
                             None => None,
                         };
                         this.deliver(to, item.stream, item.kind, response).await;
@@ -167,8 +171,35 @@ impl Requests {
         let _ = self.mailbox.send(LoopMsg::Input(input)).await;
     }
 
+    /// The events of `miniblocks` that the stream's minipool holds (asked of the loop).
+    async fn pool_events<'a>(
+        &self,
+        stream: StreamId,
+        miniblocks: impl Iterator<Item = &'a pb::Miniblock>,
+    ) -> HashMap<B256, ParsedEvent> {
+        let hashes = miniblocks
+            .flat_map(|m| &m.events)
+            .filter_map(|e| B256::try_from(e.hash.as_slice()).ok())
+            .collect();
+        let (reply, held) = oneshot::channel();
+        let ask = LoopMsg::PoolEvents {
+            stream,
+            hashes,
+            reply,
+        };
+        if self.mailbox.send(ask).await.is_err() {
+            return HashMap::new();
+        }
+        held.await.unwrap_or_default()
+    }
+
     /// Turns an answer into the engine's response, opening what it carries on the workers.
-    async fn open(&self, kind: RequestKind, answer: NodeResponse) -> Option<Response> {
+    async fn open(
+        &self,
+        stream: StreamId,
+        kind: RequestKind,
+        answer: NodeResponse,
+    ) -> Option<Response> {
         use pb::miniblock_response::Kind;
         let limits = self.limits;
         let opener = self.workers.opener(limits);
@@ -188,7 +219,9 @@ impl Requests {
                 };
                 let reply = self
                     .workers
-                    .run(move || convert::reply_from_pb(reply, &opener))
+                    .run(Lane::Replication, move || {
+                        convert::reply_from_pb(reply, &opener)
+                    })
                     .await??;
                 Some(Response::Proposal(reply))
             }
@@ -198,7 +231,7 @@ impl Requests {
                 }
                 let events = self
                     .workers
-                    .run(move || {
+                    .run(Lane::Replication, move || {
                         r.envelopes
                             .into_iter()
                             .filter_map(|e| opener.open(e).ok())
@@ -211,15 +244,20 @@ impl Requests {
                 let Some(Kind::GetMiniblocks(got)) = r.kind else {
                     return None;
                 };
-                let none = std::collections::HashMap::new();
+                // A replica behind holds most of these events in its minipool already.
+                let known = self
+                    .pool_events(stream, got.miniblocks.iter().chain(&got.candidates))
+                    .await;
                 let open = move |wire: Vec<pb::Miniblock>| -> Vec<ParsedMiniblock> {
                     wire.into_iter()
-                        .filter_map(|m| opener.open_miniblock(m, &none).ok())
+                        .filter_map(|m| opener.open_miniblock(m, &known).ok())
                         .collect()
                 };
                 let (miniblocks, candidates) = self
                     .workers
-                    .run(move || (open(got.miniblocks), open(got.candidates)))
+                    .run(Lane::Replication, move || {
+                        (open(got.miniblocks), open(got.candidates))
+                    })
                     .await?;
                 self.metrics.catch_up_page.observe(miniblocks.len() as f64);
                 let blocks = miniblocks

@@ -33,6 +33,8 @@ pub(crate) struct OpenedGossip {
     /// The verdict on the announcements, judged before the events were opened.
     pub(crate) verdict: Verdict,
     pub(crate) streams: Vec<(StreamId, Result<Vec<ParsedEvent>, OpenError>)>,
+    /// The hashes the envelopes claimed, no longer being opened once this is judged.
+    pub(crate) claimed: Vec<B256>,
 }
 
 /// A leader's candidate, opened on the workers.
@@ -63,6 +65,9 @@ pub(crate) struct Router {
     pub(crate) metrics: Metrics,
     pub(crate) writer: Writer,
     pub(crate) connected: HashSet<PeerId>,
+    /// Events gossip brought that are on the workers now: a copy that arrives meanwhile (a
+    /// push again, another node's) is not opened a second time.
+    pub(crate) opening: HashSet<B256>,
     /// The largest request-response message (bounds a round batch's answer).
     pub(crate) max_message_bytes: usize,
 }
@@ -155,11 +160,50 @@ impl Router {
             executor.run(answer.effects);
             verdict = combine(verdict, answer.answer);
         }
-        if received.is_empty() {
+        // One signature check per event per node: events the stream holds are answered
+        // without opening them, and copies of those being opened are dropped.
+        let mut fresh = Vec::new();
+        let mut claimed = Vec::new();
+        for (stream, envelopes) in received {
+            let mut held = Vec::new();
+            let mut open = Vec::new();
+            let view = streams.for_stream(&stream).stream(&stream);
+            for envelope in envelopes {
+                match B256::try_from(envelope.hash.as_slice()) {
+                    Ok(hash) if view.is_some_and(|v| v.holds_event(&hash)) => held.push(hash),
+                    Ok(hash) if !self.opening.insert(hash) => {}
+                    Ok(hash) => {
+                        claimed.push(hash);
+                        open.push(envelope);
+                    }
+                    // Opening refuses it, saying what is wrong.
+                    Err(_) => open.push(envelope),
+                }
+            }
+            if !held.is_empty() {
+                self.metrics
+                    .gossip_events_held_already
+                    .inc_by(held.len() as u64);
+                let answer = streams.for_stream(&stream).gossip(
+                    now_ms,
+                    from,
+                    stream,
+                    PeerGossip::HeldAlready(held),
+                );
+                executor.run(answer.effects);
+                verdict = combine(verdict, answer.answer);
+            }
+            if !open.is_empty() {
+                fresh.push((stream, open));
+            }
+        }
+        if fresh.is_empty() {
             return self.report(id, via, verdict);
         }
+        let received = fresh;
         let (mailbox, opener) = (self.mailbox.clone(), self.workers.opener(self.limits));
         let (shed_id, shed_via) = (id.clone(), via);
+        let shed_claims = claimed.clone();
         let open = move || {
             let streams = received
                 .into_iter()
@@ -174,11 +218,15 @@ impl Router {
                 id,
                 verdict,
                 streams,
+                claimed,
             };
             let _ = mailbox.blocking_send(LoopMsg::Gossip(opened));
         };
         if self.workers.try_spawn(open).is_err() {
             // Overloaded: the stream's nodes carry these events again.
+            for hash in &shed_claims {
+                self.opening.remove(hash);
+            }
             self.report(shed_id, shed_via, Verdict::Ignore);
         }
     }
@@ -191,6 +239,9 @@ impl Router {
         streams: &mut Streams,
         executor: &mut Executor,
     ) {
+        for hash in &opened.claimed {
+            self.opening.remove(hash);
+        }
         let mut verdict = opened.verdict;
         for (stream, events) in opened.streams {
             match events {

@@ -226,6 +226,7 @@ impl Node {
             workers: workers.clone(),
             reads: reads.clone(),
             acks,
+            backlog: crate::client::Backlog::new(config.client_limits.unreplicated),
             watch: watch.clone(),
             registrar,
             registry: registry.clone(),
@@ -249,6 +250,7 @@ impl Node {
             metrics: metrics.clone(),
             writer: writer.clone(),
             connected: Default::default(),
+            opening: Default::default(),
             max_message_bytes,
         };
         let router_mailbox = mailbox_tx;

@@ -211,6 +211,7 @@ async fn a_flooding_client_is_limited_and_another_clients_events_still_finalize(
                 burst: 50.0,
             }),
             stream_creations: Some(Rate::per_hour(2.0)),
+            ..ClientLimits::default()
         })
         .start()
         .await;

@@ -291,3 +291,118 @@ fn now_ms() -> u64 {
         .unwrap()
         .as_millis() as u64
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_a_quorum_holds_its_clients_back_until_its_replicas_return() {
+    logs();
+    let budget = 4;
+    let mut net = Testnet::builder()
+        .nodes(3)
+        .replication(3)
+        .client_limits(rill_testnet::ClientLimits {
+            unreplicated: Some(budget),
+            ..rill_testnet::ClientLimits::default()
+        })
+        .start()
+        .await;
+    let creator = NodeKey::generate();
+    let (stream, replicas) = stream(&net, &creator).await;
+    assert_eq!(replicas, vec![0, 1, 2]);
+    // Both other replicas crash: nothing node 0 takes can reach a quorum.
+    net.crash(1).await;
+    net.crash(2).await;
+    let client = net.client_with(0, creator.clone()).await;
+    let mut acked = HashSet::new();
+    for i in 0..budget {
+        let (event, _) = client
+            .add_message(stream, &format!("before {i}"), pb::Ack::Local)
+            .await
+            .expect("durable on node 0, within the stream's budget");
+        acked.insert(event.hash());
+    }
+    let held_back = client
+        .add_message(stream, "one too many", pb::Ack::Local)
+        .await
+        .expect_err("the budget is spent: held back");
+    assert_eq!(held_back.code(), Some(pb::ErrorCode::Unavailable));
+    assert!(
+        held_back.to_string().contains("wait for a quorum"),
+        "says why: {held_back}"
+    );
+    assert_eq!(net.metric(0, "rill_client_adds_held_back_total").await, 1.0);
+    // The replicas return: the events reach a quorum, the budget comes back, and adds go in.
+    net.restart(1).await;
+    net.restart(2).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut after = 0;
+    while after < 2 * budget {
+        match client
+            .add_message(stream, &format!("after {after}"), pb::Ack::Local)
+            .await
+        {
+            Ok((event, _)) => {
+                acked.insert(event.hash());
+                after += 1;
+            }
+            Err(e) if e.code() == Some(pb::ErrorCode::Unavailable) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "still held back: {e}"
+                );
+            }
+            Err(e) => panic!("add: {e}"),
+        }
+    }
+    net.expect_finalized(stream, &acked, Duration::from_secs(60))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_that_arrive_again_late_are_not_checked_again() {
+    logs();
+    let net = Testnet::builder().nodes(3).replication(3).start().await;
+    let creator = NodeKey::generate();
+    let (stream, _) = stream(&net, &creator).await;
+    let late = 2;
+    // Node 0's full events reach node 2 three seconds late; node 1 announces them at once,
+    // so node 2 fetches them first. Then the late copies arrive.
+    net.faults().delay(
+        Some(MessageKind::GossipEvents),
+        Some(net.address(0)),
+        Some(net.address(late)),
+        Duration::from_secs(3),
+    );
+    let recovered = "rill_signature_recoveries_total";
+    let before = net.metric(late, recovered).await;
+    let client = net.client_with(0, creator.clone()).await;
+    let mut acked = HashSet::new();
+    let count = 10;
+    for i in 0..count {
+        let (event, _) = client
+            .add_message(stream, &format!("m{i}"), pb::Ack::Quorum)
+            .await
+            .expect("acknowledged by nodes 0 and 1");
+        acked.insert(event.hash());
+    }
+    net.expect_finalized(stream, &acked, Duration::from_secs(30))
+        .await;
+    let held = "rill_gossip_events_held_already_total";
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while net.metric(late, held).await < count as f64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the late copies were answered without opening them"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        net.metric(late, "rill_requests_total{kind=\"GetEvents\"}")
+            .await
+            >= 1.0
+    );
+    assert_eq!(
+        net.metric(late, recovered).await - before,
+        count as f64,
+        "each event's signature checked once on node 2"
+    );
+}

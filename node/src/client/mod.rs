@@ -5,6 +5,7 @@
 //! the loop wakes.
 
 mod acks;
+mod backlog;
 mod forward;
 mod watch;
 
@@ -21,6 +22,7 @@ use rill_protocol::{Limits, MAX_EVENTS_PER_REQUEST, NodeKey, ParsedMiniblock, St
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub(crate) use acks::{Acks, Wait};
+pub(crate) use backlog::Backlog;
 pub(crate) use watch::Watch;
 
 use crate::convert::error;
@@ -28,13 +30,17 @@ use crate::directory::{SharedDirectory, read};
 use crate::event_loop::{LoopMsg, Status};
 use crate::metrics::Metrics;
 use crate::reads::{Found, Query, Reads};
-use crate::workers::Workers;
+use crate::workers::{Lane, Workers};
 use crate::writer::Writer;
 
 /// Client requests handled at once; more wait in the queue.
 const CONCURRENT_REQUESTS: usize = 512;
 /// How long a request about an unknown stream waits for this node's view of the chain.
 const CATCH_UP: Duration = Duration::from_secs(5);
+/// How long clients' events wait for the worker threads, which take the replication work
+/// first, before the add is refused `UNAVAILABLE` (BENCHMARKS.md, "Backpressure on
+/// admission": 1 s kept the devnet's throughput at 64 writers, 5 s lost a fifth of it).
+const ADMISSION_WAIT: Duration = Duration::from_secs(1);
 /// How long an add waits for its quorum or miniblock.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -54,6 +60,8 @@ pub(crate) struct ClientService {
     pub(crate) workers: Workers,
     pub(crate) reads: Reads,
     pub(crate) acks: Acks,
+    /// Each stream's budget of client events that no quorum holds yet.
+    pub(crate) backlog: Backlog,
     pub(crate) watch: Watch,
     pub(crate) registrar: Registrar,
     /// Read-only: the chain's head, when a request names a stream not yet seen.
@@ -130,6 +138,13 @@ fn named_stream(kind: &pb::client_request::Kind) -> Option<StreamId> {
         Kind::CreateStream(_) | Kind::Info(_) => return None,
     };
     StreamId::from_slice(id)
+}
+
+fn busy_replicating() -> pb::Error {
+    error(
+        pb::ErrorCode::Unavailable,
+        "the node is busy keeping up with its streams' other nodes; retry later",
+    )
 }
 
 fn stopping() -> pb::Error {
@@ -280,9 +295,10 @@ impl ClientService {
         responder.send(response).await;
     }
 
-    /// Opens the events on the workers (one job), admits them through the loop (one message,
-    /// one store write), and answers once they are durable here (one flush) and, if asked,
-    /// held by a quorum or promoted. Each event gets its own result.
+    /// Takes the events' share of the stream's budget (see [`backlog`]), opens them on the
+    /// workers (one job), admits them through the loop (one message, one store write), and
+    /// answers once they are durable here (one flush) and, if asked, held by a quorum or
+    /// promoted. Each event gets its own result.
     async fn add_events(
         &self,
         stream: StreamId,
@@ -296,6 +312,17 @@ impl ClientService {
                 ..Default::default()
             })
             .collect();
+        let mut share = match self
+            .backlog
+            .enter(stream, envelopes.len(), backlog::WAIT)
+            .await
+        {
+            Ok(share) => share,
+            Err(behind) => {
+                self.metrics.client_adds_held_back.inc();
+                return refuse_all(results, behind);
+            }
+        };
         let opener = self.workers.opener(self.limits());
         let open = move || {
             envelopes
@@ -303,8 +330,17 @@ impl ClientService {
                 .map(|e| opener.open(e))
                 .collect::<Vec<_>>()
         };
-        let Some(opened) = self.workers.run(open).await else {
-            return refuse_all(results, stopping());
+        // Clients' events wait behind the work of keeping up with the other nodes, not for
+        // long: a node that stays busy says so, and the client comes back (or goes to
+        // another of the stream's nodes).
+        let opened = tokio::time::timeout(ADMISSION_WAIT, self.workers.run(Lane::Admission, open));
+        let opened = match opened.await {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return refuse_all(results, stopping()),
+            Err(_) => {
+                self.metrics.client_adds_held_back.inc();
+                return refuse_all(results, busy_replicating());
+            }
         };
         let mut admit = Vec::new();
         let mut refused = Vec::new();
@@ -323,7 +359,8 @@ impl ClientService {
         if admit.is_empty() {
             return results;
         }
-        // Register before admission, so the moment cannot be missed.
+        // Register before admission, so the moment cannot be missed: the client's wait, if
+        // it asked for one, and the budget's (its share goes back at the event's quorum).
         let waits: Vec<_> = admit
             .iter()
             .map(|(_, event)| match ack {
@@ -331,6 +368,10 @@ impl ClientService {
                 pb::Ack::Quorum => Some(self.acks.wait(event.hash(), Wait::Quorum)),
                 pb::Ack::Miniblock => Some(self.acks.wait(event.hash(), Wait::Miniblock)),
             })
+            .collect();
+        let mut quorums: Vec<_> = admit
+            .iter()
+            .map(|(_, event)| Some(self.acks.wait(event.hash(), Wait::Quorum)))
             .collect();
         let (reply, admitted) = oneshot::channel();
         let events = admit.iter().map(|(_, event)| event.clone()).collect();
@@ -345,25 +386,36 @@ impl ClientService {
         };
         let Some(verdicts) = verdicts else {
             drop(waits);
+            drop(quorums);
             for (_, event) in &admit {
                 self.acks.cancel(&event.hash());
             }
             return refuse_all(results, stopping());
         };
         let mut accepted = Vec::new();
-        for ((i, event), (verdict, wait)) in admit.into_iter().zip(verdicts.into_iter().zip(waits))
+        let mut leased = Vec::new();
+        for (((i, event), (verdict, wait)), quorum) in admit
+            .into_iter()
+            .zip(verdicts.into_iter().zip(waits))
+            .zip(quorums.iter_mut())
         {
             let hash = event.hash();
             results[i].hash = hash.to_vec();
             match verdict {
-                Ok(()) => accepted.push((i, hash, wait)),
+                Ok(()) => {
+                    leased.push((hash, quorum.take().expect("one wait per event")));
+                    accepted.push((i, hash, wait));
+                }
                 Err(reject) => {
                     drop(wait);
+                    *quorum = None;
                     self.acks.cancel(&hash);
                     results[i].error = Some(error(code(&reject), reject.to_string()));
                 }
             }
         }
+        share.give_back(share.held().saturating_sub(leased.len()));
+        self.hold_until_quorum(share, leased);
         // Acknowledge only what is on disk (one flush serves every write since the last).
         if !accepted.is_empty() && !self.writer.durable().await {
             for (i, _, _) in &accepted {
@@ -391,6 +443,29 @@ impl ClientService {
         results
     }
 
+    /// Keeps the accepted events' share of their stream's budget until each is held by a
+    /// quorum (or promoted), at most [`backlog::LEASE`].
+    fn hold_until_quorum(
+        &self,
+        mut share: backlog::Share,
+        leased: Vec<(alloy_primitives::B256, oneshot::Receiver<Option<u64>>)>,
+    ) {
+        if leased.is_empty() {
+            return;
+        }
+        let acks = self.acks.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + backlog::LEASE;
+            for (hash, quorum) in leased {
+                if tokio::time::timeout_at(deadline, quorum).await.is_err() {
+                    // Never reported: forget the wait (its receiver is gone now).
+                    acks.cancel(&hash);
+                }
+                share.give_back(1);
+            }
+        });
+    }
+
     /// Builds and signs the genesis, places the stream, and allocates it in the registry.
     async fn create_stream(
         &self,
@@ -400,7 +475,7 @@ impl ClientService {
         let opener = self.workers.opener(self.limits());
         let opened = self
             .workers
-            .run(move || {
+            .run(Lane::Admission, move || {
                 std::iter::once(create.inception.unwrap_or_default())
                     .chain(create.events)
                     .map(|e| opener.open(e))

@@ -4,7 +4,7 @@
 //! them all would cost the bench, on the same cores, as much as a replica).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use alloy::providers::Provider as _;
@@ -53,13 +53,14 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let per_client = args.events / args.clients;
     let batch = args.batch.clamp(1, rill_client::MAX_EVENTS_PER_REQUEST);
+    let held_back = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
     for c in 0..args.clients {
         let (stream, replicas) = &streams[c % streams.len()];
         let (stream, watched) = (*stream, c % streams.len() == 0);
         let origin = replicas[(c / streams.len()) % replicas.len()];
         let client = Client::connect(devnet.addr(origin), key.clone()).await?;
-        let book = book.clone();
+        let (book, held_back) = (book.clone(), held_back.clone());
         writers.push(tokio::spawn(async move {
             let mut i = 0;
             while i < per_client {
@@ -73,26 +74,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
                     .collect();
                 i += n;
                 let sent = Instant::now();
-                let added = if batch == 1 {
-                    let (event, _) = client
-                        .add(
-                            stream,
-                            payloads.into_iter().next().expect("one"),
-                            pb::Ack::Local,
-                        )
-                        .await
-                        .expect("add");
-                    vec![event]
-                } else {
-                    let added = client
-                        .add_batch(stream, payloads, pb::Ack::Local)
-                        .await
-                        .expect("add batch");
-                    added
-                        .into_iter()
-                        .map(|a| a.result.map(|_| a.event).expect("added"))
-                        .collect()
-                };
+                let added = add_all(&client, stream, payloads, batch == 1, &held_back).await;
                 if !watched {
                     continue;
                 }
@@ -185,6 +167,10 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         percentile(to_final, 0.99)
     );
     println!(
+        "| events held back (`UNAVAILABLE`: their stream's replicas were behind) and sent again | {} |",
+        held_back.load(Ordering::Relaxed)
+    );
+    println!(
         "| registration transactions per block (all nodes) | {:.2} avg |",
         txs.average()
     );
@@ -202,4 +188,46 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     );
     crypto::report(&costs, args.replication, finalized);
     Ok(())
+}
+
+/// Adds `payloads` (one request, or `AddEvent` when `single`), sending again, after a pause,
+/// those the node held back because their stream's replicas were behind; counts them.
+async fn add_all(
+    client: &Client,
+    stream: StreamId,
+    mut payloads: Vec<Payload>,
+    single: bool,
+    held_back: &AtomicU64,
+) -> Vec<rill_protocol::ParsedEvent> {
+    let unavailable = Some(pb::ErrorCode::Unavailable);
+    let mut added = Vec::new();
+    while !payloads.is_empty() {
+        let mut again = Vec::new();
+        if single {
+            let payload = payloads.pop().expect("one");
+            match client.add(stream, payload.clone(), pb::Ack::Local).await {
+                Ok((event, _)) => added.push(event),
+                Err(e) if e.code() == unavailable => again.push(payload),
+                Err(e) => panic!("add: {e}"),
+            }
+        } else {
+            let results = client
+                .add_batch(stream, payloads.clone(), pb::Ack::Local)
+                .await
+                .expect("add batch");
+            for (payload, a) in payloads.iter().zip(results) {
+                match a.result {
+                    Ok(_) => added.push(a.event),
+                    Err(e) if e.code() == unavailable => again.push(payload.clone()),
+                    Err(e) => panic!("added: {e}"),
+                }
+            }
+        }
+        if !again.is_empty() {
+            held_back.fetch_add(again.len() as u64, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        payloads = again;
+    }
+    added
 }

@@ -1,0 +1,174 @@
+//! Backpressure on admission. A node acknowledges a client's events once they are on its own
+//! disk, so nothing else stops its clients from adding faster than the stream's other nodes
+//! take the events in. Unchecked, the difference piles up in the replicas' queues: gossip
+//! waits there for seconds, the senders push it again, candidates miss their write quorum
+//! and every round is given up (measured: BENCHMARKS.md, "Backpressure on admission").
+//!
+//! So each stream has a budget of events this node took from clients that no quorum of the
+//! stream's nodes holds yet. An add takes its share before its events are opened (a refused
+//! add costs no signature check); each event gives its share back when a quorum holds it, when
+//! it is promoted, when it is refused, or at the latest after [`LEASE`]. An add that finds
+//! the budget spent waits up to [`WAIT`] and is then refused `UNAVAILABLE`: the client slows
+//! down to the pace of the stream's replicas, and one stream that cannot reach a quorum does
+//! not hold back the node's other streams.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rill_protocol::{StreamId, pb};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::convert::error;
+
+/// How long an add waits for room in its stream's budget before it is refused.
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
+/// The longest an event holds its share: one whose quorum is never reported (its stream was
+/// evicted, its replicas are down) gives it back after this long.
+pub(crate) const LEASE: Duration = Duration::from_secs(10);
+/// Streams with a budget entry beyond which unused entries are dropped.
+const TRIM_AT: usize = 1024;
+
+/// The per-stream budgets of one node.
+#[derive(Debug)]
+pub(crate) struct Backlog {
+    /// Events per stream; `None`: no limit.
+    limit: Option<usize>,
+    streams: Mutex<HashMap<StreamId, Arc<Semaphore>>>,
+}
+
+/// Shares of a stream's budget, given back when dropped (all at once) or one by one
+/// ([`Share::give_back`]).
+#[derive(Debug)]
+pub(crate) struct Share(Option<OwnedSemaphorePermit>);
+
+impl Share {
+    /// Gives back `n` of the shares (fewer if it holds fewer).
+    pub(crate) fn give_back(&mut self, n: usize) {
+        let Some(permit) = self.0.as_mut() else {
+            return;
+        };
+        if n >= permit.num_permits() {
+            self.0 = None;
+        } else {
+            drop(permit.split(n));
+        }
+    }
+
+    /// How many shares it still holds.
+    pub(crate) fn held(&self) -> usize {
+        self.0.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+}
+
+impl Backlog {
+    /// A budget of `limit` events per stream (`None`: unlimited).
+    pub(crate) fn new(limit: Option<usize>) -> Self {
+        Self {
+            limit: limit.map(|l| l.max(1)),
+            streams: Mutex::default(),
+        }
+    }
+
+    /// Takes `count` shares of `stream`'s budget, waiting up to `wait` for them (an add larger
+    /// than the whole budget takes all of it).
+    pub(crate) async fn enter(
+        &self,
+        stream: StreamId,
+        count: usize,
+        wait: Duration,
+    ) -> Result<Share, pb::Error> {
+        let Some(limit) = self.limit else {
+            return Ok(Share(None));
+        };
+        if count == 0 {
+            return Ok(Share(None));
+        }
+        let semaphore = {
+            let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+            if streams.len() >= TRIM_AT {
+                // Entries nobody holds a share of (or waits on) are at their full budget.
+                streams.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            streams
+                .entry(stream)
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                .clone()
+        };
+        let wanted = u32::try_from(count.min(limit)).unwrap_or(u32::MAX);
+        match tokio::time::timeout(wait, semaphore.acquire_many_owned(wanted)).await {
+            Ok(Ok(permit)) => Ok(Share(Some(permit))),
+            _ => Err(error(
+                pb::ErrorCode::Unavailable,
+                format!(
+                    "stream {stream}: {limit} events this node took wait for a quorum of the \
+                     stream's nodes to hold them; retry later"
+                ),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(i: u8) -> StreamId {
+        StreamId([i; 32])
+    }
+
+    #[tokio::test]
+    async fn an_add_waits_for_the_shares_its_stream_gives_back() {
+        let backlog = Arc::new(Backlog::new(Some(10)));
+        let mut first = backlog.enter(stream(1), 8, WAIT).await.unwrap();
+        assert_eq!(first.held(), 8);
+        // Another stream has its own budget.
+        let other = backlog.enter(stream(2), 10, WAIT).await.unwrap();
+        assert_eq!(other.held(), 10);
+        // Four more do not fit beside eight: refused after the wait, with the reason.
+        let refused = backlog
+            .enter(stream(1), 4, Duration::from_millis(20))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code, pb::ErrorCode::Unavailable as i32);
+        assert!(
+            refused.message.contains("wait for a quorum"),
+            "{}",
+            refused.message
+        );
+        // Two events reach their quorum: the waiting add goes in.
+        let waiting = {
+            let backlog = backlog.clone();
+            tokio::spawn(async move { backlog.enter(stream(1), 4, WAIT).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished());
+        first.give_back(2);
+        let second = waiting.await.unwrap().unwrap();
+        assert_eq!((first.held(), second.held()), (6, 4));
+        drop(first);
+        drop(second);
+        // An add larger than the budget takes all of it, rather than waiting forever.
+        let all = backlog.enter(stream(1), 25, WAIT).await.unwrap();
+        assert_eq!(all.held(), 10);
+    }
+
+    #[tokio::test]
+    async fn no_limit_takes_nothing() {
+        let backlog = Backlog::new(None);
+        let share = backlog.enter(stream(1), 1_000_000, WAIT).await.unwrap();
+        assert_eq!(share.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn unused_budgets_are_trimmed() {
+        let backlog = Backlog::new(Some(4));
+        for i in 0..=TRIM_AT {
+            let id = StreamId(alloy_primitives::keccak256((i as u64).to_be_bytes()).0);
+            drop(backlog.enter(id, 1, WAIT).await.unwrap());
+        }
+        let kept = backlog.enter(stream(7), 1, WAIT).await.unwrap();
+        assert!(backlog.streams.lock().unwrap().len() <= 2, "trimmed");
+        drop(kept);
+    }
+}
