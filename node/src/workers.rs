@@ -195,7 +195,10 @@ impl Workers {
         let room = self.queue.room(lane).clone().acquire_owned().await.ok()?;
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = reply.send(work());
+            // A caller that stopped waiting (an add refused after its wait) costs no work.
+            if !reply.is_closed() {
+                let _ = reply.send(work());
+            }
         });
         self.queue.push(lane, job, room);
         result.await.ok()
@@ -254,6 +257,28 @@ mod tests {
             *order.lock().unwrap(),
             ["replication", "replication", "replication", "client"]
         );
+    }
+
+    #[tokio::test]
+    async fn work_whose_caller_stopped_waiting_is_skipped() {
+        let workers = Workers::spawn(1, 16);
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        workers
+            .try_spawn(move || {
+                let _ = gate.recv();
+            })
+            .unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        let flag = ran.clone();
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            workers.run(Lane::Admission, move || flag.store(true, Ordering::SeqCst)),
+        )
+        .await;
+        assert!(gave_up.is_err(), "the thread is held: the wait runs out");
+        release.send(()).unwrap();
+        assert_eq!(workers.run(Lane::Admission, || 1).await, Some(1));
+        assert!(!ran.load(Ordering::SeqCst), "its job did not run");
     }
 
     #[tokio::test]

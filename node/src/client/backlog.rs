@@ -16,9 +16,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use alloy_primitives::B256;
 use rill_protocol::{StreamId, pb};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
+use super::Acks;
 use crate::convert::error;
 
 /// How long an add waits for room in its stream's budget before it is refused.
@@ -107,6 +109,38 @@ impl Backlog {
             )),
         }
     }
+}
+
+/// Keeps the accepted events' share of their stream's budget until each is held by a quorum
+/// (or promoted): `leased` are their quorum waits, registered with `acks` before admission. At
+/// most [`LEASE`].
+pub(crate) fn hold_until_quorum(
+    acks: &Acks,
+    mut share: Share,
+    leased: Vec<(B256, oneshot::Receiver<Option<u64>>)>,
+) {
+    if leased.is_empty() {
+        return;
+    }
+    let acks = acks.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + LEASE;
+        for (hash, quorum) in leased {
+            if tokio::time::timeout_at(deadline, quorum).await.is_err() {
+                // Never reported: forget the wait (its receiver is gone now).
+                acks.cancel(&hash);
+            }
+            share.give_back(1);
+        }
+    });
+}
+
+/// The refusal of an add that waited too long behind the node's replication work.
+pub(crate) fn busy_replicating() -> pb::Error {
+    error(
+        pb::ErrorCode::Unavailable,
+        "the node is busy keeping up with its streams' other nodes; retry later",
+    )
 }
 
 #[cfg(test)]

@@ -140,13 +140,6 @@ fn named_stream(kind: &pb::client_request::Kind) -> Option<StreamId> {
     StreamId::from_slice(id)
 }
 
-fn busy_replicating() -> pb::Error {
-    error(
-        pb::ErrorCode::Unavailable,
-        "the node is busy keeping up with its streams' other nodes; retry later",
-    )
-}
-
 fn stopping() -> pb::Error {
     error(pb::ErrorCode::Unavailable, "the node is stopping")
 }
@@ -339,7 +332,7 @@ impl ClientService {
             Ok(None) => return refuse_all(results, stopping()),
             Err(_) => {
                 self.metrics.client_adds_held_back.inc();
-                return refuse_all(results, busy_replicating());
+                return refuse_all(results, backlog::busy_replicating());
             }
         };
         let mut admit = Vec::new();
@@ -415,7 +408,7 @@ impl ClientService {
             }
         }
         share.give_back(share.held().saturating_sub(leased.len()));
-        self.hold_until_quorum(share, leased);
+        backlog::hold_until_quorum(&self.acks, share, leased);
         // Acknowledge only what is on disk (one flush serves every write since the last).
         if !accepted.is_empty() && !self.writer.durable().await {
             for (i, _, _) in &accepted {
@@ -441,29 +434,6 @@ impl ClientService {
             }
         }
         results
-    }
-
-    /// Keeps the accepted events' share of their stream's budget until each is held by a
-    /// quorum (or promoted), at most [`backlog::LEASE`].
-    fn hold_until_quorum(
-        &self,
-        mut share: backlog::Share,
-        leased: Vec<(alloy_primitives::B256, oneshot::Receiver<Option<u64>>)>,
-    ) {
-        if leased.is_empty() {
-            return;
-        }
-        let acks = self.acks.clone();
-        tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + backlog::LEASE;
-            for (hash, quorum) in leased {
-                if tokio::time::timeout_at(deadline, quorum).await.is_err() {
-                    // Never reported: forget the wait (its receiver is gone now).
-                    acks.cancel(&hash);
-                }
-                share.give_back(1);
-            }
-        });
     }
 
     /// Builds and signs the genesis, places the stream, and allocates it in the registry.
