@@ -223,16 +223,22 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    #[tokio::test]
-    async fn replication_work_goes_before_waiting_client_work() {
-        let workers = Workers::spawn(1, 16);
-        // Hold the only thread so both lanes fill.
+    /// Occupies a worker thread until the returned sender sends (or is dropped).
+    fn hold_the_thread(workers: &Workers) -> std::sync::mpsc::Sender<()> {
         let (release, gate) = std::sync::mpsc::channel::<()>();
         workers
             .try_spawn(move || {
                 let _ = gate.recv();
             })
             .unwrap();
+        release
+    }
+
+    #[tokio::test]
+    async fn replication_work_goes_before_waiting_client_work() {
+        let workers = Workers::spawn(1, 16);
+        // Hold the only thread so both lanes fill.
+        let release = hold_the_thread(&workers);
         let order = Arc::new(Mutex::new(Vec::new()));
         let client = {
             let (workers, order) = (workers.clone(), order.clone());
@@ -262,12 +268,7 @@ mod tests {
     #[tokio::test]
     async fn work_whose_caller_stopped_waiting_is_skipped() {
         let workers = Workers::spawn(1, 16);
-        let (release, gate) = std::sync::mpsc::channel::<()>();
-        workers
-            .try_spawn(move || {
-                let _ = gate.recv();
-            })
-            .unwrap();
+        let release = hold_the_thread(&workers);
         let ran = Arc::new(AtomicBool::new(false));
         let flag = ran.clone();
         let gave_up = tokio::time::timeout(
