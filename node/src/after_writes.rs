@@ -11,7 +11,7 @@ use rill_engine::Request;
 use rill_protocol::{ParsedMiniblock, StreamId, pb};
 use tokio::sync::mpsc;
 
-use crate::client::{Acks, Watch};
+use crate::client::{Acks, Wait, Watch};
 use crate::requests::Requests;
 use crate::writer::Writer;
 
@@ -23,6 +23,7 @@ pub(crate) enum After {
         request: Request,
     },
     Quorum(B256),
+    Replicated(B256),
     Promoted {
         stream: StreamId,
         miniblock: ParsedMiniblock,
@@ -49,7 +50,8 @@ impl Targets {
                 stream,
                 request,
             } => self.requests.send(to, stream, request),
-            After::Quorum(hash) => self.acks.quorum(&hash),
+            After::Quorum(hash) => self.acks.reached(&hash, Wait::Quorum),
+            After::Replicated(hash) => self.acks.reached(&hash, Wait::Replicated),
             After::Promoted { stream, miniblock } => {
                 self.acks.promoted(&miniblock);
                 if self.watch.watched(&stream) {

@@ -17,16 +17,17 @@ pub struct ClientLimits {
     /// Stream creations (each costs this node gas), refused `QUOTA_EXCEEDED` beyond it;
     /// `None`: no limit.
     pub stream_creations: Option<Rate>,
-    /// Events per stream that this node took from clients and that no quorum of the stream's
-    /// nodes holds yet; further adds wait for room, then are refused `UNAVAILABLE`. `None`:
-    /// no limit (clients may outrun the replicas).
+    /// Events per stream that this node took from clients and that its replicas do not all
+    /// hold yet (a quorum, and every replica heard from lately); further adds wait for room,
+    /// then are refused `UNAVAILABLE`. `None`: no limit (clients may outrun the replicas).
     pub unreplicated: Option<usize>,
 }
 
-/// Events per stream awaiting a quorum that a node takes from clients, by default: a few
-/// blocks' worth at the rates one stream reaches on the devnet (BENCHMARKS.md, "Backpressure
-/// on admission").
-pub const DEFAULT_UNREPLICATED: usize = 2_048;
+/// Events per stream awaiting their replicas that a node takes from clients, by default:
+/// small enough that a replica which falls behind slows the writers within about a second
+/// at the rates one stream reaches on the devnet, large enough that it cost no throughput
+/// there (BENCHMARKS.md, "Pacing writers to the slowest live replica").
+pub const DEFAULT_UNREPLICATED: usize = 512;
 
 /// Stream creations one client may make per hour by default.
 pub const DEFAULT_STREAM_CREATIONS_PER_HOUR: f64 = 1_000.0;

@@ -345,6 +345,14 @@ impl Executor {
                 }
                 self.after_writes.push(After::Quorum(hash));
             }
+            Notification::EventReplicated { hash, .. } => {
+                if let Some(at) = self.timings.client_events.get(&hash) {
+                    self.metrics
+                        .add_to_replicated
+                        .observe(at.elapsed().as_secs_f64());
+                }
+                self.after_writes.push(After::Replicated(hash));
+            }
             Notification::MiniblockPromoted { stream, miniblock } => {
                 self.metrics.miniblocks_promoted.inc();
                 self.metrics
@@ -378,6 +386,43 @@ impl Executor {
         self.timings.built.remove(hash);
     }
 
+    /// Applies the fault rules to a batch for `to`: drops what they drop, and takes out what
+    /// they delay, to be sent after its delay.
+    fn faulty_gossip(
+        &self,
+        to: Address,
+        batch: &mut rill_p2p::GossipBatch,
+    ) -> Vec<(Duration, rill_p2p::GossipBatch)> {
+        let mut late = Vec::new();
+        match self.faults.action(MessageKind::GossipEvents, self.me, to) {
+            Action::Drop => batch.received.clear(),
+            Action::Delay(by) => late.push((
+                by,
+                rill_p2p::GossipBatch {
+                    received: std::mem::take(&mut batch.received),
+                    in_pool: Vec::new(),
+                },
+            )),
+            Action::Deliver => {}
+        }
+        match self
+            .faults
+            .action(MessageKind::GossipAnnouncements, self.me, to)
+        {
+            Action::Drop => batch.in_pool.clear(),
+            Action::Delay(by) => late.push((
+                by,
+                rill_p2p::GossipBatch {
+                    received: Vec::new(),
+                    in_pool: std::mem::take(&mut batch.in_pool),
+                },
+            )),
+            Action::Deliver => {}
+        }
+        late.retain(|(_, b)| !b.is_empty());
+        late
+    }
+
     /// Sends what the outbox gathered, once everything this node wrote is durable: a node
     /// announces events, and counts toward their quorum, only once its copy is on disk.
     pub(crate) fn flush_gossip(&mut self) {
@@ -387,36 +432,20 @@ impl Executor {
         let mut batches = self.outbox.take();
         let mut late = Vec::new();
         for (to, batch) in &mut batches {
-            match self.faults.action(MessageKind::GossipEvents, self.me, *to) {
-                Action::Drop => batch.received.clear(),
-                Action::Delay(by) => {
-                    let received = std::mem::take(&mut batch.received);
-                    if !received.is_empty() {
-                        late.push((*to, by, received));
-                    }
-                }
-                Action::Deliver => {}
-            }
-            if self
-                .faults
-                .action(MessageKind::GossipAnnouncements, self.me, *to)
-                == Action::Drop
-            {
-                batch.in_pool.clear();
-            }
+            late.extend(
+                self.faulty_gossip(*to, batch)
+                    .into_iter()
+                    .map(|(by, b)| (*to, by, b)),
+            );
         }
         batches.retain(|(_, batch)| !batch.is_empty());
         let durable = self.writer.durable();
         let p2p = self.p2p.clone();
-        for (to, by, received) in late {
+        for (to, by, batch) in late {
             let (durable, p2p) = (self.writer.durable(), p2p.clone());
             tokio::spawn(async move {
                 tokio::time::sleep(by).await;
                 if durable.await {
-                    let batch = rill_p2p::GossipBatch {
-                        received,
-                        in_pool: Vec::new(),
-                    };
                     p2p.gossip(to, batch).await;
                 }
             });

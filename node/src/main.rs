@@ -94,9 +94,10 @@ enum Command {
         /// 0: no limit.
         #[arg(long, env = "RILL_CLIENT_STREAM_CREATIONS", default_value_t = rill_node::DEFAULT_STREAM_CREATIONS_PER_HOUR)]
         client_stream_creations: f64,
-        /// Events per stream that this node took from clients and no quorum of the stream's
-        /// nodes holds yet; more adds wait (up to 5 s, then `UNAVAILABLE`) so clients keep
-        /// to the replicas' pace; 0: no limit.
+        /// Events per stream that this node took from clients and its replicas do not all
+        /// hold yet (a quorum, and every replica heard from in the last 3 s); more adds wait
+        /// (up to 5 s, then `UNAVAILABLE`) so clients keep to the pace of the stream's slowest
+        /// live replica; 0: no limit.
         #[arg(long, env = "RILL_MAX_UNREPLICATED", default_value_t = rill_node::DEFAULT_UNREPLICATED)]
         max_unreplicated: usize,
         /// As leader, cut the next candidate on one still waiting for its registration

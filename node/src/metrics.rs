@@ -95,6 +95,7 @@ pub(crate) struct Metrics {
     pub(crate) request_failures: Family<KindLabels, Counter>,
     pub(crate) client_requests_shed: Counter,
     pub(crate) client_adds_held_back: Counter,
+    pub(crate) client_adds_paced: Counter,
     pub(crate) gossip_events_held_already: Counter,
     pub(crate) stream_creations_refused: Counter,
     pub(crate) peers: Gauge,
@@ -113,6 +114,7 @@ pub(crate) struct Metrics {
     pub(crate) snapshot_jumps: Counter,
     pub(crate) backfilled_miniblocks: Counter,
     pub(crate) add_to_quorum: Histogram,
+    pub(crate) add_to_replicated: Histogram,
     pub(crate) add_to_promoted: Histogram,
     pub(crate) candidate_to_registered: Histogram,
     pub(crate) registration_lag: Histogram,
@@ -142,6 +144,7 @@ impl Metrics {
             request_failures: Family::default(),
             client_requests_shed: Counter::default(),
             client_adds_held_back: Counter::default(),
+            client_adds_paced: Counter::default(),
             gossip_events_held_already: Counter::default(),
             stream_creations_refused: Counter::default(),
             peers: Gauge::default(),
@@ -160,6 +163,7 @@ impl Metrics {
             backfilled_miniblocks: Counter::default(),
             stream_load: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
             add_to_quorum: seconds(),
+            add_to_replicated: seconds(),
             add_to_promoted: seconds(),
             candidate_to_registered: seconds(),
             registration_lag: Histogram::new(linear_buckets(1.0, 1.0, 8)),
@@ -250,8 +254,13 @@ impl Metrics {
         );
         r.register(
             "client_adds_held_back",
-            "Client adds refused UNAVAILABLE: their stream's budget of events awaiting a quorum stayed spent, or the node stayed busy with its replicas' work",
+            "Client adds refused UNAVAILABLE: their stream's budget of events awaiting its replicas stayed spent, or the node stayed busy with its replicas' work",
             self.client_adds_held_back.clone(),
+        );
+        r.register(
+            "client_adds_paced",
+            "Client adds that waited for room in their stream's budget of events not yet held by a quorum and every live node of the stream",
+            self.client_adds_paced.clone(),
         );
         r.register(
             "stream_creations_refused",
@@ -323,6 +332,11 @@ impl Metrics {
             "add_to_quorum_seconds",
             "From a client's event admitted here to more than half of the stream's nodes holding it",
             self.add_to_quorum.clone(),
+        );
+        r.register(
+            "add_to_replicated_seconds",
+            "From a client's event admitted here to more than half of the stream's nodes and every one heard from lately holding it",
+            self.add_to_replicated.clone(),
         );
         r.register(
             "add_to_promoted_seconds",

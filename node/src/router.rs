@@ -151,14 +151,26 @@ impl Router {
         let GossipBatch { received, in_pool } = batch;
         let mut verdict = Verdict::Ignore;
         for (stream, hashes) in in_pool {
-            let answer = streams.for_stream(&stream).gossip(
-                now_ms,
-                from,
-                stream,
+            // Announcements of events whose copy is being checked here wait for it longer
+            // before they are fetched.
+            let (arriving, hashes): (Vec<_>, Vec<_>) =
+                hashes.into_iter().partition(|h| self.opening.contains(h));
+            let announced = [
                 PeerGossip::InPool(hashes),
-            );
-            executor.run(answer.effects);
-            verdict = combine(verdict, answer.answer);
+                PeerGossip::InPoolArriving(arriving),
+            ];
+            for gossip in announced {
+                if let PeerGossip::InPool(h) | PeerGossip::InPoolArriving(h) = &gossip
+                    && h.is_empty()
+                {
+                    continue;
+                }
+                let answer = streams
+                    .for_stream(&stream)
+                    .gossip(now_ms, from, stream, gossip);
+                executor.run(answer.effects);
+                verdict = combine(verdict, answer.answer);
+            }
         }
         // One signature check per event per node: events the stream holds are answered
         // without opening them, and copies of those being opened are dropped.

@@ -326,7 +326,9 @@ async fn a_stream_without_a_quorum_holds_its_clients_back_until_its_replicas_ret
         .expect_err("the budget is spent: held back");
     assert_eq!(held_back.code(), Some(pb::ErrorCode::Unavailable));
     assert!(
-        held_back.to_string().contains("wait for a quorum"),
+        held_back
+            .to_string()
+            .contains("wait for the stream's replicas"),
         "says why: {held_back}"
     );
     assert_eq!(net.metric(0, "rill_client_adds_held_back_total").await, 1.0);
@@ -353,6 +355,79 @@ async fn a_stream_without_a_quorum_holds_its_clients_back_until_its_replicas_ret
             Err(e) => panic!("add: {e}"),
         }
     }
+    net.expect_finalized(stream, &acked, Duration::from_secs(60))
+        .await;
+}
+
+/// Adds `count` events one after the other, each acknowledged once a quorum holds it, and
+/// returns how many adds waited for room in the stream's budget meanwhile.
+async fn paced_adds(
+    net: &Testnet,
+    client: &rill_client::Client,
+    stream: StreamId,
+    count: usize,
+    acked: &mut HashSet<alloy_primitives::B256>,
+) -> f64 {
+    let paced = "rill_client_adds_paced_total";
+    let before = net.metric(0, paced).await;
+    for i in 0..count {
+        let (event, _) = client
+            .add_message(
+                stream,
+                &format!("paced {}", acked.len() + i),
+                pb::Ack::Quorum,
+            )
+            .await
+            .expect("held by a quorum, within the wait for the budget");
+        acked.insert(event.hash());
+    }
+    net.metric(0, paced).await - before
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_wait_for_a_slow_replica_but_not_for_a_crashed_one() {
+    logs();
+    let budget = 4;
+    let mut net = Testnet::builder()
+        .nodes(3)
+        .replication(3)
+        .client_limits(rill_testnet::ClientLimits {
+            unreplicated: Some(budget),
+            ..rill_testnet::ClientLimits::default()
+        })
+        .start()
+        .await;
+    let creator = NodeKey::generate();
+    let (stream, replicas) = stream(&net, &creator).await;
+    assert_eq!(replicas, vec![0, 1, 2]);
+    let client = net.client_with(0, creator.clone()).await;
+    let mut acked = HashSet::new();
+    // All three replicas keep up: each add finds its budget given back (a quorum's
+    // acknowledgement comes with the third replica's, or just before it).
+    paced_adds(&net, &client, stream, budget, &mut acked).await;
+    // Node 2 is slow: node 0 hears that it holds the events two seconds late. A quorum
+    // (nodes 0 and 1) still acknowledges each add at once, but the budget waits for node 2.
+    net.faults().delay(
+        Some(MessageKind::GossipAnnouncements),
+        Some(net.address(2)),
+        Some(net.address(0)),
+        Duration::from_secs(2),
+    );
+    let waited = paced_adds(&net, &client, stream, 3 * budget, &mut acked).await;
+    assert!(waited >= 1.0, "no add waited for the slow replica");
+    // Node 2 crashes. Once it has been silent for the pacing window, the writers go at the
+    // quorum's pace again.
+    net.crash(2).await;
+    tokio::time::sleep(Duration::from_millis(
+        rill_engine::EngineConfig::default().pace_window_ms + 2_500,
+    ))
+    .await;
+    let waited = paced_adds(&net, &client, stream, 3 * budget, &mut acked).await;
+    assert_eq!(waited, 0.0, "the writers waited for a crashed replica");
+    // The promise holds once node 2 is back: every acknowledged event in one miniblock on
+    // every replica, the chains identical and registered.
+    net.faults().heal();
+    net.restart(2).await;
     net.expect_finalized(stream, &acked, Duration::from_secs(60))
         .await;
 }

@@ -67,6 +67,10 @@ pub struct EngineConfig {
     /// replica judges a chained candidate the same either way. Off by default: on the devnet
     /// it measured no faster and cost throughput (BENCHMARKS.md, "Chained candidates").
     pub chain_candidates: bool,
+    /// Writers are paced to the stream's nodes that were found holding one of its events
+    /// within this long ([`Notification::EventReplicated`](crate::Notification)); a node
+    /// silent for longer (crashed, cut off) no longer holds them back.
+    pub pace_window_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -86,6 +90,7 @@ impl Default for EngineConfig {
             lead_within_blocks: 2,
             response_budget_bytes: 2 * 1024 * 1024,
             chain_candidates: false,
+            pace_window_ms: 3_000,
         }
     }
 }

@@ -122,6 +122,15 @@ pub enum Notification {
         /// The event hash.
         hash: B256,
     },
+    /// More than half of the stream's nodes hold the event, and so does every node heard
+    /// from lately: the node's writers may go on (a node silent for longer does not hold them
+    /// back).
+    EventReplicated {
+        /// The stream.
+        stream: StreamId,
+        /// The event hash.
+        hash: B256,
+    },
     /// A miniblock was promoted.
     MiniblockPromoted {
         /// The stream.

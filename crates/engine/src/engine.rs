@@ -256,7 +256,8 @@ impl Engine {
     ) -> Answer<Verdict> {
         let outcome = self.on_stream(now_ms, stream, |replica, ctx| match gossip {
             PeerGossip::Events(events) => replica.peer_events(ctx, from, events),
-            PeerGossip::InPool(hashes) => replica.peer_holds(ctx, from, hashes),
+            PeerGossip::InPool(hashes) => replica.peer_holds(ctx, from, hashes, false),
+            PeerGossip::InPoolArriving(hashes) => replica.peer_holds(ctx, from, hashes, true),
             PeerGossip::HeldAlready(hashes) => replica.peer_sent_held(ctx, from, hashes),
         });
         match outcome {

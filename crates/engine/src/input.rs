@@ -114,6 +114,11 @@ pub enum PeerGossip {
     Events(Vec<ParsedEvent>),
     /// `NewEventInPool`: the sender holds these events.
     InPool(Vec<B256>),
+    /// `NewEventInPool` for events whose copy this node is checking already (it arrived and
+    /// waits for its signature check): the sender holds them, and they are fetched only if
+    /// the copy does not get in for a while (a node whose checks lag behind would otherwise
+    /// fetch, and check again, what is already on its way).
+    InPoolArriving(Vec<B256>),
     /// `NewEventReceived` for events this node already holds ([`StreamView::holds_event`]),
     /// which the node therefore did not open again: answered as the events themselves would
     /// be (the sender holds them, and hears that this node does).

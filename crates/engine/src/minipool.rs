@@ -15,10 +15,21 @@ struct Pooled {
     holders: BTreeSet<Address>,
     /// Whether waiting clients were told that a quorum holds it.
     quorum_told: bool,
+    /// Whether the node was told that a quorum and every live node hold it.
+    replicated_told: bool,
     /// When it is next pushed to the nodes not known to hold it.
     next_push_ms: u64,
     /// How many times it was pushed.
     pushes: u32,
+}
+
+/// What an event reached when a node was found to hold it (each is reported once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Reached {
+    /// More than half of the stream's nodes hold it.
+    pub(crate) quorum: bool,
+    /// More than half of the stream's nodes hold it, and so does every live one.
+    pub(crate) replicated: bool,
 }
 
 /// The minipool of one stream.
@@ -73,6 +84,7 @@ impl Minipool {
                 event,
                 holders: BTreeSet::from([me]),
                 quorum_told: false,
+                replicated_told: false,
                 next_push_ms: push_at_ms,
                 pushes: 0,
             },
@@ -122,18 +134,34 @@ impl Minipool {
         self.schedule.first().is_some_and(|(at, _)| *at <= now)
     }
 
-    /// Records that `who` holds `hash`. Returns true the first time more than half of
-    /// `nodes` hold it (the moment waiting clients are told).
-    pub(crate) fn hold(&mut self, hash: &B256, who: Address, nodes: usize) -> bool {
+    /// Records that `who` holds `hash`, and says what that event reached for the first time:
+    /// more than half of `nodes` hold it (waiting clients are told), and more than half and
+    /// every node that `live` selects hold it (writers are paced to that).
+    pub(crate) fn hold(
+        &mut self,
+        hash: &B256,
+        who: Address,
+        nodes: &[Address],
+        live: impl Fn(&Address) -> bool,
+    ) -> Reached {
         let Some(pooled) = self.events.get_mut(hash) else {
-            return false;
+            return Reached::default();
         };
         pooled.holders.insert(who);
-        if !pooled.quorum_told && pooled.holders.len() * 2 > nodes {
+        let quorum = pooled.holders.len() * 2 > nodes.len();
+        let mut reached = Reached::default();
+        if quorum && !pooled.quorum_told {
             pooled.quorum_told = true;
-            return true;
+            reached.quorum = true;
         }
-        false
+        if quorum
+            && !pooled.replicated_told
+            && nodes.iter().all(|n| pooled.holders.contains(n) || !live(n))
+        {
+            pooled.replicated_told = true;
+            reached.replicated = true;
+        }
+        reached
     }
 
     /// Takes out every event that `remove` selects, and returns them in arrival order.

@@ -12,7 +12,10 @@ use tokio::sync::oneshot;
 pub(crate) enum Wait {
     /// More than half of the stream's nodes hold the event.
     Quorum,
-    /// The event is in a promoted miniblock.
+    /// More than half of the stream's nodes hold the event, and so does every one heard from
+    /// lately (what the node's budget of client events waits for).
+    Replicated,
+    /// The event is in a promoted miniblock (which also wakes the waits above).
     Miniblock,
 }
 
@@ -56,14 +59,13 @@ impl Acks {
         }
     }
 
-    /// More than half of the stream's nodes hold `hash`.
-    pub(crate) fn quorum(&self, hash: &B256) {
+    /// `hash` reached `wait` (a quorum, or every live replica): wakes those waiting for it.
+    pub(crate) fn reached(&self, hash: &B256, wait: Wait) {
         let mut waiting = self.lock();
         let Some(waiters) = waiting.get_mut(hash) else {
             return;
         };
-        let (ready, rest): (Vec<_>, Vec<_>) =
-            waiters.drain(..).partition(|w| w.wait == Wait::Quorum);
+        let (ready, rest): (Vec<_>, Vec<_>) = waiters.drain(..).partition(|w| w.wait == wait);
         *waiters = rest;
         if waiters.is_empty() {
             waiting.remove(hash);

@@ -4,13 +4,20 @@
 //! waits there for seconds, the senders push it again, candidates miss their write quorum
 //! and every round is given up (measured: BENCHMARKS.md, "Backpressure on admission").
 //!
-//! So each stream has a budget of events this node took from clients that no quorum of the
-//! stream's nodes holds yet. An add takes its share before its events are opened (a refused
-//! add costs no signature check); each event gives its share back when a quorum holds it, when
-//! it is promoted, when it is refused, or at the latest after [`LEASE`]. An add that finds
-//! the budget spent waits up to [`WAIT`] and is then refused `UNAVAILABLE`: the client slows
-//! down to the pace of the stream's replicas, and one stream that cannot reach a quorum does
-//! not hold back the node's other streams.
+//! So each stream has a budget of events this node took from clients that its replicas do not
+//! all hold yet: the share of an event comes back once a quorum of the stream's nodes holds it
+//! *and* so does every node heard from lately (the engine's `EventReplicated`). Waiting for a
+//! quorum alone let one slow replica of three fall further and further behind while the
+//! other two went on, until the rounds it led stalled (BENCHMARKS.md, "Pacing writers to
+//! the slowest live replica"); a replica silent for a few seconds (crashed, cut off) no
+//! longer counts, so it does not stop the writers.
+//!
+//! An add takes its share before its events are opened (a refused add costs no signature
+//! check); each event gives its share back when it is replicated so, when it is promoted,
+//! when it is refused, or at the latest after [`LEASE`]. An add that finds the budget spent
+//! waits up to [`WAIT`] and is then refused `UNAVAILABLE`: the client slows down to the pace
+//! of the stream's replicas, and one stream that cannot reach a quorum does not hold back the
+//! node's other streams.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -25,8 +32,8 @@ use crate::convert::error;
 
 /// How long an add waits for room in its stream's budget before it is refused.
 pub(crate) const WAIT: Duration = Duration::from_secs(5);
-/// The longest an event holds its share: one whose quorum is never reported (its stream was
-/// evicted, its replicas are down) gives it back after this long.
+/// The longest an event holds its share: one whose replication is never reported (its stream
+/// was evicted, its replicas are down) gives it back after this long.
 pub(crate) const LEASE: Duration = Duration::from_secs(10);
 /// Streams with a budget entry beyond which unused entries are dropped.
 const TRIM_AT: usize = 1024;
@@ -42,16 +49,20 @@ pub(crate) struct Backlog {
 /// Shares of a stream's budget, given back when dropped (all at once) or one by one
 /// ([`Share::give_back`]).
 #[derive(Debug)]
-pub(crate) struct Share(Option<OwnedSemaphorePermit>);
+pub(crate) struct Share {
+    permit: Option<OwnedSemaphorePermit>,
+    /// Whether the add had to wait for them (the budget was spent when it came).
+    paced: bool,
+}
 
 impl Share {
     /// Gives back `n` of the shares (fewer if it holds fewer).
     pub(crate) fn give_back(&mut self, n: usize) {
-        let Some(permit) = self.0.as_mut() else {
+        let Some(permit) = self.permit.as_mut() else {
             return;
         };
         if n >= permit.num_permits() {
-            self.0 = None;
+            self.permit = None;
         } else {
             drop(permit.split(n));
         }
@@ -59,7 +70,21 @@ impl Share {
 
     /// How many shares it still holds.
     pub(crate) fn held(&self) -> usize {
-        self.0.as_ref().map_or(0, OwnedSemaphorePermit::num_permits)
+        self.permit
+            .as_ref()
+            .map_or(0, OwnedSemaphorePermit::num_permits)
+    }
+
+    /// Whether the add waited for room in its stream's budget.
+    pub(crate) fn paced(&self) -> bool {
+        self.paced
+    }
+
+    fn none() -> Self {
+        Self {
+            permit: None,
+            paced: false,
+        }
     }
 }
 
@@ -81,10 +106,10 @@ impl Backlog {
         wait: Duration,
     ) -> Result<Share, pb::Error> {
         let Some(limit) = self.limit else {
-            return Ok(Share(None));
+            return Ok(Share::none());
         };
         if count == 0 {
-            return Ok(Share(None));
+            return Ok(Share::none());
         }
         let semaphore = {
             let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
@@ -98,23 +123,33 @@ impl Backlog {
                 .clone()
         };
         let wanted = u32::try_from(count.min(limit)).unwrap_or(u32::MAX);
+        if let Ok(permit) = semaphore.clone().try_acquire_many_owned(wanted) {
+            return Ok(Share {
+                permit: Some(permit),
+                paced: false,
+            });
+        }
         match tokio::time::timeout(wait, semaphore.acquire_many_owned(wanted)).await {
-            Ok(Ok(permit)) => Ok(Share(Some(permit))),
+            Ok(Ok(permit)) => Ok(Share {
+                permit: Some(permit),
+                paced: true,
+            }),
             _ => Err(error(
                 pb::ErrorCode::Unavailable,
                 format!(
-                    "stream {stream}: {limit} events this node took wait for a quorum of the \
-                     stream's nodes to hold them; retry later"
+                    "stream {stream}: {limit} events this node took wait for the stream's \
+                     replicas to hold them; retry later"
                 ),
             )),
         }
     }
 }
 
-/// Keeps the accepted events' share of their stream's budget until each is held by a quorum
-/// (or promoted): `leased` are their quorum waits, registered with `acks` before admission. At
-/// most [`LEASE`].
-pub(crate) fn hold_until_quorum(
+/// Keeps the accepted events' share of their stream's budget until each is replicated (held
+/// by a quorum and every live replica) or promoted: `leased` are their
+/// [`Wait::Replicated`](super::Wait) waits, registered with `acks` before admission. At most
+/// [`LEASE`].
+pub(crate) fn hold_until_replicated(
     acks: &Acks,
     mut share: Share,
     leased: Vec<(B256, oneshot::Receiver<Option<u64>>)>,
@@ -125,8 +160,8 @@ pub(crate) fn hold_until_quorum(
     let acks = acks.clone();
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + LEASE;
-        for (hash, quorum) in leased {
-            if tokio::time::timeout_at(deadline, quorum).await.is_err() {
+        for (hash, replicated) in leased {
+            if tokio::time::timeout_at(deadline, replicated).await.is_err() {
                 // Never reported: forget the wait (its receiver is gone now).
                 acks.cancel(&hash);
             }
@@ -155,7 +190,7 @@ mod tests {
     async fn an_add_waits_for_the_shares_its_stream_gives_back() {
         let backlog = Arc::new(Backlog::new(Some(10)));
         let mut first = backlog.enter(stream(1), 8, WAIT).await.unwrap();
-        assert_eq!(first.held(), 8);
+        assert_eq!((first.held(), first.paced()), (8, false));
         // Another stream has its own budget.
         let other = backlog.enter(stream(2), 10, WAIT).await.unwrap();
         assert_eq!(other.held(), 10);
@@ -166,7 +201,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(refused.code, pb::ErrorCode::Unavailable as i32);
         assert!(
-            refused.message.contains("wait for a quorum"),
+            refused.message.contains("wait for the stream's replicas"),
             "{}",
             refused.message
         );
@@ -180,6 +215,7 @@ mod tests {
         first.give_back(2);
         let second = waiting.await.unwrap().unwrap();
         assert_eq!((first.held(), second.held()), (6, 4));
+        assert!(second.paced(), "it waited for room");
         drop(first);
         drop(second);
         // An add larger than the budget takes all of it, rather than waiting forever.

@@ -60,7 +60,7 @@ pub(crate) struct ClientService {
     pub(crate) workers: Workers,
     pub(crate) reads: Reads,
     pub(crate) acks: Acks,
-    /// Each stream's budget of client events that no quorum holds yet.
+    /// Each stream's budget of client events that its replicas do not all hold yet.
     pub(crate) backlog: Backlog,
     pub(crate) watch: Watch,
     pub(crate) registrar: Registrar,
@@ -310,7 +310,12 @@ impl ClientService {
             .enter(stream, envelopes.len(), backlog::WAIT)
             .await
         {
-            Ok(share) => share,
+            Ok(share) => {
+                if share.paced() {
+                    self.metrics.client_adds_paced.inc();
+                }
+                share
+            }
             Err(behind) => {
                 self.metrics.client_adds_held_back.inc();
                 return refuse_all(results, behind);
@@ -353,7 +358,8 @@ impl ClientService {
             return results;
         }
         // Register before admission, so the moment cannot be missed: the client's wait, if
-        // it asked for one, and the budget's (its share goes back at the event's quorum).
+        // it asked for one, and the budget's (its share goes back once the event is
+        // replicated).
         let waits: Vec<_> = admit
             .iter()
             .map(|(_, event)| match ack {
@@ -362,9 +368,9 @@ impl ClientService {
                 pb::Ack::Miniblock => Some(self.acks.wait(event.hash(), Wait::Miniblock)),
             })
             .collect();
-        let mut quorums: Vec<_> = admit
+        let mut replicated: Vec<_> = admit
             .iter()
-            .map(|(_, event)| Some(self.acks.wait(event.hash(), Wait::Quorum)))
+            .map(|(_, event)| Some(self.acks.wait(event.hash(), Wait::Replicated)))
             .collect();
         let (reply, admitted) = oneshot::channel();
         let events = admit.iter().map(|(_, event)| event.clone()).collect();
@@ -379,7 +385,7 @@ impl ClientService {
         };
         let Some(verdicts) = verdicts else {
             drop(waits);
-            drop(quorums);
+            drop(replicated);
             for (_, event) in &admit {
                 self.acks.cancel(&event.hash());
             }
@@ -387,28 +393,28 @@ impl ClientService {
         };
         let mut accepted = Vec::new();
         let mut leased = Vec::new();
-        for (((i, event), (verdict, wait)), quorum) in admit
+        for (((i, event), (verdict, wait)), lease) in admit
             .into_iter()
             .zip(verdicts.into_iter().zip(waits))
-            .zip(quorums.iter_mut())
+            .zip(replicated.iter_mut())
         {
             let hash = event.hash();
             results[i].hash = hash.to_vec();
             match verdict {
                 Ok(()) => {
-                    leased.push((hash, quorum.take().expect("one wait per event")));
+                    leased.push((hash, lease.take().expect("one wait per event")));
                     accepted.push((i, hash, wait));
                 }
                 Err(reject) => {
                     drop(wait);
-                    *quorum = None;
+                    *lease = None;
                     self.acks.cancel(&hash);
                     results[i].error = Some(error(code(&reject), reject.to_string()));
                 }
             }
         }
         share.give_back(share.held().saturating_sub(leased.len()));
-        backlog::hold_until_quorum(&self.acks, share, leased);
+        backlog::hold_until_replicated(&self.acks, share, leased);
         // Acknowledge only what is on disk (one flush serves every write since the last).
         if !accepted.is_empty() && !self.writer.durable().await {
             for (i, _, _) in &accepted {

@@ -79,10 +79,12 @@ impl Replica {
                 Err(reason) if reason.may_pass_later(self.stream.head.num) => {
                     // The sender may have promoted a miniblock this node has not yet (a join,
                     // the event's base): keep the event and check it again after promotions.
+                    self.missing.forget(&hash);
                     self.park(event, from);
                     Verdict::Ignore
                 }
                 Err(reason) => {
+                    self.missing.forget(&hash);
                     let honest = reason.is_honest_race();
                     ctx.rejected(self.id(), Some(from), reason);
                     if honest {
@@ -117,10 +119,10 @@ impl Replica {
     /// If this node holds `hash`, says so to `from` (which sent it, and pushes it until it
     /// hears that) and returns true.
     fn held_already(&mut self, ctx: &mut Ctx<'_>, from: Address, hash: B256) -> bool {
-        self.missing.forget(&hash);
         if !(self.pool.contains(&hash) || self.stream.recently_included(&hash)) {
             return false;
         }
+        self.missing.forget(&hash);
         self.hold(ctx, hash, from);
         ctx.gossip_to(from, self.id(), Gossip::EventInPool(hash));
         true
@@ -134,14 +136,15 @@ impl Replica {
         ctx.gossip(self.id(), Gossip::EventInPool(hash));
     }
 
-    /// Stores the event in the minipool and tells subscribers.
+    /// Stores the event in the minipool and tells subscribers. The peers that announced it
+    /// before it arrived hold it: they count toward its quorum and are not pushed it.
     pub(super) fn admit(&mut self, ctx: &mut Ctx<'_>, event: ParsedEvent) {
         let hash = event.hash();
         let push_at = ctx.now_ms + ctx.config.push_delay_ms;
         if !self.pool.insert(event.clone(), ctx.me, push_at) {
             return;
         }
-        self.missing.forget(&hash);
+        let announcers = self.missing.take(&hash);
         let stream = self.id();
         ctx.store(StoreOp::AddToMinipool {
             stream,
@@ -149,13 +152,33 @@ impl Replica {
         });
         ctx.notify(Notification::EventAdmitted { stream, event });
         self.hold(ctx, hash, ctx.me);
+        for announcer in announcers {
+            self.hold(ctx, hash, announcer);
+        }
     }
 
-    /// `who` holds `hash`; waiting clients are told once more than half the nodes do.
+    /// `who` holds `hash`; waiting clients are told once more than half the nodes do, and
+    /// the node once every live node does too (the nodes heard from within
+    /// [`EngineConfig::pace_window_ms`](crate::EngineConfig::pace_window_ms)).
     pub(super) fn hold(&mut self, ctx: &mut Ctx<'_>, hash: B256, who: Address) {
-        if self.pool.hold(&hash, who, self.stream.nodes.len()) {
-            let stream = self.id();
+        if who != ctx.me {
+            self.heard.insert(who, ctx.now_ms);
+        }
+        let (me, now, window) = (ctx.me, ctx.now_ms, ctx.config.pace_window_ms);
+        let heard = &self.heard;
+        let live = |n: &Address| {
+            *n == me
+                || heard
+                    .get(n)
+                    .is_some_and(|at| now.saturating_sub(*at) <= window)
+        };
+        let reached = self.pool.hold(&hash, who, &self.stream.nodes, live);
+        let stream = self.id();
+        if reached.quorum {
             ctx.notify(Notification::EventQuorum { stream, hash });
+        }
+        if reached.replicated {
+            ctx.notify(Notification::EventReplicated { stream, hash });
         }
     }
 

@@ -10,6 +10,9 @@ use crate::{Reject, Request, Verdict};
 
 /// Give up on an announced event after this many fetches.
 const MAX_TRIES: u32 = 8;
+/// An announced event whose copy the node is checking already is fetched only after this
+/// many fetch delays.
+const ARRIVING_DELAYS: u64 = 10;
 
 #[derive(Debug, Default)]
 struct Missing {
@@ -27,18 +30,27 @@ impl MissingEvents {
         self.0.remove(hash);
     }
 
+    /// Forgets `hash`, which arrived: returns the peers that announced holding it.
+    pub(super) fn take(&mut self, hash: &B256) -> Vec<Address> {
+        self.0
+            .remove(hash)
+            .map(|m| m.announcers)
+            .unwrap_or_default()
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 }
 
 impl Replica {
-    /// `NewEventInPool`: `from` holds these events.
+    /// `NewEventInPool`: `from` holds these events (`arriving`: their copy is being checked).
     pub(crate) fn peer_holds(
         &mut self,
         ctx: &mut Ctx<'_>,
         from: Address,
         hashes: Vec<B256>,
+        arriving: bool,
     ) -> Verdict {
         if !self.is_node(&from) {
             ctx.rejected(self.id(), Some(from), Reject::NotAStreamNode(from));
@@ -49,18 +61,19 @@ impl Replica {
                 self.hold(ctx, hash, from);
                 continue;
             }
-            self.lacking(ctx, from, hash);
+            let delays = if arriving { ARRIVING_DELAYS } else { 1 };
+            self.lacking(ctx, from, hash, ctx.config.fetch_delay_ms * delays);
         }
         Verdict::Accept
     }
 
-    /// `from` holds `hash` and this node does not: fetch it from there after the fetch delay
+    /// `from` holds `hash` and this node does not: fetch it from there after `delay_ms`
     /// (unless it arrives first, or a recent miniblock already has it).
-    pub(super) fn lacking(&mut self, ctx: &Ctx<'_>, from: Address, hash: B256) {
+    pub(super) fn lacking(&mut self, ctx: &Ctx<'_>, from: Address, hash: B256, delay_ms: u64) {
         if self.pool.contains(&hash) || self.stream.recently_included(&hash) {
             return;
         }
-        let first_try = ctx.now_ms + ctx.config.fetch_delay_ms;
+        let first_try = ctx.now_ms + delay_ms;
         let missing = self.missing.0.entry(hash).or_insert_with(|| Missing {
             next_try_ms: first_try,
             ..Missing::default()

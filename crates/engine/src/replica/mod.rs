@@ -23,7 +23,7 @@ mod promotion;
 mod round;
 mod sync;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use alloy_primitives::{Address, B256};
 use rill_protocol::{NodeKey, ParsedEvent, ParsedMiniblock, StreamId};
@@ -148,6 +148,8 @@ pub(crate) struct Replica {
     registered: BTreeMap<u64, B256>,
     catch_up: Option<catch_up::CatchUp>,
     backfill: Option<backfill::Backfill>,
+    /// When each other node of the stream was last found holding one of its events.
+    heard: HashMap<Address, u64>,
 }
 
 impl Replica {
@@ -163,6 +165,7 @@ impl Replica {
             registered: BTreeMap::new(),
             catch_up: None,
             backfill: None,
+            heard: HashMap::new(),
         }
     }
 

@@ -145,7 +145,7 @@ impl Replica {
         }
         if on_head || chained {
             for hash in &request.hashes {
-                self.lacking(ctx, from, *hash);
+                self.lacking(ctx, from, *hash, ctx.config.fetch_delay_ms);
             }
         }
         let base = self

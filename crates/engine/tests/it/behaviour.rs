@@ -219,6 +219,118 @@ fn event_held_by_a_majority_is_reported_as_quorum() {
     )));
 }
 
+/// Whether `effects` report `hash` (quorum, replicated).
+fn reached(effects: &[Effect], hash: B256) -> (bool, bool) {
+    let quorum = effects.iter().any(
+        |x| matches!(x, Effect::Notify(Notification::EventQuorum { hash: h, .. }) if *h == hash),
+    );
+    let replicated = effects.iter().any(|x| {
+        matches!(x, Effect::Notify(Notification::EventReplicated { hash: h, .. }) if *h == hash)
+    });
+    (quorum, replicated)
+}
+
+/// What node 0 reported when `from` was found holding `hash` at `now`.
+fn reported(t: &mut Three, now: u64, from: Address, hash: B256) -> (bool, bool) {
+    let effects = t.engines[0]
+        .gossip(now, from, t.stream, PeerGossip::InPool(vec![hash]))
+        .effects;
+    reached(&effects, hash)
+}
+
+#[test]
+fn writers_are_paced_to_every_replica_heard_from_lately() {
+    let mut t = Three::new();
+    let window = EngineConfig::default().pace_window_ms;
+    let (one, two) = (t.addrs[1], t.addrs[2]);
+    // Nothing heard from node 2 yet: a quorum is all there is to wait for.
+    let first = message(&key(2), (0, t.genesis.hash()), 1);
+    let admitted = t.engines[0].add_event(0, t.stream, first.clone()).unwrap();
+    assert_eq!(reached(&admitted, first.hash()), (false, false));
+    assert_eq!(reported(&mut t, 1, one, first.hash()), (true, true));
+    // Node 2 holds it too: it is heard from now, and nothing is reported twice.
+    assert_eq!(reported(&mut t, 2, two, first.hash()), (false, false));
+    // The next event waits for node 2 beyond the quorum.
+    let second = message(&key(2), (0, t.genesis.hash()), 2);
+    t.engines[0]
+        .add_event(10, t.stream, second.clone())
+        .unwrap();
+    assert_eq!(reported(&mut t, 11, one, second.hash()), (true, false));
+    assert_eq!(reported(&mut t, 12, two, second.hash()), (false, true));
+    // Node 2 falls silent for longer than the window (crashed, cut off): it no longer holds
+    // the writers back.
+    let third = message(&key(2), (0, t.genesis.hash()), 3);
+    let later = 12 + window + 1;
+    t.engines[0]
+        .add_event(later, t.stream, third.clone())
+        .unwrap();
+    assert_eq!(reported(&mut t, later + 1, one, third.hash()), (true, true));
+}
+
+#[test]
+fn peers_that_announced_an_event_before_it_arrived_hold_it() {
+    let mut t = Three::new();
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    // Node 1's announcement overtakes node 2's copy of the event.
+    let announced =
+        t.engines[0].gossip(1, t.addrs[1], t.stream, PeerGossip::InPool(vec![e.hash()]));
+    assert!(
+        !announced
+            .effects
+            .iter()
+            .any(|x| matches!(x, Effect::Notify(_)))
+    );
+    let arrived = t.engines[0]
+        .gossip(2, t.addrs[2], t.stream, PeerGossip::Events(vec![e.clone()]))
+        .effects;
+    // All three hold it now: it is replicated at once, and not fetched.
+    assert_eq!(reached(&arrived, e.hash()), (true, true));
+    let config = EngineConfig::default();
+    let later = t.engines[0].handle(
+        2 + config.fetch_delay_ms + config.push_delay_ms,
+        Input::Tick,
+    );
+    assert!(
+        !later
+            .iter()
+            .any(|x| matches!(x, Effect::Send { .. } | Effect::GossipTo { .. })),
+        "neither fetched nor pushed: {later:?}"
+    );
+}
+
+#[test]
+fn an_announced_event_whose_copy_is_being_checked_is_fetched_only_late() {
+    let mut t = Three::new();
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    let fetches = |effects: &[Effect]| {
+        effects
+            .iter()
+            .filter(|x| {
+                matches!(
+                    x,
+                    Effect::Send {
+                        request: Request::GetEvents(_),
+                        ..
+                    }
+                )
+            })
+            .count()
+    };
+    let delay = EngineConfig::default().fetch_delay_ms;
+    let from = t.addrs[1];
+    let _ = t.engines[2].gossip(
+        10,
+        from,
+        t.stream,
+        PeerGossip::InPoolArriving(vec![e.hash()]),
+    );
+    let soon = t.engines[2].handle(10 + delay, Input::Tick);
+    assert_eq!(fetches(&soon), 0, "the copy being checked may still get in");
+    // It did not (its check was shed): the announcer is asked after all.
+    let late = t.engines[2].handle(10 + 10 * delay, Input::Tick);
+    assert_eq!(fetches(&late), 1);
+}
+
 #[test]
 fn an_event_sent_again_is_answered_without_being_opened() {
     let mut t = Three::new();
