@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use alloy_primitives::B256;
+use futures::FutureExt;
 use rill_protocol::{StreamId, pb};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -123,13 +124,16 @@ impl Backlog {
                 .clone()
         };
         let wanted = u32::try_from(count.min(limit)).unwrap_or(u32::MAX);
-        if let Ok(permit) = semaphore.clone().try_acquire_many_owned(wanted) {
+        // One poll first, to tell an add that had to wait from one that did not; the same
+        // future then keeps its place in the semaphore's queue (adds go in arrival order).
+        let mut acquire = std::pin::pin!(semaphore.acquire_many_owned(wanted));
+        if let Some(Ok(permit)) = acquire.as_mut().now_or_never() {
             return Ok(Share {
                 permit: Some(permit),
                 paced: false,
             });
         }
-        match tokio::time::timeout(wait, semaphore.acquire_many_owned(wanted)).await {
+        match tokio::time::timeout(wait, acquire).await {
             Ok(Ok(permit)) => Ok(Share {
                 permit: Some(permit),
                 paced: true,
