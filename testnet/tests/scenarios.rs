@@ -292,11 +292,10 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stream_without_a_quorum_holds_its_clients_back_until_its_replicas_return() {
-    logs();
-    let budget = 4;
-    let mut net = Testnet::builder()
+/// Three nodes that each take at most `budget` client events per stream that its replicas do
+/// not all hold yet, and a stream on all three.
+async fn budgeted(budget: usize) -> (Testnet, NodeKey, StreamId) {
+    let net = Testnet::builder()
         .nodes(3)
         .replication(3)
         .client_limits(rill_testnet::ClientLimits {
@@ -308,6 +307,14 @@ async fn a_stream_without_a_quorum_holds_its_clients_back_until_its_replicas_ret
     let creator = NodeKey::generate();
     let (stream, replicas) = stream(&net, &creator).await;
     assert_eq!(replicas, vec![0, 1, 2]);
+    (net, creator, stream)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_without_a_quorum_holds_its_clients_back_until_its_replicas_return() {
+    logs();
+    let budget = 4;
+    let (mut net, creator, stream) = budgeted(budget).await;
     // Both other replicas crash: nothing node 0 takes can reach a quorum.
     net.crash(1).await;
     net.crash(2).await;
@@ -388,22 +395,11 @@ async fn paced_adds(
 async fn writers_wait_for_a_slow_replica_but_not_for_a_crashed_one() {
     logs();
     let budget = 4;
-    let mut net = Testnet::builder()
-        .nodes(3)
-        .replication(3)
-        .client_limits(rill_testnet::ClientLimits {
-            unreplicated: Some(budget),
-            ..rill_testnet::ClientLimits::default()
-        })
-        .start()
-        .await;
-    let creator = NodeKey::generate();
-    let (stream, replicas) = stream(&net, &creator).await;
-    assert_eq!(replicas, vec![0, 1, 2]);
+    let (mut net, creator, stream) = budgeted(budget).await;
     let client = net.client_with(0, creator.clone()).await;
     let mut acked = HashSet::new();
-    // All three replicas keep up: each add finds its budget given back (a quorum's
-    // acknowledgement comes with the third replica's, or just before it).
+    // All three replicas keep up, and node 0 hears from each of them (so node 2 counts as
+    // live from here on).
     paced_adds(&net, &client, stream, budget, &mut acked).await;
     // Node 2 is slow: node 0 hears that it holds the events two seconds late. A quorum
     // (nodes 0 and 1) still acknowledges each add at once, but the budget waits for node 2.
