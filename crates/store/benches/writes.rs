@@ -79,9 +79,17 @@ fn main() {
             per(took, batch * writes)
         );
         let miniblock = next(&head, events);
+        let started = Instant::now();
         store
             .store_candidate(&STREAM, &miniblock)
             .expect("candidate");
+        let took = started.elapsed();
+        println!(
+            "| candidate of {} events | {} | {} |",
+            batch * writes,
+            per(took, 1),
+            per(took, batch * writes)
+        );
         let started = Instant::now();
         store.promote(&STREAM, &miniblock).expect("promoted");
         let took = started.elapsed();

@@ -1,8 +1,10 @@
-//! The minipool's layout: one row per write, not per event. A row (`id ‖ seq`) holds the
-//! hashes one addition brought, in arrival order; the envelopes themselves are in `events`,
-//! written once. Adding a batch of events therefore costs one row plus the envelopes, and a
-//! promotion touches only the rows of the stream's pool (deleting those its miniblock used
-//! up, rewriting those it used in part), never a row per event.
+//! The minipool's layout: rows of hashes, not a row per event. A row (`id ‖ seq`) holds
+//! hashes in arrival order; the envelopes themselves are in `events`, written once. An
+//! addition appends its hashes to the stream's last row while that row is small
+//! ([`APPEND_BELOW`]), and starts a new row otherwise, so adding a batch of events costs one
+//! row write plus the envelopes, and a promotion touches only the rows of the stream's pool
+//! (deleting those its miniblock used up, rewriting those it used in part): a few dozen rows
+//! per thousand events even when clients add them one at a time.
 //!
 //! A row of the first layout (one hash per row) is a row of one hash, so older data loads as
 //! it is.
@@ -21,6 +23,11 @@ use crate::store::{Store, StoreError, TxResult, decode_envelope};
 /// At most this many hashes in one row (32 KiB), far below sled's blob threshold: a larger
 /// addition takes several rows.
 const ROW_HASHES: usize = 1024;
+/// An addition appends to the stream's last row while it holds fewer hashes than this (1 KiB),
+/// and starts a new row otherwise. Rewriting a small row costs an addition little; a
+/// promotion removes one row per this many events where one-event additions used to leave
+/// one row each (`cargo bench -p rill-store --bench writes`; BENCHMARKS.md, "Pool rows").
+const APPEND_BELOW: usize = 32;
 
 /// A row's hashes.
 fn decode(row: &[u8]) -> Result<Vec<B256>, StoreError> {
@@ -95,9 +102,10 @@ impl Store {
         Ok(removal)
     }
 
-    /// Adds events to the stream's minipool, in order: their envelopes, then one row of their
-    /// hashes. An event named twice is kept once, where it came first (reads skip later
-    /// mentions). Events entering a minipool are new to this node, so their envelopes are
+    /// Adds events to the stream's minipool, in order: their envelopes, then their hashes, on
+    /// the stream's last row if it is small, on a new row otherwise (one row write, more for
+    /// an addition of more than a row's worth). An event named twice is kept once, where it
+    /// came first (reads skip later mentions). Events entering a minipool are new to this node, so their envelopes are
     /// written without looking first, and as plain inserts rather than a transaction: sled's
     /// transactions read every key they write and take a lock that waits out a flush under
     /// way (`cargo bench -p rill-store --bench writes`: a one-event addition while flushes
@@ -120,13 +128,24 @@ impl Store {
             return Ok(());
         }
         let prefix = keys::stream_prefix(id);
-        let first = match self.minipool.scan_prefix(prefix).keys().next_back() {
-            Some(key) => keys::num_of(&key?) + 1,
-            None => 0,
+        let (first, mut open) = match self.minipool.scan_prefix(prefix).next_back() {
+            Some(row) => {
+                let (key, value) = row?;
+                let seq = keys::num_of(&key);
+                if value.len() < APPEND_BELOW * 32 {
+                    (seq, decode(&value)?)
+                } else {
+                    (seq + 1, Vec::new())
+                }
+            }
+            None => (0, Vec::new()),
         };
-        let rows: Vec<([u8; 40], Vec<u8>)> = (first..)
-            .zip(hashes.chunks(ROW_HASHES))
-            .map(|(seq, chunk)| (keys::numbered(id, seq), encode(chunk)))
+        let room = ROW_HASHES.saturating_sub(open.len()).min(hashes.len());
+        open.extend_from_slice(&hashes[..room]);
+        let rows: Vec<([u8; 40], Vec<u8>)> = std::iter::once(open.as_slice())
+            .chain(hashes[room..].chunks(ROW_HASHES))
+            .zip(first..)
+            .map(|(chunk, seq)| (keys::numbered(id, seq), encode(chunk)))
             .collect();
         for (hash, envelope) in envelopes {
             self.events.insert(hash.as_slice(), envelope)?;

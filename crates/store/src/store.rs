@@ -144,7 +144,7 @@ pub struct Store {
     pub(crate) db: sled::Db,
     pub(crate) events: sled::Tree,
     pub(crate) streams: sled::Tree,
-    /// Per stream, one row per minipool addition: the hashes it brought, in order.
+    /// Per stream, the minipool's hashes in rows, in arrival order.
     pub(crate) minipool: sled::Tree,
     pub(crate) candidates: sled::Tree,
     pub(crate) miniblocks: sled::Tree,

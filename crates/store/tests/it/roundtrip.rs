@@ -189,6 +189,53 @@ fn a_promotion_that_uses_part_of_a_write_keeps_the_rest_in_arrival_order() {
 }
 
 #[test]
+fn one_event_additions_share_rows_and_keep_arrival_order_through_a_promotion_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis();
+    // 100 events one at a time (rows appended to), one of them again, then one addition
+    // larger than a row, then one more alone (after a full row: a new row).
+    let pool: Vec<_> = (0..1_200).map(|i| message(&g, i)).collect();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .create_stream(&STREAM, &[key(1).address()], &g)
+            .unwrap();
+        for event in &pool[..100] {
+            store
+                .add_to_minipool(&STREAM, std::slice::from_ref(event))
+                .unwrap();
+        }
+        store
+            .add_to_minipool(&STREAM, std::slice::from_ref(&pool[7]))
+            .unwrap();
+        store.add_to_minipool(&STREAM, &pool[100..1_199]).unwrap();
+        store
+            .add_to_minipool(&STREAM, std::slice::from_ref(&pool[1_199]))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        hashes(&store.load(&STREAM, 32).unwrap().minipool),
+        hashes(&pool),
+        "arrival order, each event once"
+    );
+    // A miniblock of every third event, across all the rows.
+    let used: Vec<_> = pool.iter().step_by(3).cloned().collect();
+    store.promote(&STREAM, &next(Some(&g), used)).unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let left: Vec<_> = pool
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, e)| e.hash())
+        .collect();
+    assert_eq!(hashes(&store.load(&STREAM, 32).unwrap().minipool), left);
+}
+
+#[test]
 fn a_minipool_written_by_the_first_layout_loads() {
     use prost::Message as _;
     let dir = tempfile::tempdir().unwrap();
