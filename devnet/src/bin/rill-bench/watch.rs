@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::B256;
 use rill_client::Client;
-use rill_protocol::{ParsedMiniblock, StreamId, pb};
+use rill_protocol::{ParsedEvent, StreamId, pb};
 
 /// What happened to one event.
 #[derive(Default, Clone)]
@@ -45,31 +45,64 @@ pub(crate) async fn watch(
             continue;
         };
         let now = Instant::now();
+        // Everything but the bookkeeping happens before the lock: the writers and the other
+        // watchers take it too, and a watcher holding it while it opens a miniblock of
+        // thousands of events would delay them and show up as their latency.
+        let updates: Vec<Seen> = batch
+            .updates
+            .into_iter()
+            .filter_map(|update| {
+                after = after.max(update.seq);
+                match update.kind? {
+                    pb::stream_update::Kind::Event(e) => {
+                        Some(Seen::Pooled(B256::from_slice(&e.hash)))
+                    }
+                    pb::stream_update::Kind::Miniblock(m) => Some(Seen::Promoted {
+                        round: round_of(&m),
+                        events: m.events,
+                    }),
+                }
+            })
+            .collect();
         let mut book = book.lock().expect("lock");
-        for update in batch.updates {
-            after = after.max(update.seq);
-            match update.kind {
-                Some(pb::stream_update::Kind::Event(e)) => {
-                    book.entry(B256::from_slice(&e.hash))
+        for seen in updates {
+            match seen {
+                Seen::Pooled(hash) => {
+                    book.entry(hash)
                         .or_default()
                         .seen
                         .entry(replica)
                         .or_insert(now);
                 }
-                Some(pb::stream_update::Kind::Miniblock(m)) => {
-                    let round = ParsedMiniblock::open_stored(m.clone())
-                        .ok()
-                        .map(|mb| (mb.header().chain_block, mb.header().timestamp_ms));
-                    for e in m.events {
+                Seen::Promoted { round, events } => {
+                    for e in events {
                         let times = book.entry(B256::from_slice(&e.hash)).or_default();
                         times.promoted.entry(replica).or_insert(now);
                         times.round = times.round.or(round);
                     }
                 }
-                None => {}
             }
         }
     }
+}
+
+/// What one update of a watched replica showed.
+enum Seen {
+    /// An event entered its minipool.
+    Pooled(B256),
+    /// A miniblock was promoted, cut by `round`.
+    Promoted {
+        round: Option<(u64, u64)>,
+        events: Vec<pb::Envelope>,
+    },
+}
+
+/// The round that cut a promoted miniblock: its chain block and its build time, read from its
+/// header alone (its events' hashes are checked by the nodes, not here).
+fn round_of(miniblock: &pb::Miniblock) -> Option<(u64, u64)> {
+    let header = ParsedEvent::open_stored(miniblock.header.clone()?).ok()?;
+    let header = header.miniblock_header()?;
+    Some((header.chain_block, header.timestamp_ms))
 }
 
 /// Latencies of the sent events that every one of `replicas` saw: add → every replica's
