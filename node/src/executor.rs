@@ -220,7 +220,11 @@ impl Executor {
                 }
                 Write::DropFromMinipool { stream, hashes }
             }
-            StoreOp::StoreCandidate { stream, miniblock } => {
+            StoreOp::StoreCandidate {
+                stream,
+                miniblock,
+                pooled,
+            } => {
                 if miniblock.producer() == self.me {
                     self.timings.built.insert(miniblock.hash(), Instant::now());
                     if let Some(seen) = self.timings.block_seen {
@@ -229,7 +233,11 @@ impl Executor {
                             .observe(seen.elapsed().as_secs_f64());
                     }
                 }
-                Write::StoreCandidate { stream, miniblock }
+                Write::StoreCandidate {
+                    stream,
+                    miniblock,
+                    pooled,
+                }
             }
             StoreOp::Promote { stream, miniblock } => Write::Promote { stream, miniblock },
             StoreOp::Rebase {

@@ -65,6 +65,9 @@ pub enum StoreOp {
         stream: StreamId,
         /// The candidate.
         miniblock: ParsedMiniblock,
+        /// Per event of the candidate, whether it is in this node's minipool, whose
+        /// envelopes the store holds already: only the others need looking up.
+        pooled: Vec<bool>,
     },
     /// Promote the miniblock: store it, remove its events from the minipool and every
     /// candidate up to its number, and move the head.

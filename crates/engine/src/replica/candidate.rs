@@ -120,6 +120,7 @@ impl Replica {
         let stream = self.id();
         ctx.store(StoreOp::StoreCandidate {
             stream,
+            pooled: self.pooled(&miniblock),
             miniblock: miniblock.clone(),
         });
         for node in self.live_peers(ctx) {
@@ -325,11 +326,22 @@ impl Replica {
         if !self.candidates.held.contains_key(&miniblock.hash()) {
             ctx.store(StoreOp::StoreCandidate {
                 stream: self.id(),
+                pooled: self.pooled(&miniblock),
                 miniblock: miniblock.clone(),
             });
             self.candidates.keep(miniblock);
         }
         self.try_promote(ctx);
+    }
+
+    /// Per event of `miniblock`, whether it is in the minipool (so its envelope is stored
+    /// already, by the write that admitted it or the load that restored it).
+    fn pooled(&self, miniblock: &ParsedMiniblock) -> Vec<bool> {
+        miniblock
+            .events()
+            .iter()
+            .map(|e| self.pool.contains(&e.hash()))
+            .collect()
     }
 
     /// Candidates that waited for a chain block: checked again now that one arrived.

@@ -428,6 +428,19 @@ fn quorum_event_missing_at_the_leader_is_taken_from_the_replies() {
     // `own` is held by the leader alone: 1 of 3 is no majority. `e` is held by 2 of 3.
     let hashes: Vec<B256> = candidate.events().iter().map(|x| x.hash()).collect();
     assert_eq!(hashes, vec![e.hash()]);
+    // The store is told an event is pooled (its envelope is not looked up) only if a write
+    // before the candidate's put it in the minipool.
+    let mut admitted = Vec::new();
+    for effect in &candidate_effects {
+        match effect {
+            Effect::Store(StoreOp::AddToMinipool { event, .. }) => admitted.push(event.hash()),
+            Effect::Store(StoreOp::StoreCandidate { pooled, .. }) => {
+                assert_eq!(pooled, &vec![admitted.contains(&e.hash())]);
+                break;
+            }
+            _ => {}
+        }
+    }
     assert!(
         registrations(&candidate_effects).is_empty(),
         "not registered before a replica stored it"
@@ -453,6 +466,41 @@ fn a_candidate_is_registered_once_more_than_half_of_the_nodes_stored_it() {
     assert_eq!(registered[0].hash, candidate.hash());
     // The second answer registers nothing more.
     assert!(registrations(&t.offer(leader, &candidate, &[2])).is_empty());
+}
+
+#[test]
+fn a_stored_candidate_tells_the_store_which_of_its_events_the_minipool_holds() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    // Nodes 0 and 1 hold `e` (a majority); node 2 has never seen it.
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    for i in 0..2 {
+        t.engines[i].add_event(0, t.stream, e.clone()).unwrap();
+    }
+    let pooled_in = |effects: &[Effect]| {
+        effects.iter().find_map(|x| match x {
+            Effect::Store(StoreOp::StoreCandidate { pooled, .. }) => Some(pooled.clone()),
+            _ => None,
+        })
+    };
+    let (_, effects) = t.round(leader, block);
+    assert_eq!(
+        pooled_in(&effects),
+        Some(vec![true]),
+        "the leader's own pool"
+    );
+    let candidate = Three::candidate_in(&effects);
+    for (replica, pooled) in [(1, true), (2, false)] {
+        let answer =
+            t.engines[replica].candidate(1500, t.addrs[leader], t.stream, candidate.clone());
+        assert!(matches!(answer.answer, CandidateVerdict::Stored));
+        assert_eq!(
+            pooled_in(&answer.effects),
+            Some(vec![pooled]),
+            "replica {replica}: its envelope is looked up (and written) only if not pooled"
+        );
+    }
 }
 
 #[test]

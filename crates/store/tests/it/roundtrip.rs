@@ -52,6 +52,40 @@ fn stream_survives_a_reopen_with_its_chain_minipool_and_candidates() {
 }
 
 #[test]
+fn a_candidate_told_which_events_are_pooled_writes_the_others_and_reopens_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis();
+    let pooled: Vec<_> = (0..3).map(|i| message(&g, i)).collect();
+    let fetched = message(&g, 3);
+    let mut events = pooled.clone();
+    events.insert(1, fetched.clone());
+    let m1 = next(Some(&g), events);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .create_stream(&STREAM, &[key(1).address()], &g)
+            .unwrap();
+        store.add_to_minipool(&STREAM, &pooled).unwrap();
+        store
+            .store_pooled_candidate(&STREAM, &m1, &[true, false, true, true])
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.events(&[fetched.hash()]).unwrap().len(),
+        1,
+        "the event not in the minipool was written with the candidate"
+    );
+    let restored = store.load(&STREAM, 32).unwrap();
+    assert_eq!(restored.candidates, vec![m1.clone()]);
+    store.promote(&STREAM, &m1).unwrap();
+    let wire = store.miniblocks(&STREAM, 1, 1).unwrap();
+    let reopened = ParsedMiniblock::open(wire[0].clone(), &Limits::default()).unwrap();
+    assert_eq!(reopened, m1);
+}
+
+#[test]
 fn a_batch_enters_the_minipool_in_order_once_and_its_events_are_not_written_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
