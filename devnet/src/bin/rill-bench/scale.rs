@@ -207,6 +207,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
             rss.saturating_sub(empty) / held.max(1)
         );
     }
+    drop(devnet);
+    let costs = crypto::measure_again(costs);
     crypto::report(&costs, args.replication, finalized);
     Ok(())
 }

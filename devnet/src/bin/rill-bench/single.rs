@@ -186,6 +186,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         "| event signatures recovered per event sent, all nodes (replication {replication}) | {:.2} |",
         recovered / total as f64
     );
+    drop(devnet);
+    let costs = crypto::measure_again(costs);
     crypto::report(&costs, args.replication, finalized);
     Ok(())
 }
