@@ -55,6 +55,15 @@ fn per(total: Duration, n: usize) -> String {
     format!("{:.1} µs", total.as_secs_f64() * 1e6 / n as f64)
 }
 
+/// One row of the table: `writes` writes of `events` events in all took `took`.
+fn row(write: &str, took: Duration, writes: usize, events: usize) {
+    println!(
+        "| {write} | {} | {} |",
+        per(took, writes),
+        per(took, events)
+    );
+}
+
 fn main() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = Store::open(dir.path()).expect("a store");
@@ -66,17 +75,19 @@ fn main() {
     let mut salt = 0;
     let mut head = g.clone();
     for (batch, writes) in [(1usize, 2_000usize), (10, 400), (100, 50), (1_000, 5)] {
-        let events = messages(&g, (batch * writes) as u64, salt);
-        salt += (batch * writes) as u64;
+        let count = batch * writes;
+        let events = messages(&g, count as u64, salt);
+        salt += count as u64;
         let started = Instant::now();
         for chunk in events.chunks(batch) {
             store.add_to_minipool(&STREAM, chunk).expect("added");
         }
         let took = started.elapsed();
-        println!(
-            "| minipool addition, {batch} events | {} | {} |",
-            per(took, writes),
-            per(took, batch * writes)
+        row(
+            &format!("minipool addition, {batch} events"),
+            took,
+            writes,
+            count,
         );
         let miniblock = next(&head, events);
         // The same candidate twice: told its events are in the minipool (as the node does),
@@ -88,22 +99,17 @@ fn main() {
                 .store_pooled_candidate(&STREAM, &miniblock, pooled)
                 .expect("candidate");
             let took = started.elapsed();
-            println!(
-                "| candidate of {} events, {how} | {} | {} |",
-                batch * writes,
-                per(took, 1),
-                per(took, batch * writes)
+            row(
+                &format!("candidate of {count} events, {how}"),
+                took,
+                1,
+                count,
             );
         }
         let started = Instant::now();
         store.promote(&STREAM, &miniblock).expect("promoted");
         let took = started.elapsed();
-        println!(
-            "| promotion of {} events | {} | {} |",
-            batch * writes,
-            per(took, 1),
-            per(took, batch * writes)
-        );
+        row(&format!("promotion of {count} events"), took, 1, count);
         head = miniblock;
     }
     // Writes while another thread flushes whenever the last flush ended (group commit).
@@ -127,11 +133,8 @@ fn main() {
             store.add_to_minipool(&STREAM, chunk).expect("added");
         }
         let took = started.elapsed();
-        println!(
-            "| minipool addition, {batch} events, flushes meanwhile | {} | {} |",
-            per(took, writes),
-            per(took, 20_000)
-        );
+        let write = format!("minipool addition, {batch} events, flushes meanwhile");
+        row(&write, took, writes, 20_000);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     println!(
