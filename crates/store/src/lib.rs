@@ -1,10 +1,9 @@
 //! Persistence of a node's streams in sled.
 //!
 //! Trees: `events` (hash → envelope bytes, shared by minipools, candidates and miniblocks),
-//! `streams` (id → its nodes), `minipool` (id ‖ seq → hashes in arrival order, a
-//! row appended to while it is small), `candidates` (id ‖ num ‖ hash →
-//! miniblock), `miniblocks` (id ‖ num → miniblock), `heads` (id → num ‖ hash) and `meta` (the
-//! last chain block seen).
+//! `streams` (id → its nodes), `minipool` (id ‖ seq → hashes in arrival order, a row
+//! appended to while it is small), `candidates` (id ‖ num ‖ hash → miniblock), `miniblocks`
+//! (id ‖ num → miniblock), `heads` (id → num ‖ hash) and `meta` (the last chain block seen).
 //! Storing a candidate and promoting a miniblock are each one sled transaction, so a node
 //! killed at any point reopens to a consistent state; [`Store::load`] rebuilds what the engine
 //! needs after a restart.

@@ -26,7 +26,8 @@ const ROW_HASHES: usize = 1024;
 /// An addition appends to the stream's last row while it holds fewer hashes than this (1 KiB),
 /// and starts a new row otherwise. Rewriting a small row costs an addition little; a
 /// promotion removes one row per this many events where one-event additions used to leave
-/// one row each (`cargo bench -p rill-store --bench writes`; BENCHMARKS.md, "Pool rows").
+/// one row each (`cargo bench -p rill-store --bench writes`; BENCHMARKS.md, "The writes at
+/// each block").
 const APPEND_BELOW: usize = 32;
 
 /// A row's hashes.
@@ -105,14 +106,14 @@ impl Store {
     /// Adds events to the stream's minipool, in order: their envelopes, then their hashes, on
     /// the stream's last row if it is small, on a new row otherwise (one row write, more for
     /// an addition of more than a row's worth). An event named twice is kept once, where it
-    /// came first (reads skip later mentions). Events entering a minipool are new to this node, so their envelopes are
-    /// written without looking first, and as plain inserts rather than a transaction: sled's
-    /// transactions read every key they write and take a lock that waits out a flush under
-    /// way (`cargo bench -p rill-store --bench writes`: a one-event addition while flushes
-    /// run costs 4–5 times less this way). The row goes after the envelopes in the log, so a
-    /// node killed in between reopens with some envelopes and no row: envelopes nothing
-    /// names, which no read reaches (reads go through rows and headers) and which the event's
-    /// next arrival writes again.
+    /// came first (reads skip later mentions). Events entering a minipool are new to this
+    /// node, so their envelopes are written without looking first, and as plain inserts
+    /// rather than a transaction: sled's transactions read every key they write and take a
+    /// lock that waits out a flush under way (`cargo bench -p rill-store --bench writes`: a
+    /// one-event addition while flushes run costs 4–5 times less this way). The row goes
+    /// after the envelopes in the log, so a node killed in between reopens with some
+    /// envelopes and the row as it was: envelopes nothing names, which no read reaches (reads
+    /// go through rows and headers) and which the event's next arrival writes again.
     pub fn add_to_minipool(&self, id: &StreamId, events: &[ParsedEvent]) -> Result<(), StoreError> {
         let mut seen = HashSet::with_capacity(events.len());
         let mut hashes = Vec::with_capacity(events.len());
