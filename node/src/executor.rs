@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use alloy_primitives::{Address, B256};
+use prometheus_client::metrics::histogram::Histogram;
 use rill_chain::{MiniblockRegistration, Registrar};
 use rill_engine::{Effect, Notification, Registration, RegistrationKind, StoreOp};
 use rill_p2p::P2p;
@@ -337,6 +338,14 @@ impl Executor {
         self.registration_queue.rounds(leading);
     }
 
+    /// Observes in `histogram` the time since `hash` was admitted here from a client (events
+    /// from peers are not timed).
+    fn since_client_add(&self, hash: &B256, histogram: &Histogram) {
+        if let Some(at) = self.timings.client_events.get(hash) {
+            histogram.observe(at.elapsed().as_secs_f64());
+        }
+    }
+
     fn notify(&mut self, notification: Notification) {
         match notification {
             Notification::EventAdmitted { stream, event } => {
@@ -346,19 +355,11 @@ impl Executor {
                 }
             }
             Notification::EventQuorum { hash, .. } => {
-                if let Some(at) = self.timings.client_events.get(&hash) {
-                    self.metrics
-                        .add_to_quorum
-                        .observe(at.elapsed().as_secs_f64());
-                }
+                self.since_client_add(&hash, &self.metrics.add_to_quorum);
                 self.after_writes.push(After::Quorum(hash));
             }
             Notification::EventReplicated { hash, .. } => {
-                if let Some(at) = self.timings.client_events.get(&hash) {
-                    self.metrics
-                        .add_to_replicated
-                        .observe(at.elapsed().as_secs_f64());
-                }
+                self.since_client_add(&hash, &self.metrics.add_to_replicated);
                 self.after_writes.push(After::Replicated(hash));
             }
             Notification::MiniblockPromoted { stream, miniblock } => {

@@ -156,18 +156,17 @@ impl Router {
             let (arriving, hashes): (Vec<_>, Vec<_>) =
                 hashes.into_iter().partition(|h| self.opening.contains(h));
             let announced = [
-                PeerGossip::InPool(hashes),
-                PeerGossip::InPoolArriving(arriving),
+                (hashes, PeerGossip::InPool as fn(_) -> _),
+                (arriving, PeerGossip::InPoolArriving),
             ];
-            for gossip in announced {
-                if let PeerGossip::InPool(h) | PeerGossip::InPoolArriving(h) = &gossip
-                    && h.is_empty()
-                {
+            for (hashes, gossip) in announced {
+                if hashes.is_empty() {
                     continue;
                 }
-                let answer = streams
-                    .for_stream(&stream)
-                    .gossip(now_ms, from, stream, gossip);
+                let answer =
+                    streams
+                        .for_stream(&stream)
+                        .gossip(now_ms, from, stream, gossip(hashes));
                 executor.run(answer.effects);
                 verdict = combine(verdict, answer.answer);
             }
