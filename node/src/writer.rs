@@ -5,7 +5,9 @@
 //! promotion, a watcher's update) waits until the applied position passes it; what must
 //! survive a crash (an acknowledgement, an announcement that counts toward a quorum, a vote
 //! for a candidate, a registration) waits for a flush that covers it ([`Writer::durable`]:
-//! group commit, one flush for every write since the last, on a task of its own).
+//! group commit, one flush for every write since the last). The writer thread flushes too,
+//! between its batches of writes, so neither a flush nor its completion is handed to another
+//! thread.
 //!
 //! A failed write stops the writer: neither position passes it, so nothing that followed it
 //! leaves the node, and the loop stops the node (fail-stop; a restart reloads what the store
@@ -13,12 +15,13 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
 use rill_store::{Store, StoreError, Write};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{error, warn};
 
 /// Jobs the writer takes before it publishes its position (a backlog is published in steps).
@@ -34,6 +37,8 @@ enum Job {
     LastBlock(u64),
     /// A write that fails (fault injection).
     Fail(StoreError),
+    /// Not a write: a [`Writer::durable`] asked for a flush (no position of its own).
+    Flush,
 }
 
 /// How far the writer got: positions count jobs, from 1.
@@ -57,17 +62,18 @@ struct Shared {
 #[derive(Clone)]
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    wake_flusher: mpsc::Sender<()>,
+    /// To wake the writer thread for a flush when it has no writes to do.
+    jobs: SyncSender<Job>,
 }
 
 /// The submitting side: owned by the node's loop (the executor), the store's one writer.
 pub(crate) struct WriteQueue {
-    jobs: std::sync::mpsc::SyncSender<Job>,
+    jobs: SyncSender<Job>,
     writer: Writer,
 }
 
 impl WriteQueue {
-    /// Starts the writer thread and the flusher task.
+    /// Starts the writer thread.
     pub(crate) fn spawn(store: Store, writes: Histogram, flushes: Histogram) -> Self {
         let (progress, _) = watch::channel(Progress::default());
         let shared = Arc::new(Shared {
@@ -77,20 +83,17 @@ impl WriteQueue {
             failure: Mutex::new(None),
         });
         let (jobs, queue) = std::sync::mpsc::sync_channel(WRITE_QUEUE);
-        let thread_store = store.clone();
         let thread_shared = shared.clone();
         std::thread::Builder::new()
             .name("rill-store-writer".into())
-            .spawn(move || write_jobs(thread_store, queue, thread_shared, writes))
+            .spawn(move || write_jobs(store, queue, thread_shared, writes, flushes))
             .expect("a thread for the store writer");
-        let (wake_flusher, woken) = mpsc::channel(1);
-        tokio::spawn(flush_marks(store, woken, shared.clone(), flushes));
         Self {
-            jobs,
             writer: Writer {
                 shared,
-                wake_flusher,
+                jobs: jobs.clone(),
             },
+            jobs,
         }
     }
 
@@ -150,9 +153,12 @@ impl Writer {
     /// first.
     pub(crate) fn durable(&self) -> impl Future<Output = bool> + Send + 'static {
         let position = self.submitted();
-        self.shared.marked.fetch_max(position, Ordering::AcqRel);
-        // A full channel means a wake-up is already pending; it will see this mark.
-        let _ = self.wake_flusher.try_send(());
+        let marked_before = self.shared.marked.fetch_max(position, Ordering::AcqRel);
+        // A mark at or past this one already sent its wake-up. A full queue means the writer
+        // has jobs to take: it reads the marks after them.
+        if marked_before < position {
+            let _ = self.jobs.try_send(Job::Flush);
+        }
         let mut progress = self.shared.progress.subscribe();
         async move {
             progress
@@ -184,15 +190,16 @@ impl Writer {
     }
 }
 
-/// The writer thread: applies jobs in order and publishes its position; stops at the first
-/// failure.
+/// The writer thread: applies jobs in order and publishes its position, and after each batch
+/// of jobs flushes if a [`Writer::durable`] asked for it; stops at the first failed write.
 fn write_jobs(
     store: Store,
-    queue: std::sync::mpsc::Receiver<Job>,
+    queue: Receiver<Job>,
     shared: Arc<Shared>,
     writes: Histogram,
+    flushes: Histogram,
 ) {
-    let mut position = 0u64;
+    let (mut position, mut flushed, mut target) = (0u64, 0u64, 0u64);
     while let Ok(first) = queue.recv() {
         let mut next = Some(first);
         let mut taken = 0;
@@ -202,6 +209,10 @@ fn write_jobs(
                 Job::Write(write) => store.write(&write),
                 Job::LastBlock(number) => store.set_last_block(number),
                 Job::Fail(error) => Err(error),
+                Job::Flush => {
+                    next = queue.try_recv().ok();
+                    continue;
+                }
             };
             writes.observe(started.elapsed().as_secs_f64());
             if let Err(e) = written {
@@ -217,48 +228,33 @@ fn write_jobs(
             }
         }
         shared.progress.send_modify(|p| p.applied = position);
+        // A flush waits until the writes marked when it was asked for are all written, and
+        // covers every write by then: one flush for many marks (group commit). The target
+        // stays put until it is reached, so marks that keep coming do not put it off.
+        if target <= flushed {
+            target = shared.marked.load(Ordering::Acquire);
+        }
+        if target > flushed && position >= target {
+            flush(&store, &flushes);
+            flushed = position;
+            shared.progress.send_modify(|p| p.flushed = position);
+        }
     }
 }
 
-/// The flusher: on each wake-up, flushes once everything marked is written, covering every
-/// write up to the position it then read.
-async fn flush_marks(
-    store: Store,
-    mut woken: mpsc::Receiver<()>,
-    shared: Arc<Shared>,
-    flushes: Histogram,
-) {
-    let mut progress = shared.progress.subscribe();
-    while woken.recv().await.is_some() {
-        loop {
-            let marked = shared.marked.load(Ordering::Acquire);
-            let Ok(now) = progress
-                .wait_for(|p| p.failed || p.flushed >= marked || p.applied >= marked)
-                .await
-                .map(|p| *p)
-            else {
-                return;
-            };
-            if now.failed {
+/// Flushes everything written so far, retrying until it succeeds: nothing waiting on a flush
+/// is told otherwise, and the writes queue up (backpressure) meanwhile.
+fn flush(store: &Store, flushes: &Histogram) {
+    loop {
+        let started = Instant::now();
+        match store.flush() {
+            Ok(()) => {
+                flushes.observe(started.elapsed().as_secs_f64());
                 return;
             }
-            if now.flushed >= marked {
-                break;
-            }
-            // Everything up to `now.applied` was written before this flush starts.
-            let store = store.clone();
-            let started = Instant::now();
-            match tokio::task::spawn_blocking(move || store.flush()).await {
-                Ok(Ok(())) => {
-                    flushes.observe(started.elapsed().as_secs_f64());
-                    shared
-                        .progress
-                        .send_modify(|p| p.flushed = p.flushed.max(now.applied));
-                }
-                other => {
-                    warn!(?other, "store flush failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            Err(e) => {
+                warn!(%e, "store flush failed; retrying");
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
@@ -298,6 +294,39 @@ mod tests {
         assert!(writer.applied_now() >= 500);
         writer.settle(last);
         assert!(writer.take_failure().is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_durable_is_served_while_writes_keep_coming_and_after_they_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, queue) = spawn(dir.path());
+        let writer = queue.writer();
+        let mut waits = Vec::new();
+        for block in 1..=3000 {
+            queue.last_block(block);
+            if block % 100 == 0 {
+                // Asked while the writer is busy with a backlog, from tasks of their own (a
+                // mark at or past another's sends no wake-up of its own).
+                let writer = writer.clone();
+                waits.push(tokio::spawn(async move {
+                    let asked_at = writer.submitted();
+                    (asked_at, writer.durable().await)
+                }));
+            }
+        }
+        for wait in waits {
+            let (asked_at, durable) = wait.await.unwrap();
+            assert!(durable);
+            assert!(writer.shared.progress.borrow().flushed >= asked_at);
+        }
+        // Asked once the writer is idle: its wake-up is the only job it gets (a lost wake-up
+        // would wait forever).
+        assert!(writer.applied(3000).await);
+        let idle = tokio::time::timeout(Duration::from_secs(30), writer.durable());
+        assert_eq!(idle.await.ok(), Some(true), "served");
+        assert_eq!(writer.shared.progress.borrow().flushed, 3000);
+        // Everything is flushed already: nothing to wait for.
+        assert!(writer.durable().await);
     }
 
     #[tokio::test]
