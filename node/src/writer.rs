@@ -319,12 +319,16 @@ mod tests {
             assert!(durable);
             assert!(writer.shared.progress.borrow().flushed >= asked_at);
         }
-        // Asked once the writer is idle: its wake-up is the only job it gets (a lost wake-up
-        // would wait forever).
-        assert!(writer.applied(3000).await);
+        assert!(writer.durable().await);
+        assert_eq!(writer.shared.progress.borrow().flushed, 3000);
+        // A write already written, then a flush asked once the writer waits for jobs again:
+        // the wake-up is the only job it gets (a lost one would leave the ask unserved).
+        let last = queue.last_block(3001);
+        assert!(writer.applied(last).await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let idle = tokio::time::timeout(Duration::from_secs(30), writer.durable());
         assert_eq!(idle.await.ok(), Some(true), "served");
-        assert_eq!(writer.shared.progress.borrow().flushed, 3000);
+        assert_eq!(writer.shared.progress.borrow().flushed, last);
         // Everything is flushed already: nothing to wait for.
         assert!(writer.durable().await);
     }
