@@ -102,14 +102,19 @@ fn stream_id(bytes: &[u8]) -> Result<StreamId, pb::Error> {
 /// Serves one query. The outer error is the store's, the inner one the asker's.
 fn read(store: &Store, query: Query) -> Result<Result<Found, pb::Error>, StoreError> {
     Ok(match query {
-        Query::Events(request) => {
-            let hashes: Vec<B256> = request
-                .hashes
-                .iter()
-                .filter_map(|h| B256::try_from(h.as_slice()).ok())
-                .collect();
-            Ok(Found::Events(store.events_page(&hashes, PAGE_BYTES)?))
-        }
+        Query::Events(request) => match stream_id(&request.stream_id) {
+            Err(e) => Err(e),
+            Ok(stream) => {
+                let hashes: Vec<B256> = request
+                    .hashes
+                    .iter()
+                    .filter_map(|h| B256::try_from(h.as_slice()).ok())
+                    .collect();
+                Ok(Found::Events(
+                    store.events_page(&stream, &hashes, PAGE_BYTES)?,
+                ))
+            }
+        },
         Query::Miniblocks(request) => match stream_id(&request.stream_id) {
             Err(e) => Err(e),
             Ok(stream) => {

@@ -6,7 +6,7 @@ use rill_protocol::{ParsedMiniblock, StreamId};
 use sled::Transactional;
 
 use crate::keys;
-use crate::store::{Store, StoreError, TxResult};
+use crate::store::{Store, StoreError, TxResult, encode, insert_parts};
 
 /// Miniblocks a stream skipped when its replica jumped to a peer's snapshot: `down_to..below`
 /// are missing, and miniblock `below - 1` must hash to `hash`.
@@ -91,18 +91,14 @@ impl Store {
                 "backfill of stream {id} does not close the top of its gap {gap:?}"
             )));
         }
-        let encoded: Vec<_> = miniblocks
-            .iter()
-            .map(|m| Ok((m.num(), self.encode_new(m)?)))
-            .collect::<Result<_, StoreError>>()?;
+        let encoded: Vec<_> = miniblocks.iter().map(|m| (m.num(), encode(m))).collect();
         let rest = rest.map(StoredGap::encode);
-        (&self.events, &self.miniblocks, &self.gaps).transaction(
-            |(tree, stored, gaps)| -> TxResult<()> {
-                for (num, (header, events)) in &encoded {
-                    for (hash, bytes) in events {
-                        tree.insert(hash.as_slice(), bytes.as_slice())?;
-                    }
-                    stored.insert(keys::numbered(id, *num).as_slice(), header.as_slice())?;
+        (&self.bodies, &self.miniblocks, &self.gaps).transaction(
+            |(bodies, stored, gaps)| -> TxResult<()> {
+                for (num, (header, parts)) in &encoded {
+                    let key = keys::numbered(id, *num);
+                    insert_parts(bodies, &key, parts)?;
+                    stored.insert(key.as_slice(), header.as_slice())?;
                 }
                 match &rest {
                     Some(rest) => {

@@ -26,3 +26,10 @@ pub(crate) fn num_of(key: &[u8]) -> u64 {
     bytes.copy_from_slice(&key[32..40]);
     u64::from_be_bytes(bytes)
 }
+
+/// The key of a stored value's `index`-th part: `prefix ‖ index`.
+pub(crate) fn part(prefix: &[u8], index: usize) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&(index as u16).to_be_bytes());
+    key
+}

@@ -1,17 +1,21 @@
 //! Persistence of a node's streams in sled.
 //!
-//! Trees: `events` (hash → envelope bytes, shared by minipools, candidates and miniblocks),
-//! `streams` (id → its nodes), `minipool` (id ‖ seq → hashes in arrival order, a row
-//! appended to while it is small), `candidates` (id ‖ num ‖ hash → miniblock), `miniblocks`
-//! (id ‖ num → miniblock), `heads` (id → num ‖ hash) and `meta` (the last chain block seen).
-//! Storing a candidate and promoting a miniblock are each one sled transaction, so a node
-//! killed at any point reopens to a consistent state; [`Store::load`] rebuilds what the engine
-//! needs after a restart.
+//! Trees: `streams` (id → its nodes), `pool` (id ‖ seq → the minipool's events, hash and
+//! envelope, in arrival order: a row appended to while it is small), `candidates` (id ‖ num ‖
+//! hash → header) with `candidate_bodies` (… ‖ part → its events that were not in the pool),
+//! `miniblocks` (id ‖ num → header) with `bodies` (… ‖ part → its events), `heads` (id → num ‖
+//! hash), `gaps` and `meta` (the last chain block seen). Envelopes are stored in runs, a row
+//! or a part of up to 32 KiB, never one key per event: sled charges per insert, whatever the
+//! value's size. `events` (hash → envelope) is an older version's layout, read and never
+//! written. Promoting a miniblock is one sled transaction, so a node killed at any point
+//! reopens to a consistent state; [`Store::load`] rebuilds what the engine needs after a
+//! restart.
 //!
 //! It owns the bytes on disk and nothing else: it decides nothing (the engine does; the node
 //! turns the engine's store effects into [`Write`]s) and re-opens everything it reads, so a
 //! corrupted file yields an error, never a bad event.
 
+mod entries;
 mod gap;
 mod keys;
 mod minipool;

@@ -1,23 +1,26 @@
 //! Reads: events, miniblocks and minipools in wire form, in pages bounded in bytes, and a
 //! stream loaded for the engine from its latest snapshot.
 
+use std::collections::HashMap;
+
 use alloy_primitives::B256;
 use prost::Message as _;
 use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId, pb};
 
+use crate::entries;
 use crate::keys;
+
+/// How many of a stream's last promoted miniblocks [`Store::events`] looks in.
+pub(crate) const RECENT_MINIBLOCKS: usize = 4;
 use crate::store::{Store, StoreError, StoredStream, decode_envelope, decode_header};
 
 impl Store {
-    /// The envelopes with these hashes that the store has (minipool or miniblocks).
-    pub fn events(&self, hashes: &[B256]) -> Result<Vec<pb::Envelope>, StoreError> {
-        let mut out = Vec::new();
-        for hash in hashes {
-            if let Some(bytes) = self.events.get(hash.as_slice())? {
-                out.push(decode_envelope(&bytes)?);
-            }
-        }
-        Ok(out)
+    /// The envelopes with these hashes that the store has for the stream: in its minipool,
+    /// its candidates or its last [`RECENT_MINIBLOCKS`] promoted miniblocks (or stored under
+    /// their hashes by an older version). A peer asks for events it heard of and lacks, which
+    /// are not in older miniblocks (those it takes whole, `GetMiniblocks`).
+    pub fn events(&self, id: &StreamId, hashes: &[B256]) -> Result<Vec<pb::Envelope>, StoreError> {
+        self.events_page(id, hashes, usize::MAX)
     }
 
     /// Promoted miniblocks `from ..= to`, in wire form.
@@ -30,7 +33,7 @@ impl Store {
         self.miniblocks
             .range(keys::numbered(id, from)..=keys::numbered(id, to))
             .values()
-            .map(|header| self.assemble(&header?))
+            .map(|header| self.assemble(id, &header?))
             .collect()
     }
 
@@ -55,7 +58,7 @@ impl Store {
             if keys::num_of(&key) != from + page.len() as u64 {
                 return Ok((page, false));
             }
-            let miniblock = self.assemble(&header)?;
+            let miniblock = self.assemble(id, &header)?;
             let size = miniblock.encoded_len();
             if !page.is_empty() && bytes + size > max_bytes {
                 return Ok((page, false));
@@ -66,33 +69,82 @@ impl Store {
         Ok((page, true))
     }
 
-    /// The envelopes with these hashes that the store has (minipool or miniblocks), up to
-    /// `max_bytes` of them (at least one).
+    /// [`Store::events`], up to `max_bytes` of them (at least one).
     pub fn events_page(
         &self,
+        id: &StreamId,
         hashes: &[B256],
         max_bytes: usize,
     ) -> Result<Vec<pb::Envelope>, StoreError> {
+        let mut found = self.pool_envelopes(id)?;
+        let missing =
+            |found: &HashMap<B256, Vec<u8>>| hashes.iter().any(|h| !found.contains_key(h));
+        if missing(&found) {
+            self.gather(
+                &mut found,
+                self.candidate_bodies
+                    .scan_prefix(keys::stream_prefix(id))
+                    .values(),
+            )?;
+        }
+        if missing(&found) {
+            let recent = self
+                .miniblocks
+                .scan_prefix(keys::stream_prefix(id))
+                .keys()
+                .rev()
+                .take(RECENT_MINIBLOCKS);
+            for key in recent {
+                self.gather(&mut found, self.bodies.scan_prefix(key?).values())?;
+                if !missing(&found) {
+                    break;
+                }
+            }
+        }
         let mut out = Vec::new();
         let mut bytes = 0;
         for hash in hashes {
-            if let Some(raw) = self.events.get(hash.as_slice())? {
-                if !out.is_empty() && bytes + raw.len() > max_bytes {
-                    break;
-                }
-                bytes += raw.len();
-                out.push(decode_envelope(&raw)?);
+            let raw = match found.get(hash) {
+                Some(raw) => raw.clone(),
+                None => match self.events.get(hash.as_slice())? {
+                    Some(raw) => raw.to_vec(),
+                    None => continue,
+                },
+            };
+            if !out.is_empty() && bytes + raw.len() > max_bytes {
+                break;
             }
+            bytes += raw.len();
+            out.push(decode_envelope(&raw)?);
         }
         Ok(out)
     }
 
+    /// Adds the envelopes of these parts to `found`.
+    fn gather(
+        &self,
+        found: &mut HashMap<B256, Vec<u8>>,
+        parts: impl Iterator<Item = sled::Result<sled::IVec>>,
+    ) -> Result<(), StoreError> {
+        for part in parts {
+            for entry in entries::decode(&part?)? {
+                found
+                    .entry(entry.hash)
+                    .or_insert_with(|| entry.envelope().to_vec());
+            }
+        }
+        Ok(())
+    }
+
     /// Stored candidates, in wire form.
     pub fn candidates(&self, id: &StreamId) -> Result<Vec<pb::Miniblock>, StoreError> {
+        let pool = self.pool_envelopes(id)?;
         self.candidates
             .scan_prefix(keys::stream_prefix(id))
-            .values()
-            .map(|header| self.assemble(&header?))
+            .map(|row| {
+                let (key, header) = row?;
+                self.assemble_candidate(&key, &header, &pool)
+            })
             .collect()
     }
 
@@ -142,7 +194,7 @@ impl Store {
         let miniblocks = run
             .iter()
             .rev()
-            .map(|header| open_miniblock(self.assemble(header)?))
+            .map(|header| open_miniblock(self.assemble(id, header)?))
             .collect::<Result<Vec<_>, _>>()?;
         let minipool = self
             .minipool(id)?

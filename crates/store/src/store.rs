@@ -1,14 +1,15 @@
 //! The store handle.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use alloy_primitives::{Address, B256};
 use prost::Message as _;
 use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId, pb};
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
+use crate::entries;
 use crate::gap::StoredGap;
 use crate::keys;
 
@@ -44,10 +45,11 @@ impl StoreError {
 /// reopens to a state before or after them, never in between. A minipool addition and a
 /// stored candidate are plain inserts instead (a transaction costs several times more, see
 /// [`Store::add_to_minipool`]), ordered so that what one cut short leaves is harmless: sled
-/// recovers a prefix of its log, so the envelopes come first and what names them (a pool
-/// row, a candidate's header) last. Cut short, they leave envelopes nothing names; an
-/// addition of more than one row's worth of events may also keep its first rows, events the
-/// node had not acknowledged or announced yet (both wait for a flush after the whole write).
+/// recovers a prefix of its log, so a candidate's parts come first and its header, which
+/// names them, last. Cut short, a candidate leaves parts nothing names (the next promotion
+/// removes them); an addition of more than one row's worth of events may keep its first rows,
+/// events the node had not acknowledged or announced yet (both wait for a flush after the
+/// whole write).
 #[derive(Clone, Debug)]
 pub enum Write {
     /// Records a new stream with its nodes and promotes its genesis.
@@ -79,9 +81,9 @@ pub enum Write {
         stream: StreamId,
         /// The candidate.
         miniblock: ParsedMiniblock,
-        /// Per event of the candidate, whether the writer knows this store holds its
-        /// envelope (it is in the minipool): those are not looked up. Empty: look up every
-        /// event.
+        /// Per event of the candidate, whether it is in the stream's minipool: those are read
+        /// from the pool's rows, not written again with the candidate. Empty: write every
+        /// event with it.
         pooled: Vec<bool>,
     },
     /// Promotes a miniblock that follows the stored head.
@@ -146,12 +148,18 @@ pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(crate) db: sled::Db,
+    /// Envelopes under their hashes, as an older version stored them: read, never written.
     pub(crate) events: sled::Tree,
     pub(crate) streams: sled::Tree,
-    /// Per stream, the minipool's hashes in rows, in arrival order.
-    pub(crate) minipool: sled::Tree,
+    /// Per stream, the minipool's entries in rows, in arrival order.
+    pub(crate) pool: sled::Tree,
     pub(crate) candidates: sled::Tree,
+    /// Per candidate, the entries of its events that were not in the pool, in parts.
+    pub(crate) candidate_bodies: sled::Tree,
+    /// Miniblocks' header envelopes.
     pub(crate) miniblocks: sled::Tree,
+    /// Per promoted miniblock, its events' entries in order, in parts.
+    pub(crate) bodies: sled::Tree,
     pub(crate) heads: sled::Tree,
     /// Per stream: the history a jump skipped, until it is backfilled.
     pub(crate) gaps: sled::Tree,
@@ -189,17 +197,21 @@ impl Store {
         let db = open_sled(dir)?;
         // The first layout's per-event index of the minipool; rows say it all now.
         db.drop_tree("minipool_index")?;
-        Ok(Self {
+        let store = Self {
             events: db.open_tree("events")?,
             streams: db.open_tree("streams")?,
-            minipool: db.open_tree("minipool")?,
+            pool: db.open_tree("pool")?,
             candidates: db.open_tree("candidates")?,
+            candidate_bodies: db.open_tree("candidate_bodies")?,
             miniblocks: db.open_tree("miniblocks")?,
+            bodies: db.open_tree("bodies")?,
             heads: db.open_tree("heads")?,
             gaps: db.open_tree("gaps")?,
             meta: db.open_tree("meta")?,
-            db,
-        })
+            db: db.clone(),
+        };
+        store.migrate_pool(&db)?;
+        Ok(store)
     }
 
     /// Makes everything written so far durable. Call before acknowledging to a client.
@@ -252,20 +264,18 @@ impl Store {
             )));
         }
         let record: Vec<u8> = nodes.iter().flat_map(|a| a.0.0).collect();
-        let (header, events) = self.encode_new(genesis)?;
+        let (header, parts) = encode(genesis);
         let mut head_value = 0u64.to_be_bytes().to_vec();
         head_value.extend_from_slice(genesis.hash().as_slice());
-        let trees = (&self.streams, &self.events, &self.miniblocks, &self.heads);
-        trees.transaction(|(streams, tree, miniblocks, heads)| -> TxResult<()> {
+        let trees = (&self.streams, &self.bodies, &self.miniblocks, &self.heads);
+        trees.transaction(|(streams, bodies, miniblocks, heads)| -> TxResult<()> {
             if streams.get(keys::stream_prefix(id))?.is_some() {
                 return Err(ConflictableTransactionError::Abort(StoreError::OutOfOrder(
                     format!("stream {id} is already stored"),
                 )));
             }
             streams.insert(keys::stream_prefix(id).as_slice(), record.as_slice())?;
-            for (hash, bytes) in &events {
-                tree.insert(hash.as_slice(), bytes.as_slice())?;
-            }
+            insert_parts(bodies, &keys::numbered(id, 0), &parts)?;
             miniblocks.insert(keys::numbered(id, 0).as_slice(), header.as_slice())?;
             heads.insert(keys::stream_prefix(id).as_slice(), head_value.as_slice())?;
             Ok(())
@@ -277,7 +287,13 @@ impl Store {
     /// older version recorded without its genesis).
     pub fn remove_stream(&self, id: &StreamId) -> Result<(), StoreError> {
         let prefix = keys::stream_prefix(id);
-        for tree in [&self.minipool, &self.candidates, &self.miniblocks] {
+        for tree in [
+            &self.pool,
+            &self.candidates,
+            &self.candidate_bodies,
+            &self.miniblocks,
+            &self.bodies,
+        ] {
             for key in tree.scan_prefix(prefix).keys() {
                 tree.remove(key?)?;
             }
@@ -304,7 +320,7 @@ impl Store {
     /// work a restarted node must load them for.
     pub fn streams_with_pending(&self) -> Result<BTreeSet<StreamId>, StoreError> {
         let mut out = BTreeSet::new();
-        for tree in [&self.minipool, &self.candidates, &self.gaps] {
+        for tree in [&self.pool, &self.candidates, &self.gaps] {
             let mut key = tree.first()?.map(|(k, _)| k);
             while let Some(k) = key {
                 let id = StreamId::from_slice(&k[..32])
@@ -348,10 +364,10 @@ impl Store {
         )))
     }
 
-    /// Stores a candidate beside other candidates: the envelopes of its events that the store
-    /// lacks, then its header. Like a minipool addition (see [`Store::add_to_minipool`]) these
-    /// are plain inserts in that order, not a transaction: a node killed in between reopens
-    /// with envelopes nothing names, never with a header whose events are missing.
+    /// Stores a candidate beside other candidates: the entries of its events, then its
+    /// header. Like a minipool addition (see [`Store::add_to_minipool`]) these are plain
+    /// inserts in that order, not a transaction: a node killed in between reopens with parts
+    /// nothing names, never with a header whose events are missing.
     pub fn store_candidate(
         &self,
         id: &StreamId,
@@ -362,8 +378,7 @@ impl Store {
 
     /// [`Store::store_candidate`], told which of its events are in the stream's minipool
     /// (`pooled[i]` for the `i`-th; missing entries count as not pooled): their envelopes are
-    /// stored already, so only the others are looked up. The lookups are most of a
-    /// candidate's write (`cargo bench -p rill-store --bench writes`).
+    /// in the pool's rows, so only the others are written with the candidate.
     pub fn store_pooled_candidate(
         &self,
         id: &StreamId,
@@ -371,10 +386,17 @@ impl Store {
         pooled: &[bool],
     ) -> Result<(), StoreError> {
         let key = keys::candidate(id, miniblock.num(), &miniblock.hash());
-        let (header, events) = self.encode_unpooled(miniblock, pooled)?;
-        for (hash, bytes) in events {
-            self.events.insert(hash.as_slice(), bytes)?;
+        let unpooled = miniblock
+            .events()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !pooled.get(*i).copied().unwrap_or(false))
+            .map(|(_, event)| event);
+        for (index, part) in entries::parts(unpooled).into_iter().enumerate() {
+            self.candidate_bodies
+                .insert(keys::part(&key, index), part)?;
         }
+        let header = miniblock.header_event().envelope().encode_to_vec();
         self.candidates.insert(key.as_slice(), header)?;
         Ok(())
     }
@@ -409,10 +431,7 @@ impl Store {
         let Some(last) = run.last() else {
             return Ok(());
         };
-        let encoded: Vec<Encoded> = run
-            .iter()
-            .map(|m| self.encode_promoted(id, m))
-            .collect::<Result<_, _>>()?;
+        let encoded: Vec<Encoded> = run.iter().map(encode).collect();
         // Transactions cannot scan: find the candidates to remove first. This store has one
         // writer (the node's engine loop), so nothing adds one in between.
         let stale: Vec<sled::IVec> = self
@@ -421,6 +440,15 @@ impl Store {
                 keys::numbered(id, 0).to_vec()
                     ..=keys::candidate(id, last.num(), &B256::repeat_byte(0xff)).to_vec(),
             )
+            .keys()
+            .collect::<Result<_, _>>()?;
+        // Every candidate part up to the last number, also those a candidate cut short by a
+        // crash left without a header.
+        let mut parts_end = keys::candidate(id, last.num(), &B256::repeat_byte(0xff)).to_vec();
+        parts_end.extend_from_slice(&[0xff, 0xff]);
+        let stale_bodies: Vec<sled::IVec> = self
+            .candidate_bodies
+            .range(keys::numbered(id, 0).to_vec()..=parts_end)
             .keys()
             .collect::<Result<_, _>>()?;
         let included: HashSet<B256> = run
@@ -432,25 +460,27 @@ impl Store {
         head_value.extend_from_slice(last.hash().as_slice());
         let gap = gap.map(StoredGap::encode);
         let trees = (
-            &self.events,
-            &self.minipool,
+            &self.bodies,
+            &self.pool,
             &self.candidates,
+            &self.candidate_bodies,
             &self.miniblocks,
             &self.heads,
             &self.gaps,
         );
         trees.transaction(
-            |(tree, minipool, candidates, miniblocks, heads, gaps)| -> TxResult<()> {
-                for (miniblock, (header, events)) in run.iter().zip(&encoded) {
-                    for (hash, bytes) in events {
-                        tree.insert(hash.as_slice(), bytes.as_slice())?;
-                    }
+            |(bodies, pool_rows, candidates, candidate_bodies, miniblocks, heads, gaps)| -> TxResult<()> {
+                for (miniblock, (header, parts)) in run.iter().zip(&encoded) {
                     let key = keys::numbered(id, miniblock.num());
+                    insert_parts(bodies, &key, parts)?;
                     miniblocks.insert(key.as_slice(), header.as_slice())?;
                 }
-                pool.apply(minipool)?;
+                pool.apply(pool_rows)?;
                 for key in &stale {
                     candidates.remove(key)?;
+                }
+                for key in &stale_bodies {
+                    candidate_bodies.remove(key)?;
                 }
                 heads.insert(keys::stream_prefix(id).as_slice(), head_value.as_slice())?;
                 if let Some(gap) = &gap {
@@ -460,49 +490,6 @@ impl Store {
             },
         )?;
         Ok(())
-    }
-
-    /// A miniblock as promotion writes it: like [`Self::encode_new`], but a miniblock stored
-    /// as a candidate here already had its events written then, so they are not looked up
-    /// one by one.
-    fn encode_promoted(
-        &self,
-        id: &StreamId,
-        miniblock: &ParsedMiniblock,
-    ) -> Result<Encoded, StoreError> {
-        let key = keys::candidate(id, miniblock.num(), &miniblock.hash());
-        if self.candidates.contains_key(key)? {
-            let header = miniblock.header_event().envelope().encode_to_vec();
-            return Ok((header, Vec::new()));
-        }
-        self.encode_new(miniblock)
-    }
-
-    /// A miniblock as it is written: its header envelope, and those of its events that
-    /// `events` does not hold yet. Each envelope is written once (usually when it entered the
-    /// minipool), however many candidates and promotions name it; this store has one writer,
-    /// so nothing removes one before the write that follows.
-    pub(crate) fn encode_new(&self, miniblock: &ParsedMiniblock) -> Result<Encoded, StoreError> {
-        self.encode_unpooled(miniblock, &[])
-    }
-
-    /// [`Self::encode_new`], with the events `pooled` marks taken as held without a lookup.
-    fn encode_unpooled(
-        &self,
-        miniblock: &ParsedMiniblock,
-        pooled: &[bool],
-    ) -> Result<Encoded, StoreError> {
-        let header = miniblock.header_event().envelope().encode_to_vec();
-        let mut absent = Vec::new();
-        for (i, event) in miniblock.events().iter().enumerate() {
-            if pooled.get(i).copied().unwrap_or(false) {
-                continue;
-            }
-            if !self.events.contains_key(event.hash())? {
-                absent.push((event.hash(), event.envelope().encode_to_vec()));
-            }
-        }
-        Ok((header, absent))
     }
 
     /// Remembers the last chain block processed, to resume the chain monitor after it.
@@ -516,21 +503,96 @@ impl Store {
         Ok(self.meta.get(LAST_BLOCK)?.map(|v| seq_of_bytes(&v)))
     }
 
-    pub(crate) fn assemble(&self, header: &[u8]) -> Result<pb::Miniblock, StoreError> {
+    /// A promoted miniblock in wire form, from its header and its parts.
+    pub(crate) fn assemble(
+        &self,
+        id: &StreamId,
+        header: &[u8],
+    ) -> Result<pb::Miniblock, StoreError> {
         let (header, fields) = decode_header(header)?;
+        let key = keys::numbered(id, fields.num);
+        let parts: Vec<sled::IVec> = self
+            .bodies
+            .scan_prefix(key)
+            .values()
+            .collect::<Result<_, _>>()?;
+        self.assemble_from(header, &fields, &parts, None)
+    }
+
+    /// A stored candidate in wire form, from its header, its parts and the stream's pool.
+    pub(crate) fn assemble_candidate(
+        &self,
+        key: &[u8],
+        header: &[u8],
+        pool: &HashMap<B256, Vec<u8>>,
+    ) -> Result<pb::Miniblock, StoreError> {
+        let (header, fields) = decode_header(header)?;
+        let parts: Vec<sled::IVec> = self
+            .candidate_bodies
+            .scan_prefix(key)
+            .values()
+            .collect::<Result<_, _>>()?;
+        self.assemble_from(header, &fields, &parts, Some(pool))
+    }
+
+    /// The miniblock whose header names events found in `parts`, then in `pool`, then under
+    /// their hashes (as an older version stored them).
+    fn assemble_from(
+        &self,
+        header: pb::Envelope,
+        fields: &pb::MiniblockHeader,
+        parts: &[sled::IVec],
+        pool: Option<&HashMap<B256, Vec<u8>>>,
+    ) -> Result<pb::Miniblock, StoreError> {
+        let mut stored: HashMap<B256, &[u8]> = HashMap::new();
+        for part in parts {
+            for entry in entries::decode(part)? {
+                stored.insert(entry.hash, entry.envelope());
+            }
+        }
         let mut events = Vec::with_capacity(fields.event_hashes.len());
         for hash in &fields.event_hashes {
-            let bytes = self
-                .events
-                .get(hash)?
-                .ok_or_else(|| StoreError::Corrupt("a miniblock names a missing event".into()))?;
-            events.push(decode_envelope(&bytes)?);
+            let hash = B256::try_from(hash.as_slice())
+                .map_err(|_| StoreError::Corrupt("an event hash of the wrong size".into()))?;
+            let envelope = match stored.get(&hash) {
+                Some(bytes) => decode_envelope(bytes)?,
+                None => match pool.and_then(|pool| pool.get(&hash)) {
+                    Some(bytes) => decode_envelope(bytes)?,
+                    None => {
+                        let bytes = self.events.get(hash)?.ok_or_else(|| {
+                            StoreError::Corrupt("a miniblock names a missing event".into())
+                        })?;
+                        decode_envelope(&bytes)?
+                    }
+                },
+            };
+            events.push(envelope);
         }
         Ok(pb::Miniblock {
             header: Some(header),
             events,
         })
     }
+}
+
+/// Writes a miniblock's parts under `key ‖ part` inside a transaction.
+pub(crate) fn insert_parts(
+    tree: &TransactionalTree,
+    key: &[u8],
+    parts: &[Vec<u8>],
+) -> TxResult<()> {
+    for (index, part) in parts.iter().enumerate() {
+        tree.insert(keys::part(key, index), part.as_slice())?;
+    }
+    Ok(())
+}
+
+/// A miniblock as it is written: its header envelope and its events' entries in parts.
+pub(crate) fn encode(miniblock: &ParsedMiniblock) -> Encoded {
+    (
+        miniblock.header_event().envelope().encode_to_vec(),
+        entries::parts(miniblock.events()),
+    )
 }
 
 /// A stored header envelope and the header fields it carries.
@@ -546,8 +608,8 @@ pub(crate) fn decode_header(
     Ok((header, fields))
 }
 
-/// A miniblock to write: its header envelope and the events to add to `events` by hash.
-pub(crate) type Encoded = (Vec<u8>, Vec<(B256, Vec<u8>)>);
+/// A miniblock to write: its header envelope and its events' entries in parts.
+pub(crate) type Encoded = (Vec<u8>, Vec<Vec<u8>>);
 
 pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<pb::Envelope, StoreError> {
     pb::Envelope::decode(bytes).map_err(|e| StoreError::Corrupt(format!("envelope: {e}")))

@@ -1,4 +1,4 @@
-use rill_protocol::{Limits, ParsedMiniblock};
+use rill_protocol::{Limits, ParsedMiniblock, StreamId};
 use rill_store::{Store, StoreError, StoredGap, Write};
 
 use crate::support::{
@@ -41,7 +41,9 @@ fn stream_survives_a_reopen_with_its_chain_minipool_and_candidates() {
         "promotion removed the candidate"
     );
 
-    let fetched = store.events(&[pool[0].hash(), pool[4].hash()]).unwrap();
+    let fetched = store
+        .events(&STREAM, &[pool[0].hash(), pool[4].hash()])
+        .unwrap();
     assert_eq!(fetched.len(), 2);
     let wire = store.miniblocks(&STREAM, 0, 1).unwrap();
     let reopened: Vec<_> = wire
@@ -73,7 +75,7 @@ fn a_candidate_told_which_events_are_pooled_writes_the_others_and_reopens_whole(
     }
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(
-        store.events(&[fetched.hash()]).unwrap().len(),
+        store.events(&STREAM, &[fetched.hash()]).unwrap().len(),
         1,
         "the event not in the minipool was written with the candidate"
     );
@@ -123,7 +125,7 @@ fn a_batch_enters_the_minipool_in_order_once_and_its_events_are_not_written_agai
     let restored = store.load(&STREAM, 32).unwrap();
     assert_eq!(restored.miniblocks, vec![g, m1]);
     assert!(restored.minipool.is_empty());
-    assert_eq!(store.events(&hashes(&pool)).unwrap().len(), 4);
+    assert_eq!(store.events(&STREAM, &hashes(&pool)).unwrap().len(), 4);
 }
 
 /// Creates the stream in a store at `dir` and closes it, for a test to write into sled itself.
@@ -136,7 +138,7 @@ fn create_and_close(dir: &std::path::Path, genesis: &ParsedMiniblock) {
 }
 
 #[test]
-fn envelopes_left_by_an_addition_or_a_candidate_cut_short_are_reached_by_nothing() {
+fn parts_left_by_a_candidate_cut_short_are_reached_by_nothing() {
     use prost::Message as _;
     let dir = tempfile::tempdir().unwrap();
     let g = genesis();
@@ -144,15 +146,22 @@ fn envelopes_left_by_an_addition_or_a_candidate_cut_short_are_reached_by_nothing
     let m1 = next(Some(&g), pool.clone());
     create_and_close(dir.path(), &g);
     {
-        // A node killed after a minipool addition's (or a candidate's) envelopes and before
-        // its row (or header) reopens with the envelopes alone.
+        // A node killed after a candidate's parts (`id ‖ num ‖ hash ‖ part` → entries
+        // `hash ‖ length ‖ envelope`) and before its header reopens with the parts alone.
         let db = rill_store::open_sled(dir.path()).unwrap();
-        let events = db.open_tree("events").unwrap();
+        let bodies = db.open_tree("candidate_bodies").unwrap();
+        let mut key = STREAM.0.to_vec();
+        key.extend_from_slice(&1u64.to_be_bytes());
+        key.extend_from_slice(m1.hash().as_slice());
+        key.extend_from_slice(&0u16.to_be_bytes());
+        let mut part = Vec::new();
         for event in &pool {
-            events
-                .insert(event.hash().as_slice(), event.envelope().encode_to_vec())
-                .unwrap();
+            let envelope = event.envelope().encode_to_vec();
+            part.extend_from_slice(event.hash().as_slice());
+            part.extend_from_slice(&(envelope.len() as u32).to_be_bytes());
+            part.extend_from_slice(&envelope);
         }
+        bodies.insert(key, part).unwrap();
         db.flush().unwrap();
     }
     let store = Store::open(dir.path()).unwrap();
@@ -178,6 +187,70 @@ fn envelopes_left_by_an_addition_or_a_candidate_cut_short_are_reached_by_nothing
     let restored = store.load(&STREAM, 32).unwrap();
     assert_eq!(restored.miniblocks, vec![g, m1]);
     assert!(restored.minipool.is_empty());
+    drop(store);
+    let db = rill_store::open_sled(dir.path()).unwrap();
+    assert!(
+        db.open_tree("candidate_bodies").unwrap().is_empty(),
+        "the promotion removed the candidate's parts"
+    );
+}
+
+#[test]
+fn a_peer_is_served_events_from_the_pool_the_candidates_and_the_last_miniblocks() {
+    use prost::Message as _;
+    let dir = tempfile::tempdir().unwrap();
+    let g = genesis();
+    let events: Vec<_> = (0..9).map(|i| message(&g, i)).collect();
+    create_and_close(dir.path(), &g);
+    {
+        // An event stored under its hash, as an older version did.
+        let db = rill_store::open_sled(dir.path()).unwrap();
+        let legacy = &events[8];
+        db.open_tree("events")
+            .unwrap()
+            .insert(legacy.hash().as_slice(), legacy.envelope().encode_to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    // Miniblocks 1..=5 of one event each, a candidate 6 of one event not in the pool, and
+    // one event in the pool.
+    let mut head = g.clone();
+    for event in &events[..5] {
+        store
+            .add_to_minipool(&STREAM, std::slice::from_ref(event))
+            .unwrap();
+        head = next(Some(&head), vec![event.clone()]);
+        store.promote(&STREAM, &head).unwrap();
+    }
+    store
+        .store_candidate(&STREAM, &next(Some(&head), vec![events[5].clone()]))
+        .unwrap();
+    store.add_to_minipool(&STREAM, &events[6..7]).unwrap();
+    let served = |wanted: &[usize]| {
+        let asked: Vec<_> = wanted.iter().map(|&i| events[i].hash()).collect();
+        hashes(
+            &store
+                .events(&STREAM, &asked)
+                .unwrap()
+                .into_iter()
+                .map(|e| rill_protocol::ParsedEvent::open_stored(e).unwrap())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let expect = |wanted: &[usize]| wanted.iter().map(|&i| events[i].hash()).collect::<Vec<_>>();
+    assert_eq!(served(&[6, 5, 4, 1, 8]), expect(&[6, 5, 4, 1, 8]));
+    assert_eq!(
+        served(&[0, 7]),
+        expect(&[]),
+        "miniblock 1 is older than the last four; event 7 was never stored"
+    );
+    assert!(
+        store
+            .events(&StreamId([9; 32]), &expect(&[6]))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -217,7 +290,7 @@ fn a_promotion_that_uses_part_of_a_write_keeps_the_rest_in_arrival_order() {
         [3, 5, 7].map(|i| pool[i].hash()).to_vec()
     );
     assert!(
-        store.events(&[pool[6].hash()]).unwrap().is_empty(),
+        store.events(&STREAM, &[pool[6].hash()]).unwrap().is_empty(),
         "its bytes are gone"
     );
 }
@@ -348,7 +421,12 @@ fn out_of_order_promotion_is_refused_and_stores_nothing() {
         Err(StoreError::OutOfOrder(_))
     ));
     assert_eq!(store.head(&STREAM).unwrap(), Some((0, g.hash())));
-    assert!(store.events(&[m2.events()[0].hash()]).unwrap().is_empty());
+    assert!(
+        store
+            .events(&STREAM, &[m2.events()[0].hash()])
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
