@@ -91,9 +91,9 @@ fn main() {
         );
         let miniblock = next(&head, events);
         // The same candidate twice: told its events are in the minipool (as the node does),
-        // then looking each one up.
+        // then written with all its events.
         let pooled = vec![true; miniblock.events().len()];
-        for (how, pooled) in [("pooled", pooled.as_slice()), ("looked up", &[])] {
+        for (how, pooled) in [("pooled", pooled.as_slice()), ("all written", &[])] {
             let started = Instant::now();
             store
                 .store_pooled_candidate(&STREAM, &miniblock, pooled)

@@ -19,11 +19,11 @@ use crate::keys;
 use crate::store::{Store, StoreError, TxResult, decode_envelope};
 
 /// An addition appends to the stream's last row while it holds fewer bytes than this, and
-/// starts a new row otherwise. Rewriting a small row costs an addition little; a promotion
-/// removes one row per this many bytes of events where one-event additions would leave one
-/// row each (`cargo bench -p rill-store --bench writes`; BENCHMARKS.md, "The writes at each
-/// block").
-const APPEND_BELOW: usize = 8 * 1024;
+/// starts a new row otherwise. Rewriting a small row costs an addition little (a one-event
+/// addition took twice as long with rows of up to 8 KiB); a promotion removes one row per
+/// this many bytes of events where one-event additions would leave one row each (`cargo
+/// bench -p rill-store --bench writes`; BENCHMARKS.md, "Envelopes stored in runs").
+const APPEND_BELOW: usize = 2 * 1024;
 
 /// What removing some events from a stream's pool does to its rows: rows left empty are
 /// deleted, rows that keep some of their events are rewritten with those.

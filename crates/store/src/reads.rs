@@ -1,7 +1,7 @@
 //! Reads: events, miniblocks and minipools in wire form, in pages bounded in bytes, and a
 //! stream loaded for the engine from its latest snapshot.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use alloy_primitives::B256;
 use prost::Message as _;
@@ -76,30 +76,21 @@ impl Store {
         hashes: &[B256],
         max_bytes: usize,
     ) -> Result<Vec<pb::Envelope>, StoreError> {
-        let mut found = self.pool_envelopes(id)?;
-        let missing =
-            |found: &HashMap<B256, Vec<u8>>| hashes.iter().any(|h| !found.contains_key(h));
-        if missing(&found) {
-            self.gather(
-                &mut found,
-                self.candidate_bodies
-                    .scan_prefix(keys::stream_prefix(id))
-                    .values(),
-            )?;
-        }
-        if missing(&found) {
-            let recent = self
-                .miniblocks
-                .scan_prefix(keys::stream_prefix(id))
-                .keys()
-                .rev()
-                .take(RECENT_MINIBLOCKS);
-            for key in recent {
-                self.gather(&mut found, self.bodies.scan_prefix(key?).values())?;
-                if !missing(&found) {
-                    break;
-                }
+        let wanted: HashSet<B256> = hashes.iter().copied().collect();
+        let mut found = HashMap::new();
+        let prefix = keys::stream_prefix(id);
+        gather(&wanted, &mut found, self.pool.scan_prefix(prefix).values())?;
+        gather(
+            &wanted,
+            &mut found,
+            self.candidate_bodies.scan_prefix(prefix).values(),
+        )?;
+        let recent = self.miniblocks.scan_prefix(prefix).keys().rev();
+        for key in recent.take(RECENT_MINIBLOCKS) {
+            if found.len() == wanted.len() {
+                break;
             }
+            gather(&wanted, &mut found, self.bodies.scan_prefix(key?).values())?;
         }
         let mut out = Vec::new();
         let mut bytes = 0;
@@ -118,22 +109,6 @@ impl Store {
             out.push(decode_envelope(&raw)?);
         }
         Ok(out)
-    }
-
-    /// Adds the envelopes of these parts to `found`.
-    fn gather(
-        &self,
-        found: &mut HashMap<B256, Vec<u8>>,
-        parts: impl Iterator<Item = sled::Result<sled::IVec>>,
-    ) -> Result<(), StoreError> {
-        for part in parts {
-            for entry in entries::decode(&part?)? {
-                found
-                    .entry(entry.hash)
-                    .or_insert_with(|| entry.envelope().to_vec());
-            }
-        }
-        Ok(())
     }
 
     /// Stored candidates, in wire form.
@@ -217,4 +192,26 @@ impl Store {
             gap: self.gap(id)?,
         })
     }
+}
+
+/// Adds to `found` the envelopes of `wanted` events in these values of entries, unless every
+/// wanted event is found already.
+fn gather(
+    wanted: &HashSet<B256>,
+    found: &mut HashMap<B256, Vec<u8>>,
+    values: impl Iterator<Item = sled::Result<sled::IVec>>,
+) -> Result<(), StoreError> {
+    for value in values {
+        if found.len() == wanted.len() {
+            break;
+        }
+        for entry in entries::decode(&value?)? {
+            if wanted.contains(&entry.hash) {
+                found
+                    .entry(entry.hash)
+                    .or_insert_with(|| entry.envelope().to_vec());
+            }
+        }
+    }
+    Ok(())
 }
