@@ -16,9 +16,9 @@ use crate::store::{Store, StoreError, StoredStream, decode_envelope, decode_head
 
 impl Store {
     /// The envelopes with these hashes that the store has for the stream: in its minipool,
-    /// its candidates or its last [`RECENT_MINIBLOCKS`] promoted miniblocks (or stored under
-    /// their hashes by an older version). A peer asks for events it heard of and lacks, which
-    /// are not in older miniblocks (those it takes whole, `GetMiniblocks`).
+    /// its candidates, its last [`RECENT_MINIBLOCKS`] promoted miniblocks, or under their
+    /// hashes where an older version stored them. A peer asks for events it heard of and
+    /// lacks, which older miniblocks do not hold (it takes those whole, `GetMiniblocks`).
     pub fn events(&self, id: &StreamId, hashes: &[B256]) -> Result<Vec<pb::Envelope>, StoreError> {
         self.events_page(id, hashes, usize::MAX)
     }

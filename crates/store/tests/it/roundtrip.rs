@@ -147,12 +147,13 @@ fn parts_left_by_a_candidate_cut_short_are_reached_by_nothing() {
     create_and_close(dir.path(), &g);
     {
         // A node killed after a candidate's parts (`id ‖ num ‖ hash ‖ part` → entries
-        // `hash ‖ length ‖ envelope`) and before its header reopens with the parts alone.
+        // `hash ‖ length ‖ envelope`) and before its header reopens with the parts alone
+        // (of a candidate 1 other than the one promoted below).
         let db = rill_store::open_sled(dir.path()).unwrap();
         let bodies = db.open_tree("candidate_bodies").unwrap();
         let mut key = STREAM.0.to_vec();
         key.extend_from_slice(&1u64.to_be_bytes());
-        key.extend_from_slice(m1.hash().as_slice());
+        key.extend_from_slice(&[0xab; 32]);
         key.extend_from_slice(&0u16.to_be_bytes());
         let mut part = Vec::new();
         for event in &pool {
@@ -191,7 +192,7 @@ fn parts_left_by_a_candidate_cut_short_are_reached_by_nothing() {
     let db = rill_store::open_sled(dir.path()).unwrap();
     assert!(
         db.open_tree("candidate_bodies").unwrap().is_empty(),
-        "the promotion removed the candidate's parts"
+        "the promotion removed the candidates' parts, the one cut short as well"
     );
 }
 
