@@ -1,6 +1,6 @@
 //! The store handle.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use alloy_primitives::{Address, B256};
@@ -501,77 +501,6 @@ impl Store {
     /// The last chain block processed.
     pub fn last_block(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.meta.get(LAST_BLOCK)?.map(|v| seq_of_bytes(&v)))
-    }
-
-    /// A promoted miniblock in wire form, from its header and its parts.
-    pub(crate) fn assemble(
-        &self,
-        id: &StreamId,
-        header: &[u8],
-    ) -> Result<pb::Miniblock, StoreError> {
-        let (header, fields) = decode_header(header)?;
-        let key = keys::numbered(id, fields.num);
-        let parts: Vec<sled::IVec> = self
-            .bodies
-            .scan_prefix(key)
-            .values()
-            .collect::<Result<_, _>>()?;
-        self.assemble_from(header, &fields, &parts, None)
-    }
-
-    /// A stored candidate in wire form, from its header, its parts and the stream's pool.
-    pub(crate) fn assemble_candidate(
-        &self,
-        key: &[u8],
-        header: &[u8],
-        pool: &HashMap<B256, Vec<u8>>,
-    ) -> Result<pb::Miniblock, StoreError> {
-        let (header, fields) = decode_header(header)?;
-        let parts: Vec<sled::IVec> = self
-            .candidate_bodies
-            .scan_prefix(key)
-            .values()
-            .collect::<Result<_, _>>()?;
-        self.assemble_from(header, &fields, &parts, Some(pool))
-    }
-
-    /// The miniblock whose header names events found in `parts`, then in `pool`, then under
-    /// their hashes (as an older version stored them).
-    fn assemble_from(
-        &self,
-        header: pb::Envelope,
-        fields: &pb::MiniblockHeader,
-        parts: &[sled::IVec],
-        pool: Option<&HashMap<B256, Vec<u8>>>,
-    ) -> Result<pb::Miniblock, StoreError> {
-        let mut stored: HashMap<B256, &[u8]> = HashMap::new();
-        for part in parts {
-            for entry in entries::decode(part)? {
-                stored.insert(entry.hash, entry.envelope());
-            }
-        }
-        let mut events = Vec::with_capacity(fields.event_hashes.len());
-        for hash in &fields.event_hashes {
-            let hash = B256::try_from(hash.as_slice())
-                .map_err(|_| StoreError::Corrupt("an event hash of the wrong size".into()))?;
-            let envelope = match stored.get(&hash) {
-                Some(bytes) => decode_envelope(bytes)?,
-                None => match pool.and_then(|pool| pool.get(&hash)) {
-                    Some(bytes) => decode_envelope(bytes)?,
-                    None => {
-                        let bytes = self.events.get(hash)?.ok_or_else(|| {
-                            StoreError::Corrupt("a miniblock names a missing event".into())
-                        })?;
-                        decode_envelope(&bytes)?
-                    }
-                },
-            };
-            events.push(envelope);
-        }
-        Ok(pb::Miniblock {
-            header: Some(header),
-            events,
-        })
     }
 }
 
