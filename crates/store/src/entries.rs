@@ -1,7 +1,7 @@
 //! Envelopes stored together: a pool row, a promoted miniblock's parts and a candidate's parts
 //! are each a run of entries `hash ‖ length ‖ envelope`, so a write of many events is one sled
-//! insert (or a few) instead of one per event (BENCHMARKS.md, "What an envelope layout in
-//! groups would save").
+//! insert (or a few) instead of one per event (BENCHMARKS.md, "Envelopes stored in runs, not
+//! one key per event").
 
 use alloy_primitives::B256;
 use prost::Message as _;
@@ -28,7 +28,7 @@ pub(crate) fn entry(event: &ParsedEvent) -> Vec<u8> {
     out
 }
 
-/// A value's entries, in order: `(hash, the entry's whole bytes, the envelope's range)`.
+/// A value's entries, in order.
 pub(crate) fn decode(value: &[u8]) -> Result<Vec<Entry<'_>>, StoreError> {
     let mut out = Vec::new();
     let mut at = 0;
@@ -64,7 +64,19 @@ impl<'a> Entry<'a> {
 /// Events' entries in values of at most [`PART_BYTES`] (a larger entry takes a value of its
 /// own); no value when there are no events.
 pub(crate) fn parts<'a>(events: impl IntoIterator<Item = &'a ParsedEvent>) -> Vec<Vec<u8>> {
+    pack(Vec::new(), events)
+}
+
+/// [`parts`], the first of them continuing `open` (a value of entries written already) while
+/// it has room.
+pub(crate) fn pack<'a>(
+    open: Vec<u8>,
+    events: impl IntoIterator<Item = &'a ParsedEvent>,
+) -> Vec<Vec<u8>> {
     let mut parts: Vec<Vec<u8>> = Vec::new();
+    if !open.is_empty() {
+        parts.push(open);
+    }
     for event in events {
         let entry = entry(event);
         match parts.last_mut() {

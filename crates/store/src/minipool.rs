@@ -8,13 +8,13 @@
 //! An older version kept rows of hashes in the `minipool` tree and the envelopes under their
 //! hashes in `events`; [`Store::open`] moves such rows here once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use alloy_primitives::B256;
 use rill_protocol::{ParsedEvent, StreamId, pb};
 use sled::transaction::TransactionalTree;
 
-use crate::entries::{self, PART_BYTES};
+use crate::entries;
 use crate::keys;
 use crate::store::{Store, StoreError, TxResult, decode_envelope};
 
@@ -48,7 +48,10 @@ impl PoolRemoval {
 
 impl Store {
     /// The stream's pool rows, in order.
-    fn pool_rows(&self, id: &StreamId) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
+    pub(crate) fn pool_rows(
+        &self,
+        id: &StreamId,
+    ) -> Result<Vec<(sled::IVec, sled::IVec)>, StoreError> {
         Ok(self
             .pool
             .scan_prefix(keys::stream_prefix(id))
@@ -109,17 +112,7 @@ impl Store {
             }
             None => (0, Vec::new()),
         };
-        let mut rows = vec![open];
-        for event in fresh {
-            let entry = entries::entry(event);
-            let last = rows.last_mut().expect("one row at least");
-            if last.is_empty() || last.len() + entry.len() <= PART_BYTES {
-                last.extend_from_slice(&entry);
-            } else {
-                rows.push(entry);
-            }
-        }
-        for (row, seq) in rows.into_iter().zip(first..) {
+        for (row, seq) in entries::pack(open, fresh).into_iter().zip(first..) {
             self.pool.insert(keys::numbered(id, seq).as_slice(), row)?;
         }
         Ok(())
@@ -143,21 +136,6 @@ impl Store {
                 if seen.insert(entry.hash) {
                     out.push(decode_envelope(entry.envelope())?);
                 }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The minipool's envelopes by hash.
-    pub(crate) fn pool_envelopes(
-        &self,
-        id: &StreamId,
-    ) -> Result<HashMap<B256, Vec<u8>>, StoreError> {
-        let mut out = HashMap::new();
-        for (_, row) in self.pool_rows(id)? {
-            for entry in entries::decode(&row)? {
-                out.entry(entry.hash)
-                    .or_insert_with(|| entry.envelope().to_vec());
             }
         }
         Ok(out)

@@ -9,10 +9,10 @@ use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId, pb};
 
 use crate::entries;
 use crate::keys;
+use crate::store::{Store, StoreError, StoredStream, decode_envelope, decode_header};
 
 /// How many of a stream's last promoted miniblocks [`Store::events`] looks in.
 pub(crate) const RECENT_MINIBLOCKS: usize = 4;
-use crate::store::{Store, StoreError, StoredStream, decode_envelope, decode_header};
 
 impl Store {
     /// The envelopes with these hashes that the store has for the stream: in its minipool,
@@ -128,11 +128,11 @@ impl Store {
     }
 
     /// A stored candidate in wire form, from its header, its parts and the stream's pool.
-    pub(crate) fn assemble_candidate(
+    fn assemble_candidate(
         &self,
+        id: &StreamId,
         key: &[u8],
         header: &[u8],
-        pool: &HashMap<B256, Vec<u8>>,
     ) -> Result<pb::Miniblock, StoreError> {
         let (header, fields) = decode_header(header)?;
         let parts: Vec<sled::IVec> = self
@@ -140,39 +140,44 @@ impl Store {
             .scan_prefix(key)
             .values()
             .collect::<Result<_, _>>()?;
-        self.assemble_from(header, &fields, &parts, Some(pool))
+        self.assemble_from(header, &fields, &parts, Some(id))
     }
 
-    /// The miniblock whose header names events found in `parts`, then in `pool`, then under
-    /// their hashes (as an older version stored them).
+    /// The miniblock whose header names events found in `parts`, then in the pool of stream
+    /// `pool` (a candidate's pooled events), then under their hashes (as an older version
+    /// stored them).
     fn assemble_from(
         &self,
         header: pb::Envelope,
         fields: &pb::MiniblockHeader,
         parts: &[sled::IVec],
-        pool: Option<&HashMap<B256, Vec<u8>>>,
+        pool: Option<&StreamId>,
     ) -> Result<pb::Miniblock, StoreError> {
-        let mut stored: HashMap<B256, &[u8]> = HashMap::new();
-        for part in parts {
-            for entry in entries::decode(part)? {
-                stored.insert(entry.hash, entry.envelope());
-            }
+        let hashes = fields
+            .event_hashes
+            .iter()
+            .map(|hash| {
+                B256::try_from(hash.as_slice())
+                    .map_err(|_| StoreError::Corrupt("an event hash of the wrong size".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let wanted: HashSet<B256> = hashes.iter().copied().collect();
+        let mut found = HashMap::new();
+        gather(&wanted, &mut found, parts.iter().cloned().map(Ok))?;
+        if let Some(id) = pool {
+            let rows = self.pool_rows(id)?.into_iter().map(|(_, row)| Ok(row));
+            gather(&wanted, &mut found, rows)?;
         }
-        let mut events = Vec::with_capacity(fields.event_hashes.len());
-        for hash in &fields.event_hashes {
-            let hash = B256::try_from(hash.as_slice())
-                .map_err(|_| StoreError::Corrupt("an event hash of the wrong size".into()))?;
-            let envelope = match stored.get(&hash) {
+        let mut events = Vec::with_capacity(hashes.len());
+        for hash in &hashes {
+            let envelope = match found.get(hash) {
                 Some(bytes) => decode_envelope(bytes)?,
-                None => match pool.and_then(|pool| pool.get(&hash)) {
-                    Some(bytes) => decode_envelope(bytes)?,
-                    None => {
-                        let bytes = self.events.get(hash)?.ok_or_else(|| {
-                            StoreError::Corrupt("a miniblock names a missing event".into())
-                        })?;
-                        decode_envelope(&bytes)?
-                    }
-                },
+                None => {
+                    let bytes = self.events.get(hash)?.ok_or_else(|| {
+                        StoreError::Corrupt("a miniblock names a missing event".into())
+                    })?;
+                    decode_envelope(&bytes)?
+                }
             };
             events.push(envelope);
         }
@@ -184,12 +189,11 @@ impl Store {
 
     /// Stored candidates, in wire form.
     pub fn candidates(&self, id: &StreamId) -> Result<Vec<pb::Miniblock>, StoreError> {
-        let pool = self.pool_envelopes(id)?;
         self.candidates
             .scan_prefix(keys::stream_prefix(id))
             .map(|row| {
                 let (key, header) = row?;
-                self.assemble_candidate(&key, &header, &pool)
+                self.assemble_candidate(id, &key, &header)
             })
             .collect()
     }
