@@ -1,7 +1,10 @@
 //! A stream's minipool: the admitted events that wait for a miniblock, in arrival order, which
 //! of the stream's nodes are known to hold each of them, and when each is due to be pushed
 //! again to the nodes that have not confirmed holding it (a schedule ordered by time, so a
-//! tick visits only the events that are due, never the whole pool).
+//! tick visits only the events that are due, never the whole pool). An event taken out
+//! leaves its schedule entry behind, skipped when it falls due (at most the push delay's
+//! ceiling later): a promotion takes thousands of events out at once, on the node's loop,
+//! and need not search the schedule for each.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -110,7 +113,9 @@ impl Minipool {
                 break;
             }
             self.schedule.pop_first();
-            let Some(pooled) = self.events.get_mut(&hash) else {
+            // Gone, or rescheduled since (an entry left by an event taken out and admitted
+            // again): nothing to do for this entry.
+            let Some(pooled) = self.events.get_mut(&hash).filter(|p| p.next_push_ms == at) else {
                 continue;
             };
             let before = due.len();
@@ -164,21 +169,108 @@ impl Minipool {
         reached
     }
 
+    /// Takes out the events with these hashes (those it holds); the rest keep their order.
+    /// Returns how many it took out.
+    pub(crate) fn remove_hashes<'a>(
+        &mut self,
+        hashes: impl IntoIterator<Item = &'a B256>,
+    ) -> usize {
+        let before = self.events.len();
+        for hash in hashes {
+            self.events.remove(hash);
+        }
+        let removed = before - self.events.len();
+        if removed > 0 {
+            let events = &self.events;
+            self.order.retain(|hash| events.contains_key(hash));
+        }
+        removed
+    }
+
     /// Takes out every event that `remove` selects, and returns them in arrival order.
     pub(crate) fn remove_where(
         &mut self,
         mut remove: impl FnMut(&ParsedEvent) -> bool,
     ) -> Vec<ParsedEvent> {
         let mut removed = Vec::new();
-        let (events, schedule) = (&mut self.events, &mut self.schedule);
+        let events = &mut self.events;
         self.order.retain(|hash| {
             let gone = events.get(hash).is_none_or(|p| remove(&p.event));
             if gone && let Some(pooled) = events.remove(hash) {
-                schedule.remove(&(pooled.next_push_ms, *hash));
                 removed.push(pooled.event);
             }
             !gone
         });
         removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rill_protocol::{NodeKey, Payload, pb, seal};
+
+    use super::*;
+
+    fn event(salt: u64) -> ParsedEvent {
+        let key = NodeKey::from_secret_bytes(&[3; 32]).expect("a key");
+        let event = pb::StreamEvent {
+            creator: vec![],
+            salt: salt.to_be_bytes().to_vec(),
+            prev_miniblock_hash: vec![0; 32],
+            prev_miniblock_num: 0,
+            created_at_ms: 0,
+            payload: Some(Payload::Message(pb::Message { data: vec![1] })),
+        };
+        seal(event, &key).expect("sealed")
+    }
+
+    const ME: Address = Address::repeat_byte(1);
+    const PEER: Address = Address::repeat_byte(2);
+
+    #[test]
+    fn taking_out_by_hash_keeps_the_order_of_the_rest() {
+        let mut pool = Minipool::default();
+        let events: Vec<ParsedEvent> = (0..6).map(event).collect();
+        for e in &events {
+            assert!(pool.insert(e.clone(), ME, 100));
+        }
+        let gone = [events[1].hash(), events[4].hash(), event(99).hash()];
+        assert_eq!(
+            pool.remove_hashes(&gone),
+            2,
+            "the one it never held is not counted"
+        );
+        let left: Vec<B256> = [0, 2, 3, 5].iter().map(|i| events[*i].hash()).collect();
+        assert_eq!(pool.hashes(), left.as_slice());
+        assert!(!pool.contains(&events[1].hash()));
+        assert_eq!(pool.remove_hashes(&gone), 0);
+        // Their schedule entries stay behind and push nothing.
+        let due = pool.due_pushes(100, &[ME, PEER], 10, 1000);
+        let mut pushed: Vec<B256> = due.iter().map(|(_, e)| e.hash()).collect();
+        let mut expected = left.clone();
+        pushed.sort();
+        expected.sort();
+        assert_eq!(pushed, expected, "each event left, once, to the peer");
+        assert!(!pool.push_due_at(100));
+    }
+
+    #[test]
+    fn an_event_taken_out_and_admitted_again_is_pushed_on_its_new_schedule_only() {
+        let mut pool = Minipool::default();
+        let e = event(1);
+        pool.insert(e.clone(), ME, 100);
+        pool.remove_hashes(&[e.hash()]);
+        pool.insert(e.clone(), ME, 500);
+        assert!(
+            pool.due_pushes(100, &[ME, PEER], 10, 1000).is_empty(),
+            "the old entry"
+        );
+        assert!(pool.push_due_at(500));
+        let due = pool.due_pushes(500, &[ME, PEER], 10, 1000);
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0], (PEER, e.clone()));
+        // Rescheduled once, after its backoff (10 ms doubled once).
+        assert!(pool.due_pushes(519, &[ME, PEER], 10, 1000).is_empty());
+        assert_eq!(pool.due_pushes(520, &[ME, PEER], 10, 1000).len(), 1);
     }
 }

@@ -2,8 +2,6 @@
 //! candidate promotes it in one store write, and the minipool starts its next generation with
 //! the events that are still admissible.
 
-use std::collections::HashSet;
-
 use alloy_primitives::B256;
 use rill_protocol::ParsedMiniblock;
 
@@ -90,14 +88,14 @@ impl Replica {
         }
         self.candidates.promoted(&self.stream.head);
         self.forget_offer_upto(head);
-        let included: HashSet<B256> = miniblocks
+        let included: Vec<B256> = miniblocks
             .iter()
             .flat_map(|m| m.events().iter().map(|e| e.hash()))
             .collect();
         for hash in &included {
             self.missing.forget(hash);
         }
-        self.pool.remove_where(|e| included.contains(&e.hash()));
+        self.pool.remove_hashes(&included);
     }
 
     /// The minipool's next generation: what the new state no longer admits is dropped (and
