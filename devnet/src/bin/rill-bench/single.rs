@@ -15,6 +15,7 @@ use rill_protocol::{NodeKey, Payload, StreamId, pb};
 
 use crate::chain::registry_transactions;
 use crate::crypto;
+use crate::tail::{self, BlockClock};
 use crate::watch::{Book, latencies, stages, watch};
 use crate::{Args, Devnet, info_clients, metric, percentile, sum};
 
@@ -49,6 +50,8 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let promoted_before = sum(&infos, |i| i.events_promoted).await;
     let rpc = connect(&devnet.chain.file.rpc_url)?;
     let first_block = rpc.get_block_number().await?;
+    let blocks = BlockClock::default();
+    tokio::spawn(tail::clock(rpc.clone(), blocks.clone(), stop.clone()));
 
     let started = Instant::now();
     let per_client = args.events / args.clients;
@@ -73,7 +76,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
                     })
                     .collect();
                 i += n;
-                let sent = Instant::now();
+                let (sent, sent_ms) = (Instant::now(), tail::now_ms());
                 let added = add_all(&client, stream, payloads, batch == 1, &held_back).await;
                 if !watched {
                     continue;
@@ -82,7 +85,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
                 let mut book = book.lock().expect("lock");
                 for event in added {
                     let times = book.entry(event.hash()).or_default();
-                    times.sent = Some(sent);
+                    (times.sent, times.sent_ms) = (Some(sent), sent_ms);
                     times.acked = Some((acked, origin));
                 }
             }
@@ -157,6 +160,18 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     ] {
         println!(
             "| {stage}, p50 / p99 | {:.1?} / {:.1?} |",
+            percentile(values.clone(), 0.5),
+            percentile(values, 0.99)
+        );
+    }
+    let block_ms = devnet.block_time.as_millis() as u64;
+    let blocks = blocks.lock().expect("lock").clone();
+    let quarters = tail::by_block_quarter(&book, replication, &blocks, block_ms);
+    for (i, values) in quarters.into_iter().enumerate() {
+        let (from, to) = (i as u64 * block_ms / 4, (i as u64 + 1) * block_ms / 4);
+        println!(
+            "| add → every replica's minipool, added {from}–{to} ms after a block ({} events), p50 / p99 | {:.1?} / {:.1?} |",
+            values.len(),
             percentile(values.clone(), 0.5),
             percentile(values, 0.99)
         );

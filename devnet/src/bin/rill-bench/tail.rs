@@ -123,3 +123,29 @@ fn mean(rows: &[Row], block_ms: f64) -> Breakdown {
         built_to_final: sum(|r| r.built_to_final as f64) / block_ms,
     }
 }
+
+/// Add → every one of `replicas`' minipools, for the events added in each quarter of a block
+/// time after the last block this process saw. The work each block brings to every node at
+/// once (promotions, candidates) shows up as the slow quarter.
+pub(crate) fn by_block_quarter(
+    book: &HashMap<B256, Times>,
+    replicas: usize,
+    blocks: &BTreeMap<u64, u64>,
+    block_ms: u64,
+) -> [Vec<Duration>; 4] {
+    let seen: Vec<u64> = blocks.values().copied().collect();
+    let mut out: [Vec<Duration>; 4] = Default::default();
+    for t in book.values() {
+        let Some(sent) = t.sent else { continue };
+        if t.seen.len() != replicas {
+            continue;
+        }
+        let after = seen.partition_point(|at| *at <= t.sent_ms);
+        let Some(last) = after.checked_sub(1).map(|i| seen[i]) else {
+            continue;
+        };
+        let quarter = ((t.sent_ms - last) * 4 / block_ms.max(1)).min(3) as usize;
+        out[quarter].push(*t.seen.values().max().expect("seen") - sent);
+    }
+    out
+}
