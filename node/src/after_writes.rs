@@ -54,10 +54,7 @@ impl Targets {
             After::Replicated(hash) => self.acks.reached(&hash, Wait::Replicated),
             After::Promoted { stream, miniblock } => {
                 self.acks.promoted(&miniblock);
-                if self.watch.watched(&stream) {
-                    let update = pb::stream_update::Kind::Miniblock(miniblock.to_pb());
-                    self.watch.push(stream, update);
-                }
+                self.watch.promoted(stream, miniblock);
             }
             After::Update { stream, update } => self.watch.push(stream, update),
         }

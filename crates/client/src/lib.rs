@@ -448,10 +448,33 @@ impl Client {
         after_seq: u64,
         wait_ms: u32,
     ) -> Result<pb::SubscribeResponse, ClientError> {
+        self.subscribe(stream, after_seq, wait_ms, false).await
+    }
+
+    /// [`Client::watch`], with each promoted miniblock as its header alone
+    /// (`MiniblockHeader`, naming its events by hash): for a watcher that keeps the envelopes
+    /// of the events it saw admitted.
+    pub async fn watch_headers(
+        &self,
+        stream: StreamId,
+        after_seq: u64,
+        wait_ms: u32,
+    ) -> Result<pb::SubscribeResponse, ClientError> {
+        self.subscribe(stream, after_seq, wait_ms, true).await
+    }
+
+    async fn subscribe(
+        &self,
+        stream: StreamId,
+        after_seq: u64,
+        wait_ms: u32,
+        headers_only: bool,
+    ) -> Result<pb::SubscribeResponse, ClientError> {
         let kind = pb::client_request::Kind::Subscribe(pb::SubscribeRequest {
             stream_id: stream.0.to_vec(),
             after_seq,
             wait_ms,
+            headers_only,
         });
         match self.call(kind).await? {
             pb::client_response::Kind::Subscribe(r) => Ok(r),

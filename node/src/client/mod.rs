@@ -24,7 +24,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 pub(crate) use acks::{Acks, Wait};
 pub(crate) use backlog::Backlog;
-pub(crate) use watch::Watch;
+pub(crate) use watch::{Poll, Watch};
 
 use crate::convert::error;
 use crate::directory::{SharedDirectory, read};
@@ -212,8 +212,12 @@ impl ClientService {
             Kind::Subscribe(sub) => match stream_id(&sub.stream_id) {
                 Ok(stream) if self.holds(&stream) => {
                     let wait = Duration::from_millis(u64::from(sub.wait_ms).min(30_000));
+                    let poll = Poll {
+                        after: sub.after_seq,
+                        headers_only: sub.headers_only,
+                    };
                     self.watch
-                        .poll(stream, sub.after_seq, Instant::now() + wait, responder);
+                        .poll(stream, poll, Instant::now() + wait, responder);
                     return;
                 }
                 Ok(stream) => self.forward(stream, request).await,

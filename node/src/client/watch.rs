@@ -1,6 +1,8 @@
 //! Per-stream update logs for `watch` long polls. A log exists while someone watches the
 //! stream: it starts at the first poll, keeps a bounded window of numbered updates, and is
-//! dropped when nobody has polled it for a while, so unwatched streams cost nothing.
+//! dropped when nobody has polled it for a while, so unwatched streams cost nothing. A
+//! promoted miniblock is kept parsed and given to each watcher in the form it asked for: whole,
+//! or its header alone for a watcher that follows the minipool and holds the envelopes.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -8,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use rill_p2p::Responder;
-use rill_protocol::{StreamId, pb};
+use rill_protocol::{ParsedMiniblock, StreamId, pb};
 
 use crate::reads::PAGE_BYTES;
 
@@ -17,22 +19,54 @@ const WINDOW: usize = 2_000;
 /// A log nobody polled for this long is dropped.
 const IDLE: Duration = Duration::from_secs(600);
 
+/// What a poll asks for.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Poll {
+    /// The updates numbered after this one.
+    pub(crate) after: u64,
+    /// Promoted miniblocks as their header alone.
+    pub(crate) headers_only: bool,
+}
+
 struct Waiter {
-    after: u64,
+    poll: Poll,
     deadline: Instant,
     responder: Responder<pb::ClientResponse>,
 }
 
+/// One update as the log keeps it.
+enum Item {
+    /// Sent as it is (an admitted event).
+    Sent(pb::stream_update::Kind),
+    /// A promoted miniblock, sent whole or as its header.
+    Promoted(ParsedMiniblock),
+}
+
+impl Item {
+    fn to_kind(&self, headers_only: bool) -> pb::stream_update::Kind {
+        match self {
+            Item::Sent(kind) => kind.clone(),
+            Item::Promoted(miniblock) if headers_only => pb::stream_update::Kind::MiniblockHeader(
+                miniblock.header_event().envelope().clone(),
+            ),
+            Item::Promoted(miniblock) => pb::stream_update::Kind::Miniblock(miniblock.to_pb()),
+        }
+    }
+}
+
 struct Log {
+    stream: StreamId,
     next_seq: u64,
-    items: VecDeque<pb::StreamUpdate>,
+    /// Numbered updates, oldest first.
+    items: VecDeque<(u64, Item)>,
     waiters: Vec<Waiter>,
     polled: Instant,
 }
 
 impl Log {
-    fn new(now: Instant) -> Self {
+    fn new(stream: StreamId, now: Instant) -> Self {
         Self {
+            stream,
             next_seq: 0,
             items: VecDeque::new(),
             waiters: Vec::new(),
@@ -41,21 +75,28 @@ impl Log {
     }
 
     fn first_seq(&self) -> u64 {
-        self.items.front().map_or(self.next_seq + 1, |u| u.seq)
+        self.items
+            .front()
+            .map_or(self.next_seq + 1, |(seq, _)| *seq)
     }
 
-    /// Answers with the updates after `after`, up to a page of bytes (at least one): the
+    /// Answers with the updates after `poll.after`, up to a page of bytes (at least one): the
     /// client asks again from the last one it got.
-    fn answer(&self, after: u64, responder: Responder<pb::ClientResponse>) {
+    fn answer(&self, poll: Poll, responder: Responder<pb::ClientResponse>) {
         let mut budget = PAGE_BYTES;
         let mut updates = Vec::new();
-        for update in self.items.iter().filter(|u| u.seq > after) {
+        for (seq, item) in self.items.iter().filter(|(seq, _)| *seq > poll.after) {
+            let update = pb::StreamUpdate {
+                stream_id: self.stream.0.to_vec(),
+                seq: *seq,
+                kind: Some(item.to_kind(poll.headers_only)),
+            };
             let size = update.encoded_len();
             if !updates.is_empty() && size > budget {
                 break;
             }
             budget = budget.saturating_sub(size);
-            updates.push(update.clone());
+            updates.push(update);
         }
         let response = pb::ClientResponse {
             kind: Some(pb::client_response::Kind::Subscribe(
@@ -84,41 +125,47 @@ impl Watch {
 
     /// Records an update of a watched stream and answers the clients waiting for it.
     pub(crate) fn push(&self, stream: StreamId, kind: pb::stream_update::Kind) {
+        self.record(stream, Item::Sent(kind));
+    }
+
+    /// Records a promotion in a watched stream's log (see [`Watch::push`]).
+    pub(crate) fn promoted(&self, stream: StreamId, miniblock: ParsedMiniblock) {
+        self.record(stream, Item::Promoted(miniblock));
+    }
+
+    fn record(&self, stream: StreamId, item: Item) {
         let mut logs = self.lock();
         let Some(log) = logs.get_mut(&stream) else {
             return;
         };
         log.next_seq += 1;
-        log.items.push_back(pb::StreamUpdate {
-            stream_id: stream.0.to_vec(),
-            seq: log.next_seq,
-            kind: Some(kind),
-        });
+        log.items.push_back((log.next_seq, item));
         while log.items.len() > WINDOW {
             log.items.pop_front();
         }
         for waiter in std::mem::take(&mut log.waiters) {
-            log.answer(waiter.after, waiter.responder);
+            log.answer(waiter.poll, waiter.responder);
         }
     }
 
-    /// Answers now if there are updates after `after`, else parks the client until `deadline`.
+    /// Answers now if there are updates after `poll.after`, else parks the client until
+    /// `deadline`.
     pub(crate) fn poll(
         &self,
         stream: StreamId,
-        after: u64,
+        poll: Poll,
         deadline: Instant,
         responder: Responder<pb::ClientResponse>,
     ) {
         let now = Instant::now();
         let mut logs = self.lock();
-        let log = logs.entry(stream).or_insert_with(|| Log::new(now));
+        let log = logs.entry(stream).or_insert_with(|| Log::new(stream, now));
         log.polled = now;
-        if log.items.back().is_some_and(|u| u.seq > after) || now >= deadline {
-            log.answer(after, responder);
+        if log.items.back().is_some_and(|(seq, _)| *seq > poll.after) || now >= deadline {
+            log.answer(poll, responder);
         } else {
             log.waiters.push(Waiter {
-                after,
+                poll,
                 deadline,
                 responder,
             });
@@ -134,7 +181,7 @@ impl Watch {
                 .partition(|w| w.deadline <= now);
             log.waiters = waiting;
             for waiter in due {
-                log.answer(waiter.after, waiter.responder);
+                log.answer(waiter.poll, waiter.responder);
             }
         }
         logs.retain(|_, log| !log.waiters.is_empty() || now.duration_since(log.polled) < IDLE);

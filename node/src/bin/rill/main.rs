@@ -93,6 +93,10 @@ enum StreamCommand {
     Watch {
         /// The stream id.
         stream: StreamId,
+        /// Show each promoted miniblock from its header alone (the node sends no envelopes
+        /// again: the events were shown when they were admitted).
+        #[arg(long)]
+        headers_only: bool,
     },
 }
 
@@ -302,14 +306,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 view.print();
             }
         }
-        Command::Stream(StreamCommand::Watch { stream }) => {
+        Command::Stream(StreamCommand::Watch {
+            stream,
+            headers_only,
+        }) => {
             let client = connect(&cli).await?;
             let mut after = 0;
             // The first poll returns at once: from it on the node keeps the stream's updates
             // for us, so nothing that happens after the line below is missed.
             let mut wait_ms = 0;
             loop {
-                let batch = client.watch(*stream, after, wait_ms).await?;
+                let batch = if *headers_only {
+                    client.watch_headers(*stream, after, wait_ms).await?
+                } else {
+                    client.watch(*stream, after, wait_ms).await?
+                };
                 if wait_ms == 0 {
                     eprintln!("watching stream {stream} (Ctrl-C to stop)");
                     wait_ms = 20_000;
@@ -327,17 +338,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             }
                         }
                         Some(pb::stream_update::Kind::Miniblock(m)) => {
-                            let miniblock = MiniblockView::new(&m);
-                            if cli.json {
-                                print_json(&json!({ "seq": seq, "miniblock": miniblock }));
-                            } else {
-                                println!(
-                                    "miniblock #{} {} ({} events)",
-                                    miniblock.num,
-                                    miniblock.hash,
-                                    miniblock.events.len()
-                                );
-                            }
+                            print_miniblock(seq, &MiniblockView::new(&m), cli.json);
+                        }
+                        Some(pb::stream_update::Kind::MiniblockHeader(header)) => {
+                            let m = pb::Miniblock {
+                                header: Some(header),
+                                events: Vec::new(),
+                            };
+                            print_miniblock(seq, &MiniblockView::new(&m), cli.json);
                         }
                         None => {}
                     }
@@ -385,6 +393,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One promoted miniblock of a watch.
+fn print_miniblock(seq: u64, miniblock: &MiniblockView, json_out: bool) {
+    if json_out {
+        print_json(&json!({ "seq": seq, "miniblock": miniblock }));
+    } else {
+        println!(
+            "miniblock #{} {} ({} events)",
+            miniblock.num, miniblock.hash, miniblock.event_count
+        );
+    }
 }
 
 fn print_json(value: &impl Serialize) {

@@ -81,6 +81,8 @@ pub(crate) struct MiniblockView {
     pub(crate) prev_hash: String,
     pub(crate) producer: String,
     pub(crate) timestamp_ms: u64,
+    /// The events its header names (`events` is empty for a header alone).
+    pub(crate) event_count: usize,
     pub(crate) events: Vec<EventView>,
 }
 
@@ -92,9 +94,11 @@ impl MiniblockView {
             .as_ref()
             .map(|f| hex0x(&f.creator))
             .unwrap_or_default();
-        let (num, prev, timestamp_ms) = match fields.and_then(|f| f.payload) {
-            Some(Payload::MiniblockHeader(h)) => (h.num, h.prev_hash, h.timestamp_ms),
-            _ => (0, vec![], 0),
+        let (num, prev, timestamp_ms, event_count) = match fields.and_then(|f| f.payload) {
+            Some(Payload::MiniblockHeader(h)) => {
+                (h.num, h.prev_hash, h.timestamp_ms, h.event_hashes.len())
+            }
+            _ => (0, vec![], 0, 0),
         };
         let prev = if prev.is_empty() {
             B256::ZERO.to_vec()
@@ -107,6 +111,7 @@ impl MiniblockView {
             prev_hash: hex0x(&prev),
             producer,
             timestamp_ms,
+            event_count,
             events: miniblock.events.iter().map(EventView::new).collect(),
         }
     }
