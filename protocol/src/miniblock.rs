@@ -4,6 +4,8 @@
 //! (hash and signature checked) and the events match the header's `event_hashes` in order.
 //! Whether the signer was the elected leader and the events admissible is the engine's check.
 
+use std::collections::HashMap;
+
 use prost::Message as _;
 
 use crate::envelope::{Limits, OpenError, ParsedEvent, Payload, seal};
@@ -36,6 +38,15 @@ pub enum MiniblockError {
     /// The message has no header.
     #[error("the miniblock has no header")]
     MissingHeader,
+    /// An event the sender left out (see [`ParsedMiniblock::open_omitting`]) is not one this
+    /// node holds.
+    #[error("miniblock event {index} ({hash}) was left out and this node does not hold it")]
+    Omitted {
+        /// Its position.
+        index: usize,
+        /// Its hash, as the header names it.
+        hash: Hash,
+    },
 }
 
 /// A miniblock whose header and events have been opened and matched.
@@ -63,15 +74,45 @@ impl ParsedMiniblock {
         known: impl Fn(&Hash) -> Option<ParsedEvent>,
     ) -> Result<Self, MiniblockError> {
         Self::open_events(miniblock, limits, |e| {
-            let reuse = (e.hash.len() == 32)
-                .then(|| known(&Hash::from_slice(&e.hash)))
-                .flatten()
-                .filter(|k| *k.envelope() == e);
-            match reuse {
-                Some(event) => Ok(event),
-                None => ParsedEvent::open_cached(e, limits, signers),
-            }
+            reuse_or_open(e, limits, signers, &known)
         })
+    }
+
+    /// Opens a candidate whose `events` leave out some that this node holds (a leader sends
+    /// a replica the events it did not propose): the header names every event, in order, and
+    /// each comes from the envelopes sent (opened as [`ParsedMiniblock::open_reusing`] does)
+    /// or else from `known`. One from neither is [`MiniblockError::Omitted`]; one sent under
+    /// another hash than its own is [`MiniblockError::EventsMismatch`].
+    pub fn open_omitting(
+        miniblock: pb::Miniblock,
+        limits: &Limits,
+        signers: &SignerCache,
+        known: impl Fn(&Hash) -> Option<ParsedEvent>,
+    ) -> Result<Self, MiniblockError> {
+        let header = miniblock.header.ok_or(MiniblockError::MissingHeader)?;
+        let header_event = open_header(header, limits)?;
+        let named: Vec<Hash> = header_event
+            .miniblock_header()
+            .ok_or(MiniblockError::NotAHeader)?
+            .event_hashes
+            .iter()
+            .map(|h| Hash::try_from(h.as_slice()).map_err(|_| MiniblockError::EventsMismatch))
+            .collect::<Result<_, _>>()?;
+        let mut sent: HashMap<Hash, pb::Envelope> = miniblock
+            .events
+            .into_iter()
+            .filter_map(|e| Some((Hash::try_from(e.hash.as_slice()).ok()?, e)))
+            .collect();
+        let events = named
+            .iter()
+            .enumerate()
+            .map(|(index, hash)| match sent.remove(hash) {
+                Some(e) => reuse_or_open(e, limits, signers, &known)
+                    .map_err(|error| MiniblockError::Event { index, error }),
+                None => known(hash).ok_or(MiniblockError::Omitted { index, hash: *hash }),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_parts(header_event, events)
     }
 
     fn open_events(
@@ -80,12 +121,7 @@ impl ParsedMiniblock {
         open: impl Fn(pb::Envelope) -> Result<ParsedEvent, OpenError>,
     ) -> Result<Self, MiniblockError> {
         let header = miniblock.header.ok_or(MiniblockError::MissingHeader)?;
-        // Headers list up to thousands of hashes: allow them more room than an event.
-        let header_limits = Limits {
-            max_event_bytes: limits.max_event_bytes.max(1 << 20),
-        };
-        let header_event =
-            ParsedEvent::open(header, &header_limits).map_err(MiniblockError::Header)?;
+        let header_event = open_header(header, limits)?;
         let events = miniblock
             .events
             .into_iter()
@@ -229,4 +265,31 @@ impl ParsedMiniblock {
 /// The hash of a snapshot: its encoding under the `SNAPSHOT` tag.
 pub fn snapshot_hash(snapshot: &pb::Snapshot) -> Hash {
     framed_hash(HashTag::Snapshot, &snapshot.encode_to_vec())
+}
+
+/// Opens a header envelope: headers list up to thousands of hashes, so they get more room
+/// than an event.
+fn open_header(header: pb::Envelope, limits: &Limits) -> Result<ParsedEvent, MiniblockError> {
+    let header_limits = Limits {
+        max_event_bytes: limits.max_event_bytes.max(1 << 20),
+    };
+    ParsedEvent::open(header, &header_limits).map_err(MiniblockError::Header)
+}
+
+/// An event of a received miniblock: the `known` one if the envelope is byte-identical to it
+/// (not verified again), else opened through `signers`.
+fn reuse_or_open(
+    e: pb::Envelope,
+    limits: &Limits,
+    signers: &SignerCache,
+    known: &impl Fn(&Hash) -> Option<ParsedEvent>,
+) -> Result<ParsedEvent, OpenError> {
+    let reuse = (e.hash.len() == 32)
+        .then(|| known(&Hash::from_slice(&e.hash)))
+        .flatten()
+        .filter(|k| *k.envelope() == e);
+    match reuse {
+        Some(event) => Ok(event),
+        None => ParsedEvent::open_cached(e, limits, signers),
+    }
 }

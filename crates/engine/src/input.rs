@@ -41,7 +41,14 @@ pub enum Request {
     /// `ProposeMiniblock`: the leader asks a replica for its proposal.
     Proposal(ProposalRequest),
     /// `SaveMiniblockCandidate`: the leader hands its candidate to a replica.
-    SaveCandidate(ParsedMiniblock),
+    SaveCandidate {
+        /// The candidate.
+        miniblock: ParsedMiniblock,
+        /// `held[i]`: the replica listed the `i`-th event in its proposal for this round, so
+        /// the wire form may leave its envelope out (the replica takes it from its minipool,
+        /// or answers that it lacks it). Empty: every envelope is sent.
+        held: Vec<bool>,
+    },
     /// `GetEvents`: events this node lacks.
     GetEvents(Vec<B256>),
     /// `GetMiniblocks`: promoted miniblocks `from ..= to` and the candidates after them.
@@ -58,7 +65,9 @@ impl Request {
     pub fn kind(&self) -> RequestKind {
         match self {
             Request::Proposal(_) => RequestKind::Proposal,
-            Request::SaveCandidate(miniblock) => RequestKind::SaveCandidate(miniblock.hash()),
+            Request::SaveCandidate { miniblock, .. } => {
+                RequestKind::SaveCandidate(miniblock.hash())
+            }
             Request::GetEvents(_) => RequestKind::GetEvents,
             Request::GetMiniblocks { .. } => RequestKind::GetMiniblocks,
         }

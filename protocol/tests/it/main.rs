@@ -3,4 +3,5 @@
 mod envelope;
 mod hashing;
 mod keys;
+mod miniblock;
 mod never_panics;

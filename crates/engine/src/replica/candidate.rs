@@ -14,7 +14,7 @@
 //! then the chained candidate.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use alloy_primitives::{Address, B256};
 use rill_protocol::ParsedMiniblock;
@@ -115,8 +115,14 @@ impl Offer {
 
 impl Replica {
     /// The leader's side: store the candidate, hand it to the other nodes, and register it
-    /// once a write quorum stored it.
-    pub(super) fn offer_candidate(&mut self, ctx: &mut Ctx<'_>, miniblock: ParsedMiniblock) {
+    /// once a write quorum stored it. `proposed` holds the minipool hashes each replica
+    /// proposed this round: the events it listed need not travel again.
+    pub(super) fn offer_candidate(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        miniblock: ParsedMiniblock,
+        proposed: &HashMap<Address, HashSet<B256>>,
+    ) {
         let stream = self.id();
         ctx.store(StoreOp::StoreCandidate {
             stream,
@@ -124,7 +130,18 @@ impl Replica {
             miniblock: miniblock.clone(),
         });
         for node in self.live_peers(ctx) {
-            ctx.send(node, stream, Request::SaveCandidate(miniblock.clone()));
+            let held = proposed
+                .get(&node)
+                .map(|hashes| {
+                    miniblock
+                        .events()
+                        .iter()
+                        .map(|e| hashes.contains(&e.hash()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let miniblock = miniblock.clone();
+            ctx.send(node, stream, Request::SaveCandidate { miniblock, held });
         }
         self.candidates.keep(miniblock.clone());
         self.offer = Some(Offer {
@@ -234,11 +251,10 @@ impl Replica {
             .collect();
         for node in due {
             offer.resend.remove(&node);
-            ctx.send(
-                node,
-                stream,
-                Request::SaveCandidate(offer.miniblock.clone()),
-            );
+            // Whole: the replica may have answered that it lacks an event it proposed.
+            let miniblock = offer.miniblock.clone();
+            let held = Vec::new();
+            ctx.send(node, stream, Request::SaveCandidate { miniblock, held });
         }
     }
 

@@ -10,7 +10,7 @@
 //! other leader's candidate races.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use alloy_primitives::{Address, B256};
 use rill_protocol::{ParsedEvent, ParsedMiniblock, pb};
@@ -310,7 +310,12 @@ impl Replica {
             events = miniblock.events().len(),
             "candidate built"
         );
-        self.offer_candidate(ctx, miniblock);
+        let proposed: HashMap<Address, HashSet<B256>> = round
+            .replies
+            .into_iter()
+            .map(|(node, reply)| (node, reply.hashes.into_iter().collect()))
+            .collect();
+        self.offer_candidate(ctx, miniblock, &proposed);
     }
 }
 

@@ -5,7 +5,7 @@ use rill_engine::{
     CandidateVerdict, Effect, Engine, EngineConfig, Gossip, Input, Notification, PeerGossip,
     ProposalReply, Request, Response, RestoredStream, StoreOp, StreamView, elect_leader,
 };
-use rill_protocol::{ParsedMiniblock, StreamId};
+use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId};
 
 use crate::support::{genesis, key, message, registrations};
 
@@ -501,6 +501,69 @@ fn a_stored_candidate_tells_the_store_which_of_its_events_the_minipool_holds() {
             "replica {replica}: its envelope is looked up (and written) only if not pooled"
         );
     }
+}
+
+#[test]
+fn a_candidate_leaves_out_for_each_replica_what_it_proposed_and_is_sent_whole_when_asked_again() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    // Every node holds `a`; nodes 0 and 1 hold `b` (a majority), node 2 does not.
+    let a = message(&key(2), (0, t.genesis.hash()), 1);
+    let b = message(&key(2), (0, t.genesis.hash()), 2);
+    for i in 0..3 {
+        t.engines[i].add_event(0, t.stream, a.clone()).unwrap();
+    }
+    for i in 0..2 {
+        t.engines[i].add_event(0, t.stream, b.clone()).unwrap();
+    }
+    let (_, effects) = t.round(leader, block);
+    let candidate = Three::candidate_in(&effects);
+    let sent = |effects: &[Effect]| -> Vec<(Address, Vec<bool>)> {
+        effects
+            .iter()
+            .filter_map(|x| match x {
+                Effect::Send {
+                    to,
+                    request: Request::SaveCandidate { miniblock, held },
+                    ..
+                } if miniblock.hash() == candidate.hash() => Some((*to, held.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let held_of = |e: &ParsedEvent| {
+        let index = candidate.events().iter().position(|x| x.hash() == e.hash());
+        index.expect("in the candidate")
+    };
+    let mut offers = sent(&effects);
+    offers.sort();
+    let mut expected = Vec::new();
+    for (replica, holds) in [(1, [true, true]), (2, [true, false])] {
+        let mut held = vec![false; 2];
+        held[held_of(&a)] = holds[0];
+        held[held_of(&b)] = holds[1];
+        expected.push((t.addrs[replica], held));
+    }
+    expected.sort();
+    assert_eq!(
+        offers, expected,
+        "each replica gets what it did not propose"
+    );
+    // Replica 1 lost an event it proposed and asks for time: the resend carries everything.
+    let deferred = t.engines[leader].handle(
+        1600,
+        Input::Response {
+            from: t.addrs[1],
+            stream: t.stream,
+            response: Response::CandidateDeferred(candidate.hash()),
+        },
+    );
+    assert!(sent(&deferred).is_empty(), "not resent at once");
+    let resent: Vec<_> = (1..=50)
+        .flat_map(|k| sent(&t.engines[leader].handle(1600 + k * 100, Input::Tick)))
+        .collect();
+    assert_eq!(resent, vec![(t.addrs[1], Vec::new())], "whole, once");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The deterministic simulation: 3–5 replicas of one stream, a network that delays, reorders,
 //! drops and duplicates messages, nodes that crash and restart from their store (and now and
-//! then lose their disk), clocks that disagree by up to 1.5 s, a chain that applies
+//! then lose their disk, or an event they proposed that the leader's candidate then leaves
+//! out), clocks that disagree by up to 1.5 s, a chain that applies
 //! registrations like the registry contract and changes the network's rules and a node's
 //! status mid-run, and clients that post, join and leave. Answers are paged by bytes and
 //! miniblocks are bounded in bytes. Everything is driven by one seed; a failing seed is printed
@@ -180,6 +181,8 @@ struct Sim {
     /// Every node that stored each candidate or miniblock (even if it lost its disk since).
     stored_miniblock: BTreeMap<B256, BTreeSet<usize>>,
     wipes: u32,
+    /// Candidates a replica answered "unavailable" to, lacking an envelope left out.
+    omissions_lacked: u32,
 }
 
 impl Sim {
@@ -239,6 +242,7 @@ impl Sim {
             dropped: BTreeSet::new(),
             stored_miniblock: BTreeMap::new(),
             wipes: 0,
+            omissions_lacked: 0,
         };
         for i in 0..n {
             let config = sim.config_of(i);
@@ -790,6 +794,12 @@ fn lagging_registrations_chain_candidates_and_keep_the_invariants() {
 }
 
 #[test]
+fn replicas_that_lack_an_envelope_left_out_get_the_candidate_whole_and_keep_the_invariants() {
+    let lacked: u32 = (0..40).map(|seed| run_seed(seed).omissions_lacked).sum();
+    assert!(lacked > 0, "no replica lacked an envelope left out");
+}
+
+#[test]
 fn leaders_that_do_not_chain_build_no_chained_candidates() {
     for seed in 0..20 {
         let mut sim = Sim::with_chaining(seed, |_| false);
@@ -821,7 +831,7 @@ fn print_stats() {
         let chain = sim.full_chain();
         let events: usize = chain.iter().map(|m| m.events().len()).sum();
         println!(
-            "seed {seed}: n={} blocks={} miniblocks={} chained={} events={events} posts={} stored={} dropped={} wipes={} evictions={} jumps={}",
+            "seed {seed}: n={} blocks={} miniblocks={} chained={} events={events} posts={} stored={} dropped={} wipes={} evictions={} jumps={} omissions_lacked={}",
             sim.nodes.len(),
             sim.block,
             chain.len(),
@@ -832,6 +842,7 @@ fn print_stats() {
             sim.wipes,
             sim.nodes.iter().map(|n| n.evictions).sum::<u32>(),
             sim.nodes.iter().map(|n| n.jumps).sum::<u32>(),
+            sim.omissions_lacked,
         );
     }
 }

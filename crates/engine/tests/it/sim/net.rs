@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 
 use alloy_primitives::B256;
 use rand::Rng;
-use rill_engine::{CandidateVerdict, Gossip, Input, PeerGossip, Request, RequestKind, Response};
+use rill_engine::{
+    CandidateVerdict, Gossip, Input, PeerGossip, Request, RequestKind, Response, StreamView,
+};
 use rill_protocol::{ParsedEvent, ParsedMiniblock};
 
 use super::{Job, Sim};
@@ -77,6 +79,32 @@ impl Sim {
         self.schedule(REQUEST_TIMEOUT_MS, Job::Deliver { to: from, input });
     }
 
+    /// `to` stores (or refuses) the candidate `asker` sent it; the answer to send back.
+    fn save_candidate(
+        &mut self,
+        now: u64,
+        asker: alloy_primitives::Address,
+        to: usize,
+        miniblock: ParsedMiniblock,
+    ) -> Response {
+        let hash = miniblock.hash();
+        let stream = self.stream;
+        let engine = self.live(to).expect("live");
+        let answer = engine.candidate(now, asker, stream, miniblock);
+        if std::env::var_os("RILL_SIM_DEBUG").is_some() {
+            eprintln!(
+                "t={} node {to} answers candidate {hash}: {:?}",
+                self.now, answer.answer
+            );
+        }
+        self.apply(to, answer.effects);
+        match answer.answer {
+            CandidateVerdict::Stored => Response::CandidateSaved(hash),
+            CandidateVerdict::Deferred => Response::CandidateDeferred(hash),
+            _ => Response::CandidateRefused(hash),
+        }
+    }
+
     /// `to` serves `from`'s request and answers it.
     pub(super) fn serve(&mut self, from: usize, to: usize, request: Request) {
         let kind = request.kind();
@@ -94,21 +122,22 @@ impl Sim {
                     Err(_) => Response::Failed(kind),
                 }
             }
-            Request::SaveCandidate(miniblock) => {
+            Request::SaveCandidate { miniblock, held } => {
                 let hash = miniblock.hash();
                 let engine = self.live(to).expect("live");
-                let answer = engine.candidate(now, asker, stream, miniblock);
-                if std::env::var_os("RILL_SIM_DEBUG").is_some() {
-                    eprintln!(
-                        "t={} node {to} answers candidate {hash}: {:?}",
-                        self.now, answer.answer
-                    );
-                }
-                self.apply(to, answer.effects);
-                match answer.answer {
-                    CandidateVerdict::Stored => Response::CandidateSaved(hash),
-                    CandidateVerdict::Deferred => Response::CandidateDeferred(hash),
-                    _ => Response::CandidateRefused(hash),
+                // As the node's router does: an envelope left out must be in the replica's
+                // minipool, else it answers "unavailable" and the leader sends it whole. Now
+                // and then the replica lost one it proposed (a fault).
+                let pool = engine.stream(&stream);
+                let lacks = held.iter().zip(miniblock.events()).any(|(held, e)| {
+                    *held && pool.and_then(|view| view.pool_event(&e.hash())).is_none()
+                });
+                let lost = self.faults && held.contains(&true) && self.rng.gen_bool(0.1);
+                if lacks || lost {
+                    self.omissions_lacked += 1;
+                    Response::CandidateDeferred(hash)
+                } else {
+                    self.save_candidate(now, asker, to, miniblock)
                 }
             }
             Request::GetEvents(hashes) => {
