@@ -32,10 +32,24 @@ pub(crate) fn request_to_pb(stream: StreamId, request: Request) -> NodeRequest {
             hashes: hashes_to_pb(&p.hashes),
             chain_block: p.chain_block,
         })),
-        Request::SaveCandidate(candidate) => {
+        Request::SaveCandidate {
+            miniblock: candidate,
+            held,
+        } => {
+            // The envelopes the replica proposed stay behind: its minipool holds them.
+            let omits_proposed = held.iter().any(|h| *h);
+            let events = candidate
+                .events()
+                .iter()
+                .zip(held.iter().chain(std::iter::repeat(&false)))
+                .filter(|(_, held)| !**held)
+                .map(|(e, _)| e.envelope().clone())
+                .collect();
+            let header = Some(candidate.header_event().envelope().clone());
             miniblock(Kind::SaveCandidate(pb::SaveMiniblockCandidateRequest {
                 stream_id,
-                candidate: Some(candidate.to_pb()),
+                candidate: Some(pb::Miniblock { header, events }),
+                omits_proposed,
             }))
         }
         Request::GetEvents(hashes) => NodeRequest::Events(pb::GetEventsRequest {

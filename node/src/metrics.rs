@@ -97,6 +97,7 @@ pub(crate) struct Metrics {
     pub(crate) client_adds_held_back: Counter,
     pub(crate) client_adds_paced: Counter,
     pub(crate) gossip_events_held_already: Counter,
+    pub(crate) candidate_events_left_out: Counter,
     pub(crate) stream_creations_refused: Counter,
     pub(crate) peers: Gauge,
     pub(crate) chain_head: Gauge,
@@ -146,6 +147,7 @@ impl Metrics {
             client_adds_held_back: Counter::default(),
             client_adds_paced: Counter::default(),
             gossip_events_held_already: Counter::default(),
+            candidate_events_left_out: Counter::default(),
             stream_creations_refused: Counter::default(),
             peers: Gauge::default(),
             chain_head: Gauge::default(),
@@ -201,6 +203,12 @@ impl Metrics {
             "gossip_events_held_already",
             "Events gossip brought that this node held already, answered without opening them",
             self.gossip_events_held_already.clone(),
+        );
+        r.register(
+            "candidate_events_left_out",
+            "Events of leaders' candidates that came without their envelope, taken from this \
+             node's minipool (it had proposed them)",
+            self.candidate_events_left_out.clone(),
         );
         r.register(
             "miniblocks_produced",

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use alloy_primitives::{Address, B256};
+use prost::Message as _;
 use rill_engine::{CandidateVerdict, PeerGossip, StreamView, Verdict};
 use rill_p2p::{GossipBatch, MessageId, NetworkEvent, P2p, PeerId, Responder, Validation};
 use rill_protocol::{
@@ -42,6 +43,8 @@ pub(crate) struct OpenedCandidate {
     pub(crate) from: Address,
     pub(crate) stream: StreamId,
     pub(crate) miniblock: Result<ParsedMiniblock, MiniblockError>,
+    /// How many of its events came without their envelope (taken from this node's pool).
+    pub(crate) left_out: u64,
     pub(crate) reply: Reply,
 }
 
@@ -290,10 +293,20 @@ impl Router {
             from,
             stream,
             miniblock,
+            left_out,
             reply,
         } = opened;
         let miniblock = match miniblock {
-            Ok(miniblock) => miniblock,
+            Ok(miniblock) => {
+                self.metrics.candidate_events_left_out.inc_by(left_out);
+                miniblock
+            }
+            // Not the leader's fault: this node lost an event it proposed. The leader sends
+            // the candidate whole when asked again.
+            Err(e @ MiniblockError::Omitted { .. }) => {
+                debug!(%from, %stream, %e, "candidate left out an event this node lacks");
+                return reply.refuse(error(pb::ErrorCode::Unavailable, e.to_string()));
+            }
             Err(e) => {
                 self.metrics.reject("malformed");
                 return reply.refuse(error(pb::ErrorCode::BadCandidate, e.to_string()));
@@ -470,26 +483,33 @@ impl Router {
                     return reply.refuse(error(pb::ErrorCode::Malformed, "stream id"));
                 };
                 let candidate = c.candidate.unwrap_or_default();
-                // Events this node already opened are not verified again.
+                let omitting = c.omits_proposed;
+                // Events this node already opened are not verified again; those the leader
+                // left out come from here.
+                let named = candidate_hashes(&candidate, omitting);
+                let left_out = if omitting {
+                    named.len().saturating_sub(candidate.events.len()) as u64
+                } else {
+                    0
+                };
                 let known: HashMap<B256, ParsedEvent> = streams
                     .for_stream(&stream)
                     .stream(&stream)
                     .map(|view| {
-                        candidate
-                            .events
-                            .iter()
-                            .filter_map(|e| B256::try_from(e.hash.as_slice()).ok())
+                        named
+                            .into_iter()
                             .filter_map(|h| view.pool_event(&h).map(|e| (h, e.clone())))
                             .collect()
                     })
                     .unwrap_or_default();
                 let (mailbox, opener) = (self.mailbox.clone(), self.workers.opener(self.limits));
                 let job = move || {
-                    let miniblock = opener.open_miniblock(candidate, &known);
+                    let miniblock = opener.open_candidate(candidate, &known, omitting);
                     let _ = mailbox.blocking_send(LoopMsg::Candidate(OpenedCandidate {
                         from,
                         stream,
                         miniblock,
+                        left_out,
                         reply,
                     }));
                 };
@@ -529,4 +549,29 @@ pub(crate) fn busy() -> pb::Error {
         pb::ErrorCode::Unavailable,
         "the node is busy; try again shortly",
     )
+}
+
+/// The hashes of the events a received candidate holds: the envelopes sent, or with
+/// `omitting` every event its header names (none if the header does not decode: opening it
+/// then fails).
+fn candidate_hashes(candidate: &pb::Miniblock, omitting: bool) -> Vec<B256> {
+    if !omitting {
+        return candidate
+            .events
+            .iter()
+            .filter_map(|e| B256::try_from(e.hash.as_slice()).ok())
+            .collect();
+    }
+    let header = candidate
+        .header
+        .as_ref()
+        .and_then(|h| pb::StreamEvent::decode(h.event.as_slice()).ok());
+    match header.and_then(|h| h.payload) {
+        Some(rill_protocol::Payload::MiniblockHeader(h)) => h
+            .event_hashes
+            .iter()
+            .filter_map(|h| B256::try_from(h.as_slice()).ok())
+            .collect(),
+        _ => Vec::new(),
+    }
 }

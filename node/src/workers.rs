@@ -144,6 +144,22 @@ impl Opener {
             known.get(hash).cloned()
         })
     }
+
+    /// Checks a leader's candidate: [`Opener::open_miniblock`], or with `omitting` one whose
+    /// events leave out some of `known` (see [`ParsedMiniblock::open_omitting`]).
+    pub(crate) fn open_candidate(
+        &self,
+        candidate: pb::Miniblock,
+        known: &HashMap<B256, ParsedEvent>,
+        omitting: bool,
+    ) -> Result<ParsedMiniblock, MiniblockError> {
+        if !omitting {
+            return self.open_miniblock(candidate, known);
+        }
+        ParsedMiniblock::open_omitting(candidate, &self.limits, &self.signers, |hash| {
+            known.get(hash).cloned()
+        })
+    }
 }
 
 impl Workers {

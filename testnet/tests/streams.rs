@@ -165,6 +165,12 @@ async fn the_rounds_of_many_streams_travel_in_batches_and_every_event_finalizes(
         requests >= 4.0 * exchanges,
         "{requests} round requests in {exchanges} exchanges"
     );
+    // The candidates left out the envelopes the replicas had proposed, and the replicas took
+    // them from their minipools.
+    let left_out = net
+        .metric_total("rill_candidate_events_left_out_total")
+        .await;
+    assert!(left_out > 0.0, "no candidate left an event out");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,6 +220,13 @@ async fn each_item_of_a_round_batch_gets_its_own_answer_and_bad_items_harm_nothi
         request(Kind::SaveCandidate(pb::SaveMiniblockCandidateRequest {
             stream_id: stream.0.to_vec(),
             candidate: Some(pb::Miniblock::default()),
+            omits_proposed: false,
+        })),
+        // Leaving events out does not excuse a candidate without a header.
+        request(Kind::SaveCandidate(pb::SaveMiniblockCandidateRequest {
+            stream_id: stream.0.to_vec(),
+            candidate: Some(pb::Miniblock::default()),
+            omits_proposed: true,
         })),
         request(Kind::Batch(pb::MiniblockRequestBatch {
             items: vec![propose(stream.0.to_vec())],
@@ -233,7 +246,7 @@ async fn each_item_of_a_round_batch_gets_its_own_answer_and_bad_items_harm_nothi
         panic!("a batch's answer: {answer:?}");
     };
     let answers = answers.items;
-    assert_eq!(answers.len(), 6, "one answer per item");
+    assert_eq!(answers.len(), 7, "one answer per item");
     let Some(pb::miniblock_response::Kind::Propose(proposal)) = &answers[0].kind else {
         panic!("the good proposal is answered: {:?}", answers[0]);
     };
@@ -246,7 +259,10 @@ async fn each_item_of_a_round_batch_gets_its_own_answer_and_bad_items_harm_nothi
         Some(pb::ErrorCode::Malformed as i32),
         Some(pb::ErrorCode::BadCandidate as i32),
     );
-    assert_eq!(codes, vec![malformed, malformed, bad, malformed, malformed]);
+    assert_eq!(
+        codes,
+        vec![malformed, malformed, bad, bad, malformed, malformed]
+    );
     // A batch over the item limit is refused whole.
     let items = vec![propose(stream.0.to_vec()); 1025];
     let batch = request(Kind::Batch(pb::MiniblockRequestBatch { items }));
