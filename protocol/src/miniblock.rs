@@ -81,8 +81,8 @@ impl ParsedMiniblock {
     /// Opens a candidate whose `events` leave out some that this node holds (a leader sends
     /// a replica the events it did not propose): the header names every event, in order, and
     /// each comes from the envelopes sent (opened as [`ParsedMiniblock::open_reusing`] does)
-    /// or else from `known`. One from neither is [`MiniblockError::Omitted`]; one sent under
-    /// another hash than its own is [`MiniblockError::EventsMismatch`].
+    /// or else from `known`. One from neither is [`MiniblockError::Omitted`]; an envelope sent
+    /// under another hash than its own does not open ([`MiniblockError::Event`]).
     pub fn open_omitting(
         miniblock: pb::Miniblock,
         limits: &Limits,

@@ -3,7 +3,8 @@ use std::collections::HashMap;
 use alloy_primitives::B256;
 use rill_protocol::envelope::new_event;
 use rill_protocol::{
-    Limits, MiniblockError, NodeKey, ParsedEvent, ParsedMiniblock, Payload, SignerCache, pb, seal,
+    Limits, MiniblockError, NodeKey, OpenError, ParsedEvent, ParsedMiniblock, Payload, SignerCache,
+    pb, seal,
 };
 
 /// A leader's miniblock of `n` message events from one client.
@@ -103,7 +104,10 @@ fn an_event_sent_under_another_hash_is_refused() {
     assert!(
         matches!(
             error,
-            MiniblockError::Event { index: 0, .. } | MiniblockError::EventsMismatch
+            MiniblockError::Event {
+                index: 0,
+                error: OpenError::BadHash { .. }
+            }
         ),
         "{error:?}"
     );
