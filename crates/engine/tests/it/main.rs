@@ -2,9 +2,11 @@
 //! simulation.
 
 mod behaviour;
+mod candidates;
 mod liveness;
 mod loading;
 mod policy;
 mod rules;
 mod sim;
 mod support;
+mod three;
