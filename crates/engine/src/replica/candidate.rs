@@ -104,6 +104,10 @@ pub(super) struct Offer {
     refused: BTreeSet<Address>,
     /// Nodes to ask again, and when.
     resend: BTreeMap<Address, u64>,
+    /// Nodes sent the candidate without the envelopes they proposed, and not yet whole. A
+    /// refusal from one of them is answered with the whole candidate first: a node of an
+    /// older version refuses a candidate that leaves envelopes out.
+    partial: BTreeSet<Address>,
     deadline_ms: u64,
 }
 
@@ -129,8 +133,9 @@ impl Replica {
             pooled: self.pooled(&miniblock),
             miniblock: miniblock.clone(),
         });
+        let mut partial = BTreeSet::new();
         for node in self.live_peers(ctx) {
-            let held = proposed
+            let held: Vec<bool> = proposed
                 .get(&node)
                 .map(|hashes| {
                     miniblock
@@ -140,6 +145,9 @@ impl Replica {
                         .collect()
                 })
                 .unwrap_or_default();
+            if held.contains(&true) {
+                partial.insert(node);
+            }
             let miniblock = miniblock.clone();
             ctx.send(node, stream, Request::SaveCandidate { miniblock, held });
         }
@@ -149,6 +157,7 @@ impl Replica {
             saved: BTreeSet::from([ctx.me]),
             refused: BTreeSet::new(),
             resend: BTreeMap::new(),
+            partial,
             deadline_ms: ctx.now_ms + ctx.config.candidate_timeout_ms,
         });
         self.register_if_stored(ctx);
@@ -169,6 +178,10 @@ impl Replica {
             Response::CandidateSaved(h) if h == hash => {
                 offer.saved.insert(from);
                 offer.resend.remove(&from);
+            }
+            // Sent without some envelopes: asked again at once, whole, before it counts.
+            Response::CandidateRefused(h) if h == hash && offer.partial.contains(&from) => {
+                offer.resend.insert(from, ctx.now_ms);
             }
             Response::CandidateRefused(h) if h == hash => {
                 offer.refused.insert(from);
@@ -251,6 +264,7 @@ impl Replica {
             .collect();
         for node in due {
             offer.resend.remove(&node);
+            offer.partial.remove(&node);
             // Whole: the replica may have answered that it lacks an event it proposed.
             let miniblock = offer.miniblock.clone();
             let held = Vec::new();

@@ -178,9 +178,9 @@ fn a_candidate_refused_by_every_replica_is_given_up_at_once() {
     }
     let (_, effects) = t.round(leader, block);
     let candidate = Three::candidate_in(&effects);
-    for i in [1, 2] {
+    let refuse = |t: &mut Three, i: usize, now: u64| {
         let effects = t.engines[leader].handle(
-            1500,
+            now,
             Input::Response {
                 from: t.addrs[i],
                 stream: t.stream,
@@ -188,6 +188,30 @@ fn a_candidate_refused_by_every_replica_is_given_up_at_once() {
             },
         );
         assert!(registrations(&effects).is_empty());
+    };
+    // Both were sent it without the envelope they proposed: a refusal of that (as a node of
+    // an older version answers) is answered with the whole candidate before it counts.
+    for i in [1, 2] {
+        refuse(&mut t, i, 1500);
+    }
+    let mut resent: Vec<(Address, bool)> = t.engines[leader]
+        .handle(1501, Input::Tick)
+        .into_iter()
+        .filter_map(|x| match x {
+            Effect::Send {
+                to,
+                request: Request::SaveCandidate { held, .. },
+                ..
+            } => Some((to, held.is_empty())),
+            _ => None,
+        })
+        .collect();
+    resent.sort();
+    let mut whole = vec![(t.addrs[1], true), (t.addrs[2], true)];
+    whole.sort();
+    assert_eq!(resent, whole, "the whole candidate, to both");
+    for i in [1, 2] {
+        refuse(&mut t, i, 1600);
     }
     // A new round may start at once (nothing waits for the given-up candidate).
     let next = (block + 1..)
