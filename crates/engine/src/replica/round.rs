@@ -243,14 +243,16 @@ impl Replica {
         }
         let _span = tracing::debug_span!("miniblock", num = round.num).entered();
         let n = self.stream.nodes.len();
+        // What each replica proposed, each hash once: it counts toward the cut, and the
+        // candidate need not carry those envelopes back to that replica.
+        let proposed: HashMap<Address, HashSet<B256>> = round
+            .replies
+            .iter()
+            .map(|(node, reply)| (*node, reply.hashes.iter().copied().collect()))
+            .collect();
         let mut count: HashMap<B256, usize> = HashMap::new();
-        for hash in self.pool.hashes() {
+        for hash in self.pool.hashes().iter().chain(proposed.values().flatten()) {
             *count.entry(*hash).or_default() += 1;
-        }
-        for reply in round.replies.values() {
-            for hash in reply.hashes.iter().collect::<BTreeSet<_>>() {
-                *count.entry(*hash).or_default() += 1;
-            }
         }
         let quorum = |h: &B256| count.get(h).copied().unwrap_or(0) * 2 > n;
         let rules = ctx.rules_now();
@@ -310,11 +312,6 @@ impl Replica {
             events = miniblock.events().len(),
             "candidate built"
         );
-        let proposed: HashMap<Address, HashSet<B256>> = round
-            .replies
-            .into_iter()
-            .map(|(node, reply)| (node, reply.hashes.into_iter().collect()))
-            .collect();
         self.offer_candidate(ctx, miniblock, &proposed);
     }
 }
