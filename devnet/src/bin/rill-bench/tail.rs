@@ -140,12 +140,18 @@ pub(crate) fn by_block_quarter(
         if t.seen.len() != replicas {
             continue;
         }
-        let after = seen.partition_point(|at| *at <= t.sent_ms);
-        let Some(last) = after.checked_sub(1).map(|i| seen[i]) else {
+        let Some(quarter) = quarter_of(t, &seen, block_ms) else {
             continue;
         };
-        let quarter = ((t.sent_ms - last) * 4 / block_ms.max(1)).min(3) as usize;
         out[quarter].push(*t.seen.values().max().expect("seen") - sent);
     }
     out
+}
+
+/// Which quarter of the block time after the last block (`seen`: the blocks' times, in order)
+/// the event was added in; `None` before the first block.
+pub(crate) fn quarter_of(t: &Times, seen: &[u64], block_ms: u64) -> Option<usize> {
+    let after = seen.partition_point(|at| *at <= t.sent_ms);
+    let last = seen[after.checked_sub(1)?];
+    Some(((t.sent_ms - last) * 4 / block_ms.max(1)).min(3) as usize)
 }

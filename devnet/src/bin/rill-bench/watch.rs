@@ -138,14 +138,18 @@ pub(crate) fn latencies(
 
 /// Where add → every replica's minipool goes, for events sent with a local acknowledgement:
 /// add → acknowledged (the origin's durable write), add → in the origin's minipool, and add →
-/// in the last other replica's minipool.
-pub(crate) fn stages(book: &HashMap<B256, Times>, replicas: usize) -> [Vec<Duration>; 3] {
+/// in the last other replica's minipool; of the events `keep` keeps.
+pub(crate) fn stages(
+    book: &HashMap<B256, Times>,
+    replicas: usize,
+    keep: impl Fn(&Times) -> bool,
+) -> [Vec<Duration>; 3] {
     let mut out: [Vec<Duration>; 3] = Default::default();
     for t in book.values() {
         let (Some(sent), Some((acked, origin))) = (t.sent, t.acked) else {
             continue;
         };
-        if t.seen.len() != replicas {
+        if t.seen.len() != replicas || !keep(t) {
             continue;
         }
         out[0].push(acked - sent);
