@@ -14,8 +14,11 @@ pub(crate) fn numbered(id: &StreamId, num: u64) -> [u8; 40] {
     key
 }
 
-pub(crate) fn candidate(id: &StreamId, num: u64, hash: &B256) -> [u8; 72] {
-    let mut key = [0u8; 72];
+/// The length of a candidate's key.
+pub(crate) const CANDIDATE_KEY: usize = 72;
+
+pub(crate) fn candidate(id: &StreamId, num: u64, hash: &B256) -> [u8; CANDIDATE_KEY] {
+    let mut key = [0u8; CANDIDATE_KEY];
     key[..40].copy_from_slice(&numbered(id, num));
     key[40..].copy_from_slice(hash.as_slice());
     key

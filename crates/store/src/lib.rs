@@ -8,7 +8,9 @@
 //! or a part of up to 32 KiB, never one key per event: sled charges per insert, whatever the
 //! value's size. `events` (hash → envelope) is an older version's layout, read and never
 //! written. Promoting a miniblock is one sled transaction, so a node killed at any point
-//! reopens to a consistent state; [`Store::load`] rebuilds what the engine needs after a
+//! reopens to a consistent state; a promoted candidate may first move the head alone, its
+//! events left where the candidate keeps them (`pending`: id ‖ num → the candidate's key),
+//! and settle later (see `settle.rs`). [`Store::load`] rebuilds what the engine needs after a
 //! restart.
 //!
 //! It owns the bytes on disk and nothing else: it decides nothing (the engine does; the node
@@ -20,7 +22,9 @@ mod gap;
 mod keys;
 mod minipool;
 mod reads;
+mod settle;
 mod store;
 
 pub use gap::StoredGap;
+pub use settle::Settling;
 pub use store::{Store, StoreError, StoredStream, Write, open_sled};

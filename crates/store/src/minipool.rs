@@ -34,8 +34,45 @@ pub(crate) struct PoolRemoval {
 }
 
 impl PoolRemoval {
+    /// How to take `gone` out of these rows.
+    pub(crate) fn of_rows(
+        rows: Vec<(sled::IVec, sled::IVec)>,
+        gone: &HashSet<B256>,
+    ) -> Result<Self, StoreError> {
+        let mut removal = PoolRemoval::default();
+        if gone.is_empty() {
+            return Ok(removal);
+        }
+        for (key, row) in rows {
+            let all = entries::decode(&row)?;
+            let kept: Vec<u8> = all
+                .iter()
+                .filter(|e| !gone.contains(&e.hash))
+                .flat_map(|e| e.bytes.iter().copied())
+                .collect();
+            if kept.is_empty() {
+                removal.deleted.push(key);
+            } else if kept.len() < row.len() {
+                removal.rewritten.push((key, kept));
+            }
+        }
+        Ok(removal)
+    }
+
     /// Carries out the removal inside a transaction on the `pool` tree.
     pub(crate) fn apply(&self, pool: &TransactionalTree) -> TxResult<()> {
+        for key in &self.deleted {
+            pool.remove(key)?;
+        }
+        for (key, row) in &self.rewritten {
+            pool.insert(key, row.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Carries out the removal with plain writes, each row on its own (a settlement's step,
+    /// see `settle.rs`: cut short, the rest is done when the store opens again).
+    pub(crate) fn apply_plain(&self, pool: &sled::Tree) -> Result<(), StoreError> {
         for key in &self.deleted {
             pool.remove(key)?;
         }
@@ -65,24 +102,10 @@ impl Store {
         id: &StreamId,
         gone: &HashSet<B256>,
     ) -> Result<PoolRemoval, StoreError> {
-        let mut removal = PoolRemoval::default();
         if gone.is_empty() {
-            return Ok(removal);
+            return Ok(PoolRemoval::default());
         }
-        for (key, row) in self.pool_rows(id)? {
-            let all = entries::decode(&row)?;
-            let kept: Vec<u8> = all
-                .iter()
-                .filter(|e| !gone.contains(&e.hash))
-                .flat_map(|e| e.bytes.iter().copied())
-                .collect();
-            if kept.is_empty() {
-                removal.deleted.push(key);
-            } else if kept.len() < row.len() {
-                removal.rewritten.push((key, kept));
-            }
-        }
-        Ok(removal)
+        PoolRemoval::of_rows(self.pool_rows(id)?, gone)
     }
 
     /// Adds events to the stream's minipool, in order: their entries go on the stream's last
@@ -127,9 +150,10 @@ impl Store {
         Ok(())
     }
 
-    /// The minipool's envelopes, in arrival order.
+    /// The minipool's envelopes, in arrival order: those of promotions still pending (see
+    /// `settle.rs`) are promoted, not pooled.
     pub fn minipool(&self, id: &StreamId) -> Result<Vec<pb::Envelope>, StoreError> {
-        let mut seen = HashSet::new();
+        let mut seen = self.pending_events(id)?;
         let mut out = Vec::new();
         for (_, row) in self.pool_rows(id)? {
             for entry in entries::decode(&row)? {

@@ -111,7 +111,8 @@ impl Store {
         Ok(out)
     }
 
-    /// A promoted miniblock in wire form, from its header and its parts.
+    /// A promoted miniblock in wire form, from its header and its parts (or, while its
+    /// promotion is pending, its candidate's parts and the pool).
     pub(crate) fn assemble(
         &self,
         id: &StreamId,
@@ -119,6 +120,14 @@ impl Store {
     ) -> Result<pb::Miniblock, StoreError> {
         let (header, fields) = decode_header(header)?;
         let key = keys::numbered(id, fields.num);
+        if let Some(candidate) = self.pending_candidate(&key)? {
+            let parts: Vec<sled::IVec> = self
+                .candidate_bodies
+                .scan_prefix(candidate)
+                .values()
+                .collect::<Result<_, _>>()?;
+            return self.assemble_from(header, &fields, &parts, Some(id));
+        }
         let parts: Vec<sled::IVec> = self
             .bodies
             .scan_prefix(key)
@@ -187,15 +196,16 @@ impl Store {
         })
     }
 
-    /// Stored candidates, in wire form.
+    /// Stored candidates, in wire form (not those promoted and still pending).
     pub fn candidates(&self, id: &StreamId) -> Result<Vec<pb::Miniblock>, StoreError> {
-        self.candidates
-            .scan_prefix(keys::stream_prefix(id))
-            .map(|row| {
-                let (key, header) = row?;
-                self.assemble_candidate(id, &key, &header)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for row in self.candidates.scan_prefix(keys::stream_prefix(id)) {
+            let (key, header) = row?;
+            if !self.is_pending_candidate(id, &key) {
+                out.push(self.assemble_candidate(id, &key, &header)?);
+            }
+        }
+        Ok(out)
     }
 
     /// What the engine needs to load the stream: the promoted miniblocks from its base (the

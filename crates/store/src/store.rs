@@ -1,6 +1,6 @@
 //! The store handle.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use alloy_primitives::{Address, B256};
@@ -93,6 +93,16 @@ pub enum Write {
         /// The miniblock.
         miniblock: ParsedMiniblock,
     },
+    /// Promotes a miniblock that follows the stored head and was stored as a candidate whose
+    /// events are all still where it keeps them: the head moves now, the events stay until
+    /// [`Store::settle`] (see `settle.rs`). A [`Write::Promote`] if that candidate is not
+    /// stored.
+    PromoteCandidate {
+        /// The stream.
+        stream: StreamId,
+        /// The miniblock.
+        miniblock: ParsedMiniblock,
+    },
     /// Takes a run of linked miniblocks ending in a snapshot (a far-behind replica's jump)
     /// as the new head; the miniblocks between the old head and the run are not stored.
     Rebase {
@@ -160,10 +170,15 @@ pub struct Store {
     pub(crate) miniblocks: sled::Tree,
     /// Per promoted miniblock, its events' entries in order, in parts.
     pub(crate) bodies: sled::Tree,
+    /// Promoted miniblocks not settled yet (id ‖ num → the candidate's key): their events
+    /// are still in the pool's rows and the candidate's parts (see `settle.rs`).
+    pub(crate) pending: sled::Tree,
     pub(crate) heads: sled::Tree,
     /// Per stream: the history a jump skipped, until it is backfilled.
     pub(crate) gaps: sled::Tree,
     pub(crate) meta: sled::Tree,
+    /// How many promotions a stopped node had left pending, settled by [`Store::open`].
+    settled_at_open: usize,
 }
 
 const LAST_BLOCK: &[u8] = b"last_chain_block";
@@ -192,7 +207,8 @@ pub fn open_sled(dir: &Path) -> sled::Result<sled::Db> {
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, and settles the promotions a node stopped
+    /// before it settled them (see `settle.rs`).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let db = open_sled(dir)?;
         // The first layout's per-event index of the minipool; rows say it all now.
@@ -205,13 +221,25 @@ impl Store {
             candidate_bodies: db.open_tree("candidate_bodies")?,
             miniblocks: db.open_tree("miniblocks")?,
             bodies: db.open_tree("bodies")?,
+            pending: db.open_tree("pending")?,
             heads: db.open_tree("heads")?,
             gaps: db.open_tree("gaps")?,
             meta: db.open_tree("meta")?,
             db: db.clone(),
+            settled_at_open: 0,
         };
         store.migrate_pool(&db)?;
-        Ok(store)
+        let settled_at_open = store.settle_pending()?;
+        Ok(Self {
+            settled_at_open,
+            ..store
+        })
+    }
+
+    /// How many promotions the last run had left pending (stopped before it settled them),
+    /// settled when this store was opened.
+    pub fn settled_at_open(&self) -> usize {
+        self.settled_at_open
     }
 
     /// Makes everything written so far durable. Call before acknowledging to a client.
@@ -236,6 +264,9 @@ impl Store {
                 pooled,
             } => self.store_pooled_candidate(stream, miniblock, pooled),
             Write::Promote { stream, miniblock } => self.promote(stream, miniblock),
+            Write::PromoteCandidate { stream, miniblock } => {
+                self.promote_candidate(stream, miniblock)
+            }
             Write::Rebase {
                 stream,
                 miniblocks,
@@ -293,6 +324,7 @@ impl Store {
             &self.candidate_bodies,
             &self.miniblocks,
             &self.bodies,
+            &self.pending,
         ] {
             for key in tree.scan_prefix(prefix).keys() {
                 tree.remove(key?)?;
@@ -405,6 +437,16 @@ impl Store {
     /// its events from the minipool and every candidate up to its number. Refuses a miniblock
     /// that does not follow the stored head.
     pub fn promote(&self, id: &StreamId, miniblock: &ParsedMiniblock) -> Result<(), StoreError> {
+        self.check_follows(id, miniblock)?;
+        self.take_run(id, std::slice::from_ref(miniblock), None)
+    }
+
+    /// Whether `miniblock` follows the stored head.
+    pub(crate) fn check_follows(
+        &self,
+        id: &StreamId,
+        miniblock: &ParsedMiniblock,
+    ) -> Result<(), StoreError> {
         let head = self.head(id)?;
         let expected = head.map_or(0, |(num, _)| num + 1);
         if miniblock.num() != expected
@@ -415,7 +457,7 @@ impl Store {
                 miniblock.num()
             )));
         }
-        self.take_run(id, std::slice::from_ref(miniblock), None)
+        Ok(())
     }
 
     /// Takes `run` (linked miniblocks, oldest first, checked by the caller) as the stream's
@@ -431,31 +473,7 @@ impl Store {
         let Some(last) = run.last() else {
             return Ok(());
         };
-        let encoded: Vec<Encoded> = run.iter().map(encode).collect();
-        // Transactions cannot scan: find the candidates to remove first. This store has one
-        // writer (the node's engine loop), so nothing adds one in between.
-        let stale: Vec<sled::IVec> = self
-            .candidates
-            .range(
-                keys::numbered(id, 0).to_vec()
-                    ..=keys::candidate(id, last.num(), &B256::repeat_byte(0xff)).to_vec(),
-            )
-            .keys()
-            .collect::<Result<_, _>>()?;
-        // Every candidate part up to the last number, also those a candidate cut short by a
-        // crash left without a header.
-        let mut parts_end = keys::candidate(id, last.num(), &B256::repeat_byte(0xff)).to_vec();
-        parts_end.extend_from_slice(&[0xff, 0xff]);
-        let stale_bodies: Vec<sled::IVec> = self
-            .candidate_bodies
-            .range(keys::numbered(id, 0).to_vec()..=parts_end)
-            .keys()
-            .collect::<Result<_, _>>()?;
-        let included: HashSet<B256> = run
-            .iter()
-            .flat_map(|m| m.events().iter().map(|e| e.hash()))
-            .collect();
-        let pool = self.pool_removal(id, &included)?;
+        let written = self.run_write(id, run)?;
         let mut head_value = last.num().to_be_bytes().to_vec();
         head_value.extend_from_slice(last.hash().as_slice());
         let gap = gap.map(StoredGap::encode);
@@ -470,18 +488,10 @@ impl Store {
         );
         trees.transaction(
             |(bodies, pool_rows, candidates, candidate_bodies, miniblocks, heads, gaps)| -> TxResult<()> {
-                for (miniblock, (header, parts)) in run.iter().zip(&encoded) {
-                    let key = keys::numbered(id, miniblock.num());
-                    insert_parts(bodies, &key, parts)?;
-                    miniblocks.insert(key.as_slice(), header.as_slice())?;
+                for (miniblock, (header, _)) in run.iter().zip(&written.encoded) {
+                    miniblocks.insert(keys::numbered(id, miniblock.num()).as_slice(), header.as_slice())?;
                 }
-                pool.apply(pool_rows)?;
-                for key in &stale {
-                    candidates.remove(key)?;
-                }
-                for key in &stale_bodies {
-                    candidate_bodies.remove(key)?;
-                }
+                written.apply(id, run, bodies, pool_rows, candidates, candidate_bodies)?;
                 heads.insert(keys::stream_prefix(id).as_slice(), head_value.as_slice())?;
                 if let Some(gap) = &gap {
                     gaps.insert(keys::stream_prefix(id).as_slice(), gap.as_slice())?;

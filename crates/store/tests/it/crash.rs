@@ -1,5 +1,5 @@
 //! A writer process is killed (SIGKILL) at random points while it adds events, stores
-//! candidates and promotes miniblocks; each time the store reopens consistent and the writer
+//! candidates, promotes miniblocks and settles them; each time the store reopens consistent and the writer
 //! resumes from it.
 
 use std::collections::HashSet;
@@ -32,6 +32,9 @@ fn writer_child() {
         Some(_) => store.load(&STREAM, 32).unwrap().miniblocks.pop().unwrap(),
     };
     let mut salt = u64::from(std::process::id()) << 32;
+    // A promotion settled one promotion late, or at once (every third), as the node's writer
+    // settles after a delay: a kill finds none, one or two pending.
+    let mut unsettled: Option<ParsedMiniblock> = None;
     loop {
         let events: Vec<_> = (0..20)
             .map(|_| {
@@ -46,14 +49,35 @@ fn writer_child() {
                 .unwrap();
         }
         store.add_to_minipool(&STREAM, &events[10..]).unwrap();
-        let candidate = next(Some(&head), events[..15].to_vec());
-        store.store_candidate(&STREAM, &candidate).unwrap();
-        store.promote(&STREAM, &candidate).unwrap();
+        // Fifteen events from the pool and one written with the candidate.
+        salt += 1;
+        let mut included = events[..15].to_vec();
+        included.push(message(&head, salt));
+        let candidate = next(Some(&head), included);
+        let mut pooled = vec![true; 15];
+        pooled.push(false);
+        store
+            .store_pooled_candidate(&STREAM, &candidate, &pooled)
+            .unwrap();
+        store.promote_candidate(&STREAM, &candidate).unwrap();
+        if let Some(previous) = unsettled.take() {
+            store.settle(&STREAM, &previous).unwrap();
+        }
+        if candidate.num().is_multiple_of(3) {
+            store.settle(&STREAM, &candidate).unwrap();
+        } else {
+            unsettled = Some(candidate.clone());
+        }
         head = candidate;
     }
 }
 
 fn check_consistent(store: &Store) -> u64 {
+    assert_eq!(
+        store.pending_promotions().unwrap(),
+        0,
+        "opening settled every pending promotion"
+    );
     let restored = store.load(&STREAM, 32).expect("reopens and verifies");
     let (head_num, head_hash) = store.head(&STREAM).unwrap().expect("a head");
     assert_eq!(

@@ -2,4 +2,5 @@
 
 mod crash;
 mod roundtrip;
+mod settle;
 mod support;
