@@ -70,6 +70,9 @@ pub struct NodeConfig {
     /// As leader, chain a candidate on one still waiting for its registration
     /// (`EngineConfig::chain_candidates`).
     pub chain_candidates: bool,
+    /// How long after a promotion its events are settled into its own parts in the store
+    /// (rill-store's `settle.rs`): past the burst of work each chain block brings.
+    pub settle_after: Duration,
     /// Fault rules for tests (only with the `faults` feature).
     #[cfg(feature = "faults")]
     pub faults: Option<crate::faults::Faults>,
@@ -98,6 +101,7 @@ impl NodeConfig {
             residency: crate::Residency::default(),
             client_limits: ClientLimits::default(),
             chain_candidates: false,
+            settle_after: crate::writer::DEFAULT_SETTLE_AFTER,
             #[cfg(feature = "faults")]
             faults: None,
         }

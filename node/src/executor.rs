@@ -20,6 +20,7 @@ use crate::directory::{SharedDirectory, read};
 use crate::faults::{Action, Hook, MessageKind};
 use crate::metrics::{Metrics, Origin, OriginLabels};
 use crate::outbox::Outbox;
+use crate::promotions::StoredCandidates;
 use crate::registration_queue::RegistrationQueue;
 use crate::writer::{WriteQueue, Writer};
 
@@ -51,6 +52,8 @@ pub(crate) struct Executor {
     pub(crate) directory: SharedDirectory,
     pub(crate) faults: Hook,
     timings: Timings,
+    /// Which promotions may settle after the block (see `promotions.rs`).
+    stored_candidates: StoredCandidates,
     /// Minipool additions to one stream in a row, written as one store write before any
     /// effect that must follow them (see [`Self::run`]).
     adds: Option<(StreamId, Vec<ParsedEvent>)>,
@@ -87,6 +90,7 @@ impl Executor {
             directory,
             faults,
             timings: Timings::default(),
+            stored_candidates: StoredCandidates::default(),
             adds: None,
             registrations: Vec::new(),
             registration_queue: RegistrationQueue::spawn(registrar, leading),
@@ -219,6 +223,7 @@ impl Executor {
                 for hash in &hashes {
                     self.timings.client_events.remove(hash);
                 }
+                self.stored_candidates.dropped(&stream);
                 Write::DropFromMinipool { stream, hashes }
             }
             StoreOp::StoreCandidate {
@@ -234,19 +239,29 @@ impl Executor {
                             .observe(seen.elapsed().as_secs_f64());
                     }
                 }
+                self.stored_candidates
+                    .stored(stream, miniblock.num(), miniblock.hash());
                 Write::StoreCandidate {
                     stream,
                     miniblock,
                     pooled,
                 }
             }
-            StoreOp::Promote { stream, miniblock } => Write::Promote { stream, miniblock },
+            StoreOp::Promote { stream, miniblock } => {
+                let (num, hash) = (miniblock.num(), miniblock.hash());
+                if self.stored_candidates.promoting(&stream, num, &hash) {
+                    Write::PromoteCandidate { stream, miniblock }
+                } else {
+                    Write::Promote { stream, miniblock }
+                }
+            }
             StoreOp::Rebase {
                 stream,
                 miniblocks,
                 gap,
             } => {
                 self.metrics.snapshot_jumps.inc();
+                self.stored_candidates.moved(&stream);
                 Write::Rebase {
                     stream,
                     miniblocks,

@@ -29,6 +29,7 @@ mod executor;
 pub mod faults;
 mod metrics;
 mod outbox;
+mod promotions;
 mod reads;
 mod registration_queue;
 mod requests;
@@ -44,3 +45,4 @@ pub use config::{
 pub use rill_p2p::limits::Rate;
 pub use startup::{Node, RunError, StartError, run};
 pub use streams::Residency;
+pub use writer::DEFAULT_SETTLE_AFTER;

@@ -46,6 +46,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of `Run` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the node until SIGINT or SIGTERM.
@@ -104,6 +106,11 @@ enum Command {
         /// instead of waiting for its promotion (replicas accept chained candidates either way).
         #[arg(long, env = "RILL_CHAIN_CANDIDATES", default_value_t = false, action = clap::ArgAction::Set)]
         chain_candidates: bool,
+        /// Milliseconds after a promotion that the store settles its events into the
+        /// miniblock's own parts, past the burst of work each chain block brings (until then
+        /// they are read from where its candidate kept them).
+        #[arg(long, env = "RILL_SETTLE_AFTER_MS", default_value_t = rill_node::DEFAULT_SETTLE_AFTER.as_millis() as u64)]
+        settle_after_ms: u64,
     },
     /// Create a node key file (mode 0600) and print its address and peer id.
     Keygen {
@@ -163,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
             client_stream_creations,
             max_unreplicated,
             chain_candidates,
+            settle_after_ms,
         } => {
             let mut config = NodeConfig::new(key, data, listen, rpc_url, registry);
             config.metrics = metrics;
@@ -180,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
                 unreplicated: (max_unreplicated > 0).then_some(max_unreplicated),
             };
             config.chain_candidates = chain_candidates;
+            config.settle_after = Duration::from_millis(settle_after_ms);
             #[cfg(feature = "faults")]
             if let Ok(spec) = std::env::var("RILL_FAULTS") {
                 config.faults = Some(rill_node::faults::Faults::parse(&spec)?);

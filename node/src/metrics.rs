@@ -125,6 +125,7 @@ pub(crate) struct Metrics {
     pub(crate) round_batch_items: Histogram,
     pub(crate) store_write: Histogram,
     pub(crate) store_flush: Histogram,
+    pub(crate) store_settle_step: Histogram,
     pub(crate) p2p: P2pMetrics,
     pub(crate) registrar: RegistrarMetrics,
 }
@@ -175,6 +176,7 @@ impl Metrics {
             round_batch_items: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             store_write: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
             store_flush: seconds(),
+            store_settle_step: Histogram::new(exponential_buckets(0.000_01, 2.0, 20)),
             p2p: P2pMetrics::default(),
             registrar: RegistrarMetrics::default(),
         };
@@ -383,13 +385,18 @@ impl Metrics {
         );
         r.register(
             "store_write_seconds",
-            "One store write (on the node's loop)",
+            "One store write, on the writer's thread",
             self.store_write.clone(),
         );
         r.register(
             "store_flush_seconds",
             "One group-commit flush of the store",
             self.store_flush.clone(),
+        );
+        r.register(
+            "store_settle_step_seconds",
+            "One step of settling a promotion after its block (a few of its parts written, or a few pool rows cleared): the longest an add queued behind it waits",
+            self.store_settle_step.clone(),
         );
         self.p2p.register(r.sub_registry_with_prefix("p2p"));
         self.registrar

@@ -36,7 +36,7 @@ use crate::requests::Requests;
 use crate::router::Router;
 use crate::streams::Streams;
 use crate::workers::Workers;
-use crate::writer::WriteQueue;
+use crate::writer::{WriteQueue, WriterMetrics};
 
 /// Room in the loop's mailbox.
 const MAILBOX: usize = 8_192;
@@ -111,6 +111,12 @@ impl Node {
             source,
         };
         let store = Store::open(&config.data_dir).map_err(store_error)?;
+        if store.settled_at_open() > 0 {
+            info!(
+                promotions = store.settled_at_open(),
+                "settled the promotions the last run left pending"
+            );
+        }
         let provider = connect_with_key(&config.rpc_url, &key)?;
         let registry = Registry::new(config.registry, provider.clone());
         let start_block = registry.block_number().await?;
@@ -169,8 +175,12 @@ impl Node {
         let workers = Workers::spawn(threads, QUEUE);
         let writes = WriteQueue::spawn(
             store.clone(),
-            metrics.store_write.clone(),
-            metrics.store_flush.clone(),
+            config.settle_after,
+            WriterMetrics {
+                writes: metrics.store_write.clone(),
+                flushes: metrics.store_flush.clone(),
+                settle_steps: metrics.store_settle_step.clone(),
+            },
         );
         let writer = writes.writer();
         let blocks_seen = Blocks::new(provider.clone());

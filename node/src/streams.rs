@@ -194,14 +194,14 @@ impl Streams {
 
     /// A cold stream's promoted head as stored (once its last writes are applied).
     fn stored_head(&self, id: &StreamId) -> Option<u64> {
-        self.settle(id);
+        self.await_writes(id);
         self.store.head(id).ok().flatten().map(|(num, _)| num)
     }
 
     /// Waits until the writes a cold stream made before it left the engine are applied.
-    fn settle(&self, id: &StreamId) {
+    fn await_writes(&self, id: &StreamId) {
         if let Some(position) = self.cold.get(id) {
-            self.writer.settle(*position);
+            self.writer.block_until_applied(*position);
         }
     }
 
@@ -210,7 +210,7 @@ impl Streams {
     fn load(&mut self, id: &StreamId) -> Result<(), StoreError> {
         let started = Instant::now();
         // Its last writes may still be on their way to the store.
-        self.settle(id);
+        self.await_writes(id);
         let window = self.engine.config().recency_window;
         let stored = match self.store.load(id, window) {
             Ok(stored) => stored,

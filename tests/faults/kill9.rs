@@ -33,3 +33,46 @@ async fn nodes_killed_at_random_under_quorum_load_lose_no_acknowledged_event() {
     net.expect_finalized(stream, &acked.events, Duration::from_secs(120))
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_killed_with_promotions_left_pending_settle_them_and_lose_nothing() {
+    let mut net = Net::start(4, 3).await;
+    // Promotions wait ten minutes to be settled: every kill below leaves some pending (the
+    // head moved, the events still where their candidates kept them).
+    for i in 0..net.nodes.len() {
+        net.nodes[i].set_env("RILL_SETTLE_AFTER_MS", Some("600000"));
+        net.nodes[i].stop();
+        net.nodes[i].start_again().unwrap();
+        net.wait_serving(i).await;
+    }
+    let creator = NodeKey::generate();
+    let (stream, replicas) = net.create_stream(&creator).await;
+    let load = net.load(stream, &creator, &replicas, 8, pb::Ack::Quorum, 64);
+    sleep(5.0).await;
+    eprintln!("kill -9 every replica: {replicas:?}");
+    for &i in &replicas {
+        net.nodes[i].kill9();
+    }
+    sleep(1.0).await;
+    for &i in &replicas {
+        net.nodes[i].start_again().unwrap();
+    }
+    sleep(5.0).await;
+    let acked = load.stop().await;
+    eprintln!(
+        "{} events acknowledged, {} adds failed",
+        acked.events.len(),
+        acked.failures
+    );
+    assert!(acked.events.len() > 100, "the load made progress");
+    for &i in &replicas {
+        let log = net.nodes[i].node.data_dir.with_file_name("node.log");
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(
+            log.contains("settled the promotions the last run left pending"),
+            "replica {i} started again with promotions to settle"
+        );
+    }
+    net.expect_finalized(stream, &acked.events, Duration::from_secs(120))
+        .await;
+}
