@@ -1,8 +1,9 @@
 use std::time::Duration;
 
 use rand::Rng;
+use rill_devnet::load::{Acked, Load};
 use rill_protocol::{NodeKey, pb};
-use rill_tests::Net;
+use rill_tests::{Launch, Net};
 
 use crate::{long, sleep};
 
@@ -23,28 +24,20 @@ async fn nodes_killed_at_random_under_quorum_load_lose_no_acknowledged_event() {
         net.nodes[victim].start_again().unwrap();
     }
     sleep(3.0).await;
-    let acked = load.stop().await;
-    eprintln!(
-        "{} events acknowledged, {} adds failed",
-        acked.events.len(),
-        acked.failures
-    );
-    assert!(acked.events.len() > 100, "the load made progress");
+    let acked = stop_load(load).await;
     net.expect_finalized(stream, &acked.events, Duration::from_secs(120))
         .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_killed_with_promotions_left_pending_settle_them_and_lose_nothing() {
-    let mut net = Net::start(4, 3).await;
     // Promotions wait ten minutes to be settled: every kill below leaves some pending (the
     // head moved, the events still where their candidates kept them).
-    for i in 0..net.nodes.len() {
-        net.nodes[i].set_env("RILL_SETTLE_AFTER_MS", Some("600000"));
-        net.nodes[i].stop();
-        net.nodes[i].start_again().unwrap();
-        net.wait_serving(i).await;
-    }
+    let launch = Launch {
+        env: vec![("RILL_SETTLE_AFTER_MS", "600000".into())],
+        ..Launch::local(4)
+    };
+    let mut net = Net::launch(launch, |network| network.replication_factor = 3).await;
     let creator = NodeKey::generate();
     let (stream, replicas) = net.create_stream(&creator).await;
     let load = net.load(stream, &creator, &replicas, 8, pb::Ack::Quorum, 64);
@@ -58,13 +51,7 @@ async fn replicas_killed_with_promotions_left_pending_settle_them_and_lose_nothi
         net.nodes[i].start_again().unwrap();
     }
     sleep(5.0).await;
-    let acked = load.stop().await;
-    eprintln!(
-        "{} events acknowledged, {} adds failed",
-        acked.events.len(),
-        acked.failures
-    );
-    assert!(acked.events.len() > 100, "the load made progress");
+    let acked = stop_load(load).await;
     for &i in &replicas {
         let log = net.nodes[i].node.data_dir.with_file_name("node.log");
         let log = std::fs::read_to_string(log).unwrap();
@@ -75,4 +62,16 @@ async fn replicas_killed_with_promotions_left_pending_settle_them_and_lose_nothi
     }
     net.expect_finalized(stream, &acked.events, Duration::from_secs(120))
         .await;
+}
+
+/// Stops the load and checks that it made progress.
+async fn stop_load(load: Load) -> Acked {
+    let acked = load.stop().await;
+    eprintln!(
+        "{} events acknowledged, {} adds failed",
+        acked.events.len(),
+        acked.failures
+    );
+    assert!(acked.events.len() > 100, "the load made progress");
+    acked
 }

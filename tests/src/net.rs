@@ -44,6 +44,8 @@ pub struct Launch {
     pub chain: ChainSource,
     /// Each node on its own host.
     pub hosts: bool,
+    /// Environment every node starts with (e.g. `RILL_SETTLE_AFTER_MS`).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Launch {
@@ -53,6 +55,7 @@ impl Launch {
             nodes,
             chain: ChainSource::Anvil,
             hosts: false,
+            env: Vec::new(),
         }
     }
 }
@@ -117,7 +120,14 @@ impl Net {
             .expect("chain");
         let binary = &crate::binaries().node;
         let nodes: Vec<NodeProcess> = (0..launch.nodes)
-            .map(|i| NodeProcess::start(binary, &chain.file, i, BLOCK_TIME).expect("node starts"))
+            .map(|i| {
+                let mut node = NodeProcess::prepare(binary, &chain.file, i, BLOCK_TIME);
+                for (key, value) in &launch.env {
+                    node.set_env(key, Some(value));
+                }
+                node.start_again().expect("node starts");
+                node
+            })
             .collect();
         for node in &nodes {
             if let Err(e) = wait_serving(&node.node, Duration::from_secs(60)).await {
