@@ -105,6 +105,7 @@ pub(crate) struct Metrics {
     pub(crate) streams_loaded: Gauge,
     pub(crate) minipool_events: Gauge,
     pub(crate) store_write_backlog: Gauge,
+    pub(crate) store_promotions_pending: Gauge,
     pub(crate) streams_busy: Gauge,
     pub(crate) stream_loads: Counter,
     pub(crate) streams_loaded_at_start: Gauge,
@@ -156,6 +157,7 @@ impl Metrics {
             streams_loaded: Gauge::default(),
             minipool_events: Gauge::default(),
             store_write_backlog: Gauge::default(),
+            store_promotions_pending: Gauge::default(),
             streams_busy: Gauge::default(),
             stream_loads: Counter::default(),
             streams_loaded_at_start: Gauge::default(),
@@ -337,6 +339,11 @@ impl Metrics {
             "store_write_backlog",
             "Store writes the loop handed to the writer and it has not written yet",
             self.store_write_backlog.clone(),
+        );
+        r.register(
+            "store_promotions_pending",
+            "Promotions whose events are not settled into their miniblock's own parts yet (about one per stream promoted in the last --settle-after-ms is normal; a count that keeps growing means settling falls behind)",
+            self.store_promotions_pending.clone(),
         );
         r.register(
             "add_to_quorum_seconds",

@@ -180,6 +180,7 @@ impl Node {
                 writes: metrics.store_write.clone(),
                 flushes: metrics.store_flush.clone(),
                 settle_steps: metrics.store_settle_step.clone(),
+                pending: metrics.store_promotions_pending.clone(),
             },
         );
         let writer = writes.writer();

@@ -160,6 +160,17 @@ async fn metrics_have_latency_histograms_of_the_path_of_an_event() {
         "a registration lands at least a block after its election"
     );
     assert!(net.metric(0, "rill_add_to_promoted_seconds_count").await >= 5.0);
+    // The promotions were settled after their blocks, in steps, and none is left pending.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while net.metric_total("rill_store_promotions_pending").await > 0.0 {
+        assert!(tokio::time::Instant::now() < deadline, "promotions settle");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        net.metric_total("rill_store_settle_step_seconds_count")
+            .await
+            >= 3.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

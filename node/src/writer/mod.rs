@@ -31,6 +31,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use rill_protocol::{ParsedMiniblock, StreamId};
 use rill_store::{Settling, Store, StoreError, Write};
@@ -56,6 +57,8 @@ pub(crate) struct WriterMetrics {
     pub(crate) flushes: Histogram,
     /// Each step of a promotion's settlement.
     pub(crate) settle_steps: Histogram,
+    /// Promotions not settled yet.
+    pub(crate) pending: Gauge,
 }
 
 /// One job for the writer thread, in submission order.
@@ -334,6 +337,7 @@ impl WriterThread {
         if let Write::PromoteCandidate { stream, miniblock } = write {
             let due = Instant::now() + self.settle_after;
             self.settling.push_back((due, stream, miniblock));
+            self.show_pending();
         }
         Ok(())
     }
@@ -350,7 +354,10 @@ impl WriterThread {
                 let (due, stream, miniblock) = self.settling.pop_front().expect("one is due");
                 match self.store.start_settling(&stream, &miniblock) {
                     Ok(Some(settling)) => (settling, due),
-                    Ok(None) => return true,
+                    Ok(None) => {
+                        self.show_pending();
+                        return true;
+                    }
                     Err(e) => return self.fail_settling(e),
                 }
             }
@@ -361,13 +368,22 @@ impl WriterThread {
             .settle_steps
             .observe(started.elapsed().as_secs_f64());
         match step {
-            Ok(true) => true,
+            Ok(true) => {
+                self.show_pending();
+                true
+            }
             Ok(false) => {
                 self.current = Some((settling, due));
                 true
             }
             Err(e) => self.fail_settling(e),
         }
+    }
+
+    /// Publishes how many promotions wait to be settled.
+    fn show_pending(&self) {
+        let pending = self.settling.len() + usize::from(self.current.is_some());
+        self.metrics.pending.set(pending as i64);
     }
 
     fn fail_settling(&self, e: StoreError) -> bool {

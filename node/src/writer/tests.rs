@@ -11,6 +11,7 @@ fn metrics() -> WriterMetrics {
         writes: histogram(),
         flushes: histogram(),
         settle_steps: histogram(),
+        pending: Gauge::default(),
     }
 }
 
