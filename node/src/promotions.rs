@@ -11,6 +11,11 @@ use std::collections::HashMap;
 use alloy_primitives::B256;
 use rill_protocol::StreamId;
 
+/// Candidates remembered at most. One never promoted (its round lost) is forgotten when its
+/// stream promotes past its number; a stream that stops first keeps its entry until this
+/// bound clears them all (their promotions, if any, are then written whole).
+const REMEMBERED: usize = 65_536;
+
 /// Candidates stored since the node started, by hash.
 #[derive(Default)]
 pub(crate) struct StoredCandidates(HashMap<B256, (StreamId, u64)>);
@@ -18,6 +23,9 @@ pub(crate) struct StoredCandidates(HashMap<B256, (StreamId, u64)>);
 impl StoredCandidates {
     /// Candidate `hash`, number `num` of `stream`, was submitted to the store.
     pub(crate) fn stored(&mut self, stream: StreamId, num: u64, hash: B256) {
+        if self.0.len() >= REMEMBERED {
+            self.0.clear();
+        }
         self.0.insert(hash, (stream, num));
     }
 
