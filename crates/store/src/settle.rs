@@ -31,7 +31,9 @@ use sled::transaction::TransactionalTree;
 use crate::entries;
 use crate::keys;
 use crate::minipool::PoolRemoval;
-use crate::store::{Encoded, Store, StoreError, TxResult, decode_header, encode, insert_parts};
+use crate::store::{
+    Encoded, Store, StoreError, TxResult, decode_header, encode, encode_header, insert_parts,
+};
 
 /// The parts a settlement step writes, about 128 KiB.
 const PARTS_PER_STEP: usize = 4;
@@ -364,13 +366,6 @@ pub struct Settling {
     step: Step,
 }
 
-impl Settling {
-    /// The stream.
-    pub fn stream(&self) -> StreamId {
-        self.id
-    }
-}
-
 /// The next step of a settlement.
 #[derive(Debug, PartialEq)]
 enum Step {
@@ -391,9 +386,4 @@ enum Step {
 /// own parts are written).
 fn named(mark: &[u8]) -> &[u8] {
     &mark[..mark.len().min(keys::CANDIDATE_KEY)]
-}
-
-fn encode_header(miniblock: &ParsedMiniblock) -> Vec<u8> {
-    use prost::Message as _;
-    miniblock.header_event().envelope().encode_to_vec()
 }

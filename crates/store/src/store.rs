@@ -428,8 +428,8 @@ impl Store {
             self.candidate_bodies
                 .insert(keys::part(&key, index), part)?;
         }
-        let header = miniblock.header_event().envelope().encode_to_vec();
-        self.candidates.insert(key.as_slice(), header)?;
+        self.candidates
+            .insert(key.as_slice(), encode_header(miniblock))?;
         Ok(())
     }
 
@@ -528,10 +528,12 @@ pub(crate) fn insert_parts(
 
 /// A miniblock as it is written: its header envelope and its events' entries in parts.
 pub(crate) fn encode(miniblock: &ParsedMiniblock) -> Encoded {
-    (
-        miniblock.header_event().envelope().encode_to_vec(),
-        entries::parts(miniblock.events()),
-    )
+    (encode_header(miniblock), entries::parts(miniblock.events()))
+}
+
+/// A miniblock's header envelope as it is written.
+pub(crate) fn encode_header(miniblock: &ParsedMiniblock) -> Vec<u8> {
+    miniblock.header_event().envelope().encode_to_vec()
 }
 
 /// A stored header envelope and the header fields it carries.
