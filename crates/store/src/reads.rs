@@ -118,7 +118,7 @@ impl Store {
         id: &StreamId,
         header: &[u8],
     ) -> Result<pb::Miniblock, StoreError> {
-        let (header, fields) = decode_header(header)?;
+        let (envelope, fields) = decode_header(header)?;
         let key = keys::numbered(id, fields.num);
         if let Some(candidate) = self.pending_candidate(&key)? {
             let parts: Vec<sled::IVec> = self
@@ -126,14 +126,33 @@ impl Store {
                 .scan_prefix(candidate)
                 .values()
                 .collect::<Result<_, _>>()?;
-            return self.assemble_from(header, &fields, &parts, Some(id));
+            match self.assemble_from(envelope, &fields, &parts, Some(id)) {
+                // The writer settled the promotion while this read went: it wrote the parts,
+                // marked them written, then took the pool's rows (and the candidate). The
+                // mark says so now, and the miniblock's own parts are whole.
+                Err(StoreError::Corrupt(_)) if self.pending_candidate(&key)?.is_none() => {
+                    let (envelope, _) = decode_header(header)?;
+                    return self.assemble_settled(&key, envelope, &fields);
+                }
+                assembled => return assembled,
+            }
         }
+        self.assemble_settled(&key, envelope, &fields)
+    }
+
+    /// A promoted miniblock from its own parts (its promotion written whole, or settled).
+    fn assemble_settled(
+        &self,
+        key: &[u8],
+        envelope: pb::Envelope,
+        fields: &pb::MiniblockHeader,
+    ) -> Result<pb::Miniblock, StoreError> {
         let parts: Vec<sled::IVec> = self
             .bodies
             .scan_prefix(key)
             .values()
             .collect::<Result<_, _>>()?;
-        self.assemble_from(header, &fields, &parts, None)
+        self.assemble_from(envelope, fields, &parts, None)
     }
 
     /// A stored candidate in wire form, from its header, its parts and the stream's pool.
@@ -201,8 +220,17 @@ impl Store {
         let mut out = Vec::new();
         for row in self.candidates.scan_prefix(keys::stream_prefix(id)) {
             let (key, header) = row?;
-            if !self.is_pending_candidate(id, &key) {
-                out.push(self.assemble_candidate(id, &key, &header)?);
+            if self.is_pending_candidate(id, &key) {
+                continue;
+            }
+            match self.assemble_candidate(id, &key, &header) {
+                Ok(candidate) => out.push(candidate),
+                // Promoted while this read went: pending now, or promoted whole and removed
+                // with the pool's rows it read from. It is no longer a candidate.
+                Err(StoreError::Corrupt(_))
+                    if self.is_pending_candidate(id, &key)
+                        || !self.candidates.contains_key(&key)? => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(out)

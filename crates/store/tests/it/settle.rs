@@ -271,3 +271,70 @@ fn a_node_stopped_at_any_step_of_a_settlement_finishes_it_when_it_opens_the_stor
         assert_eq!(rows.len(), 10, "the pool's rows hold only what is pooled");
     }
 }
+
+/// Reads race the writer: a peer's catch-up or a client's read assembles a miniblock while
+/// the writer settles its promotion, or reads a candidate while the writer promotes it. Such
+/// a read gives the miniblock whole, or leaves out the candidate promoted meanwhile; it never
+/// fails for an event that moved while it read.
+#[test]
+fn reads_while_promotions_settle_find_every_event() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let g = genesis();
+    store
+        .create_stream(&STREAM, &[key(1).address()], &g)
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (store.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let head = store.head(&STREAM).unwrap().map_or(0, |(num, _)| num);
+                let from = head.saturating_sub(1);
+                for miniblock in store.miniblocks(&STREAM, from, head).unwrap() {
+                    ParsedMiniblock::open_stored(miniblock).unwrap();
+                }
+                for candidate in store.candidates(&STREAM).unwrap() {
+                    ParsedMiniblock::open_stored(candidate).unwrap();
+                }
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let mut prev = g;
+    for round in 0..150u64 {
+        let pooled: Vec<_> = (0..40).map(|i| message(&prev, round * 1000 + i)).collect();
+        for run in pooled.chunks(2) {
+            store.add_to_minipool(&STREAM, run).unwrap();
+        }
+        // Many events the candidate keeps itself: a read spends longer on its parts before
+        // it reads the pool's rows.
+        let unpooled = (40..200).map(|i| message(&prev, round * 1000 + i));
+        let mut events = pooled.clone();
+        events.extend(unpooled);
+        let mut flags = vec![true; pooled.len()];
+        flags.resize(events.len(), false);
+        let miniblock = next(Some(&prev), events);
+        store
+            .store_pooled_candidate(&STREAM, &miniblock, &flags)
+            .unwrap();
+        // Every other miniblock is promoted whole, taking its candidate with it.
+        if round % 2 == 0 {
+            store.promote_candidate(&STREAM, &miniblock).unwrap();
+            store.settle(&STREAM, &miniblock).unwrap();
+        } else {
+            store.promote(&STREAM, &miniblock).unwrap();
+        }
+        prev = miniblock;
+    }
+    done.store(true, Ordering::Relaxed);
+    let reads = reader.join().expect("no read failed");
+    assert!(reads > 0);
+    assert_eq!(store.pending_promotions().unwrap(), 0);
+    assert!(store.minipool(&STREAM).unwrap().is_empty());
+}
