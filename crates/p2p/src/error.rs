@@ -1,5 +1,6 @@
 //! Why the network could not start, or a request got no answer.
 
+use libp2p::core::upgrade::NegotiationError;
 use libp2p::request_response::OutboundFailure;
 use libp2p::swarm::DialError;
 use libp2p::{Multiaddr, TransportError};
@@ -99,6 +100,16 @@ impl From<OutboundFailure> for RequestError {
             OutboundFailure::Timeout => RequestError::Timeout,
             OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed,
             OutboundFailure::UnsupportedProtocols => RequestError::UnsupportedProtocol,
+            // The request went out with the protocol's name (`V1Lazy`): the peer's refusal of
+            // the protocol comes back as the stream's error.
+            OutboundFailure::Io(error)
+                if error
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<NegotiationError>())
+                    .is_some_and(|e| matches!(e, NegotiationError::Failed)) =>
+            {
+                RequestError::UnsupportedProtocol
+            }
             OutboundFailure::Io(error) => RequestError::Stream(error.kind()),
         }
     }

@@ -55,8 +55,14 @@ pub async fn spawn(
             Behaviour::new(key, &config).map_err(Box::<dyn std::error::Error + Send + Sync>::from)
         })
         .map_err(|e| SpawnError::Behaviour(Box::new(e)))?
-        // Node connections are kept: gossip and proposals need them every block.
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+        // Node connections are kept: gossip and proposals need them every block. A substream
+        // this side opens names its one protocol and sends its request in the same flight
+        // (multistream-select's `V1Lazy`), rather than waiting a round trip for the peer to
+        // confirm the protocol first.
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(Duration::from_secs(3600))
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
     for addr in &config.listen {
         swarm

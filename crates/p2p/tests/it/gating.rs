@@ -210,3 +210,31 @@ async fn a_node_whose_queue_is_full_answers_busy_and_keeps_running() {
     responder.send(pb::ClientResponse::default()).await;
     assert!(first.await.unwrap().is_ok());
 }
+
+/// A request sent in the same flight as its protocol's name (multistream-select's `V1Lazy`)
+/// to a peer that does not take it still fails as an unsupported protocol, not as a broken
+/// stream: here a node asks a client, which serves no node protocol.
+#[tokio::test]
+async fn a_request_on_a_protocol_the_peer_does_not_serve_fails_as_unsupported() {
+    let nodes = registered_nodes(1).await;
+    let client = peer(Role::Client).await;
+    client
+        .p2p
+        .dial(nodes[0].peer_id(), Some(nodes[0].addr.clone()))
+        .await
+        .unwrap();
+    let result = nodes[0]
+        .p2p
+        .request(
+            client.peer_id(),
+            NodeRequest::Events(pb::GetEventsRequest {
+                stream_id: vec![1; 32],
+                hashes: vec![],
+            }),
+        )
+        .await;
+    assert!(
+        matches!(result, Err(RequestError::UnsupportedProtocol)),
+        "{result:?}"
+    );
+}
