@@ -155,4 +155,56 @@ fn main() {
         "| flush after one addition, p50 / p99 | {:.2?} / {:.2?} | |",
         flushes[100], flushes[198]
     );
+    settling(&g);
+}
+
+/// A pending promotion of 2,700 events added one at a time, settled step by step while one
+/// event is added before each step (as a busy stream's adds come between them): how many
+/// steps, and how long the writer spends on them (starting, which reads the mark, is one
+/// more piece of the writer's time).
+fn settling(g: &ParsedMiniblock) {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = Store::open(dir.path()).expect("a store");
+    store
+        .create_stream(&STREAM, &[key(1).address()], g)
+        .expect("created");
+    let events = messages(g, 2_700, 5_000_000);
+    for event in &events {
+        store
+            .add_to_minipool(&STREAM, std::slice::from_ref(event))
+            .expect("added");
+    }
+    let miniblock = next(g, events);
+    store
+        .store_pooled_candidate(&STREAM, &miniblock, &vec![true; 2_700])
+        .expect("candidate");
+    store
+        .promote_candidate(&STREAM, &miniblock)
+        .expect("promoted");
+    let started = Instant::now();
+    let mut settling = store
+        .start_settling(&STREAM, &miniblock)
+        .expect("read")
+        .expect("pending");
+    let start = started.elapsed();
+    let mut later = messages(g, 10_000, 6_000_000).into_iter();
+    let mut steps = Vec::new();
+    loop {
+        let event = later.next().expect("enough events");
+        store.add_to_minipool(&STREAM, &[event]).expect("added");
+        let started = Instant::now();
+        let done = store.settle_step(&mut settling).expect("a step");
+        steps.push(started.elapsed());
+        if done {
+            break;
+        }
+    }
+    let total: Duration = start + steps.iter().sum::<Duration>();
+    let first = steps[0];
+    steps.sort();
+    println!(
+        "| settlement of 2,700 pooled events in {} steps: start / first step / longest step / in all | {start:.2?} / {first:.2?} / {:.2?} | {total:.2?} |",
+        steps.len(),
+        steps[steps.len() - 1]
+    );
 }

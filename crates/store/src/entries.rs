@@ -61,6 +61,24 @@ impl<'a> Entry<'a> {
     }
 }
 
+/// The value of entries that starts at `events[from]`: as many as fit in [`PART_BYTES`] (at
+/// least one, if any is left), packed as [`parts`] packs them; and the index of the first
+/// event it leaves for the next value. A settlement writes a miniblock's parts a few at a
+/// time, and encodes each only then.
+pub(crate) fn part_from(events: &[ParsedEvent], from: usize) -> (Vec<u8>, usize) {
+    let mut part = Vec::new();
+    let mut at = from;
+    while let Some(event) = events.get(at) {
+        let entry = entry(event);
+        if !part.is_empty() && part.len() + entry.len() > PART_BYTES {
+            break;
+        }
+        part.extend_from_slice(&entry);
+        at += 1;
+    }
+    (part, at)
+}
+
 /// Events' entries in values of at most [`PART_BYTES`] (a larger entry takes a value of its
 /// own); no value when there are no events.
 pub(crate) fn parts<'a>(events: impl IntoIterator<Item = &'a ParsedEvent>) -> Vec<Vec<u8>> {

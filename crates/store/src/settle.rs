@@ -11,9 +11,11 @@
 //! reads of the minipool leave them out. Later the node settles it in small steps
 //! ([`Store::start_settling`], [`Store::settle_step`]), each a few plain writes that sled
 //! makes durable in order:
-//! 1. the events are written into the miniblock's own parts, a few parts a step;
+//! 1. the events are written into the miniblock's own parts, a few parts a step (each
+//!    encoded in its step);
 //! 2. the mark says so (reads take the parts from then on);
-//! 3. the pool's rows give up the miniblock's events, a few rows a step;
+//! 3. the pool's rows give up the miniblock's events, a few rows a step, up to the last row
+//!    the pool had when the settlement started;
 //! 4. the candidates up to its number go, then the mark.
 //!
 //! A node stopped on the way settles what is pending when it opens the store again
@@ -24,7 +26,7 @@ use std::collections::HashSet;
 use std::ops::Bound;
 
 use alloy_primitives::B256;
-use rill_protocol::{ParsedMiniblock, StreamId};
+use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId};
 use sled::Transactional;
 use sled::transaction::TransactionalTree;
 
@@ -196,20 +198,30 @@ impl Store {
             return Ok(None);
         }
         let written = mark.len() > candidate.len();
+        let pool_end = match self
+            .pool
+            .scan_prefix(keys::stream_prefix(id))
+            .keys()
+            .next_back()
+        {
+            Some(key) => Some(key?),
+            None => None,
+        };
         Ok(Some(Settling {
             id: *id,
             num: miniblock.num(),
             candidate,
-            parts: if written {
+            events: if written {
                 Vec::new()
             } else {
-                entries::parts(miniblock.events())
+                miniblock.events().to_vec()
             },
             included: miniblock.events().iter().map(|e| e.hash()).collect(),
+            pool_end,
             step: if written {
                 Step::Pool { after: None }
             } else {
-                Step::Parts(0)
+                Step::Parts { part: 0, event: 0 }
             },
         }))
     }
@@ -218,43 +230,50 @@ impl Store {
     pub fn settle_step(&self, settling: &mut Settling) -> Result<bool, StoreError> {
         let key = keys::numbered(&settling.id, settling.num);
         match settling.step {
-            Step::Parts(from) => {
-                let to = (from + PARTS_PER_STEP).min(settling.parts.len());
-                for (index, part) in settling.parts[from..to].iter().enumerate() {
-                    self.bodies
-                        .insert(keys::part(&key, from + index), part.as_slice())?;
+            Step::Parts {
+                mut part,
+                mut event,
+            } => {
+                for _ in 0..PARTS_PER_STEP {
+                    if event == settling.events.len() {
+                        break;
+                    }
+                    let (value, next) = entries::part_from(&settling.events, event);
+                    self.bodies.insert(keys::part(&key, part), value)?;
+                    (part, event) = (part + 1, next);
                 }
-                settling.step = if to == settling.parts.len() {
+                settling.step = if event == settling.events.len() {
                     Step::Written
                 } else {
-                    Step::Parts(to)
+                    Step::Parts { part, event }
                 };
             }
             Step::Written => {
                 let mut mark = settling.candidate.to_vec();
                 mark.push(PARTS_WRITTEN);
                 self.pending.insert(key.as_slice(), mark)?;
-                settling.parts = Vec::new();
+                settling.events = Vec::new();
                 settling.step = Step::Pool { after: None };
             }
             Step::Pool { ref after } => {
-                let prefix = keys::stream_prefix(&settling.id);
-                let rows: Vec<(sled::IVec, sled::IVec)> = match after {
-                    Some(after) => self
-                        .pool
-                        .range::<&[u8], _>((Bound::Excluded(after.as_ref()), Bound::Unbounded))
-                        .take_while(|row| {
-                            row.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))
-                        })
-                        .take(ROWS_PER_STEP)
-                        .collect::<Result<_, _>>()?,
-                    None => self
-                        .pool
-                        .scan_prefix(prefix)
-                        .take(ROWS_PER_STEP)
-                        .collect::<Result<_, _>>()?,
+                let Some(end) = settling.pool_end.as_ref() else {
+                    settling.step = Step::Candidates;
+                    return Ok(false);
                 };
-                let last = rows.last().map(|(key, _)| key.clone());
+                let prefix = keys::stream_prefix(&settling.id);
+                let from = match after {
+                    Some(after) => Bound::Excluded(after.as_ref()),
+                    None => Bound::Included(prefix.as_slice()),
+                };
+                let rows: Vec<(sled::IVec, sled::IVec)> = self
+                    .pool
+                    .range::<&[u8], _>((from, Bound::Included(end.as_ref())))
+                    .take(ROWS_PER_STEP)
+                    .collect::<Result<_, _>>()?;
+                let last = rows
+                    .last()
+                    .map(|(key, _)| key.clone())
+                    .filter(|last| last != end);
                 let removal = PoolRemoval::of_rows(rows, &settling.included)?;
                 removal.apply_plain(&self.pool)?;
                 settling.step = match last {
@@ -360,17 +379,24 @@ pub struct Settling {
     id: StreamId,
     num: u64,
     candidate: [u8; keys::CANDIDATE_KEY],
-    /// The miniblock's parts, until they are written.
-    parts: Vec<Vec<u8>>,
+    /// The miniblock's events, until their parts are written (each step encodes its own).
+    events: Vec<ParsedEvent>,
     included: HashSet<B256>,
+    /// The stream's last pool row when the settlement started. The miniblock's events were
+    /// pooled before its promotion, so no row after it holds one (and the rows are not
+    /// numbered again while the pool keeps any).
+    pool_end: Option<sled::IVec>,
     step: Step,
 }
 
 /// The next step of a settlement.
 #[derive(Debug, PartialEq)]
 enum Step {
-    /// Write the parts from this one on.
-    Parts(usize),
+    /// Write the parts from this one on, the first holding this event on.
+    Parts {
+        part: usize,
+        event: usize,
+    },
     /// Mark the parts written.
     Written,
     /// Take the events out of the pool rows after this key.

@@ -272,6 +272,44 @@ fn a_node_stopped_at_any_step_of_a_settlement_finishes_it_when_it_opens_the_stor
     }
 }
 
+/// A busy stream's pool grows while a settlement runs. The rows added after it started
+/// cannot hold the miniblock's events: its steps leave them unread.
+#[test]
+fn a_settlement_reads_only_the_pool_rows_older_than_its_start() {
+    let settle = |store: &Store, m1: &ParsedMiniblock, g: &ParsedMiniblock, more: u64| {
+        let mut settling = store.start_settling(&STREAM, m1).unwrap().unwrap();
+        // About 400 rows, one event each, added once the settlement started.
+        for i in 0..more {
+            let e = message(g, 10_000 + i);
+            store
+                .add_to_minipool(&STREAM, std::slice::from_ref(&e))
+                .unwrap();
+        }
+        let mut steps = 1;
+        while !store.settle_step(&mut settling).unwrap() {
+            steps += 1;
+        }
+        steps
+    };
+    let alone = {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (g, m1, _) = a_large_pending_promotion(&store);
+        settle(&store, &m1, &g, 0)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (g, m1, _) = a_large_pending_promotion(&store);
+    let busy = settle(&store, &m1, &g, 5_000);
+    // Were they read, the later rows would take ten more steps here.
+    assert_eq!(busy, alone, "{busy} steps, {alone} alone");
+    assert_eq!(store.pending_promotions().unwrap(), 0);
+    let pooled = store.minipool(&STREAM).unwrap();
+    assert_eq!(pooled.len(), 10 + 5_000, "the later events stay pooled");
+    let wire = store.miniblocks(&STREAM, 1, 1).unwrap().pop().unwrap();
+    assert_eq!(ParsedMiniblock::open_stored(wire).unwrap(), m1);
+}
+
 /// Reads race the writer: a peer's catch-up or a client's read assembles a miniblock while
 /// the writer settles its promotion, or reads a candidate while the writer promotes it. Such
 /// a read gives the miniblock whole, or leaves out the candidate promoted meanwhile; it never
