@@ -2,7 +2,7 @@ use rill_protocol::{Limits, ParsedMiniblock, StreamId};
 use rill_store::{Store, StoreError, StoredGap, Write};
 
 use crate::support::{
-    STREAM, chain_with_snapshots, genesis, hashes, key, message, next, next_with,
+    STREAM, chain_with_snapshots, genesis, hashes, key, message, new_stream, next, next_with,
 };
 
 #[test]
@@ -89,12 +89,7 @@ fn a_candidate_told_which_events_are_pooled_writes_the_others_and_reopens_whole(
 
 #[test]
 fn a_batch_enters_the_minipool_in_order_once_and_its_events_are_not_written_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let g = genesis();
-    store
-        .create_stream(&STREAM, &[key(1).address()], &g)
-        .unwrap();
+    let (dir, store, g) = new_stream();
     let pool: Vec<_> = (0..4).map(|i| message(&g, i)).collect();
     store.add_to_minipool(&STREAM, &pool[..1]).unwrap();
     // Already there, then repeated within the batch: each is kept once, in first order.
@@ -386,12 +381,7 @@ fn a_minipool_written_by_the_first_layout_loads() {
 
 #[test]
 fn racing_candidates_are_kept_side_by_side_until_one_is_promoted() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let g = genesis();
-    store
-        .create_stream(&STREAM, &[key(1).address()], &g)
-        .unwrap();
+    let (_dir, store, g) = new_stream();
     let a = next(Some(&g), vec![message(&g, 1)]);
     let b = next(Some(&g), vec![message(&g, 2)]);
     store.store_candidate(&STREAM, &a).unwrap();
@@ -404,12 +394,7 @@ fn racing_candidates_are_kept_side_by_side_until_one_is_promoted() {
 
 #[test]
 fn out_of_order_promotion_is_refused_and_stores_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let g = genesis();
-    store
-        .create_stream(&STREAM, &[key(1).address()], &g)
-        .unwrap();
+    let (_dir, store, g) = new_stream();
     let m1 = next(Some(&g), vec![message(&g, 1)]);
     let m2 = next(Some(&m1), vec![message(&g, 2)]);
     assert!(matches!(
@@ -432,12 +417,7 @@ fn out_of_order_promotion_is_refused_and_stores_nothing() {
 
 #[test]
 fn dropped_events_leave_the_minipool() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let g = genesis();
-    store
-        .create_stream(&STREAM, &[key(1).address()], &g)
-        .unwrap();
+    let (_dir, store, g) = new_stream();
     let pool: Vec<_> = (0..3).map(|i| message(&g, i)).collect();
     for e in &pool {
         store
@@ -496,12 +476,7 @@ fn a_stream_is_created_once_with_its_genesis_in_one_write() {
 
 #[test]
 fn a_removed_stream_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let g = genesis();
-    store
-        .create_stream(&STREAM, &[key(1).address()], &g)
-        .unwrap();
+    let (_dir, store, g) = new_stream();
     store.add_to_minipool(&STREAM, &[message(&g, 1)]).unwrap();
     store.remove_stream(&STREAM).unwrap();
     assert!(store.stream_ids().unwrap().is_empty());

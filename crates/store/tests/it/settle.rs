@@ -4,7 +4,7 @@
 use rill_protocol::{Limits, ParsedEvent, ParsedMiniblock};
 use rill_store::{Store, StoreError, Write};
 
-use crate::support::{STREAM, genesis, hashes, key, message, next};
+use crate::support::{STREAM, genesis, hashes, key, message, new_stream, next};
 
 /// A stream whose pool holds `pooled`, and candidate 1 of `pooled[..3]` and `unpooled`
 /// stored (the pool's events read from its rows, `unpooled` written with it).
@@ -121,12 +121,7 @@ fn a_store_reopened_settles_the_promotions_left_pending() {
 
 #[test]
 fn a_promotion_whose_candidate_is_not_stored_is_written_whole() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let g = genesis();
-    store
-        .create_stream(&STREAM, &[key(1).address()], &g)
-        .unwrap();
+    let (_dir, store, g) = new_stream();
     let events: Vec<_> = (0..3).map(|i| message(&g, i)).collect();
     let m1 = next(Some(&g), events);
     store.promote_candidate(&STREAM, &m1).unwrap();
@@ -319,12 +314,7 @@ fn reads_while_promotions_settle_find_every_event() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    let g = genesis();
-    store
-        .create_stream(&STREAM, &[key(1).address()], &g)
-        .unwrap();
+    let (_dir, store, g) = new_stream();
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
         let (store, done) = (store.clone(), done.clone());

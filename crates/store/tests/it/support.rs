@@ -7,6 +7,18 @@ pub(crate) fn key(seed: u8) -> NodeKey {
 
 pub(crate) const STREAM: StreamId = StreamId([1; 32]);
 
+/// A store in a fresh directory (kept while the `TempDir` lives) holding [`STREAM`] from its
+/// genesis, and that genesis.
+pub(crate) fn new_stream() -> (tempfile::TempDir, rill_store::Store, ParsedMiniblock) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = rill_store::Store::open(dir.path()).unwrap();
+    let g = genesis();
+    store
+        .create_stream(&STREAM, &[key(1).address()], &g)
+        .unwrap();
+    (dir, store, g)
+}
+
 pub(crate) fn genesis() -> ParsedMiniblock {
     let inception =
         rill_protocol::envelope::inception(STREAM, pb::StreamSettings::default(), 0, &key(2));
