@@ -273,7 +273,7 @@ fn a_node_stopped_at_any_step_of_a_settlement_finishes_it_when_it_opens_the_stor
 fn a_settlement_reads_only_the_pool_rows_older_than_its_start() {
     let settle = |store: &Store, m1: &ParsedMiniblock, g: &ParsedMiniblock, more: u64| {
         let mut settling = store.start_settling(&STREAM, m1).unwrap().unwrap();
-        // About 400 rows, one event each, added once the settlement started.
+        // Hundreds of rows (one event added at a time) once the settlement started.
         for i in 0..more {
             let e = message(g, 10_000 + i);
             store
