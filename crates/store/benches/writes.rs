@@ -187,7 +187,7 @@ fn settling(g: &ParsedMiniblock) {
         .expect("read")
         .expect("pending");
     let start = started.elapsed();
-    let mut later = messages(g, 10_000, 6_000_000).into_iter();
+    let mut later = messages(g, 100, 6_000_000).into_iter();
     let mut steps = Vec::new();
     loop {
         let event = later.next().expect("enough events");

@@ -69,11 +69,11 @@ pub(crate) fn part_from(events: &[ParsedEvent], from: usize) -> (Vec<u8>, usize)
     let mut part = Vec::new();
     let mut at = from;
     while let Some(event) = events.get(at) {
-        let entry = entry(event);
-        if !part.is_empty() && part.len() + entry.len() > PART_BYTES {
+        let size = 36 + event.envelope().encoded_len();
+        if !part.is_empty() && part.len() + size > PART_BYTES {
             break;
         }
-        part.extend_from_slice(&entry);
+        part.extend_from_slice(&entry(event));
         at += 1;
     }
     (part, at)
