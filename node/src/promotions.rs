@@ -16,22 +16,31 @@ use rill_protocol::StreamId;
 /// bound clears them all (their promotions, if any, are then written whole).
 const REMEMBERED: usize = 65_536;
 
-/// Candidates stored since the node started, by hash.
+/// Candidates stored since the node started, by stream: a promotion or a drop touches only
+/// its own stream's entries (a node with a thousand busy streams promotes a thousand a block).
 #[derive(Default)]
-pub(crate) struct StoredCandidates(HashMap<B256, (StreamId, u64)>);
+pub(crate) struct StoredCandidates {
+    by_stream: HashMap<StreamId, Vec<(u64, B256)>>,
+    /// Entries in all streams.
+    len: usize,
+}
 
 impl StoredCandidates {
     /// Candidate `hash`, number `num` of `stream`, was submitted to the store.
     pub(crate) fn stored(&mut self, stream: StreamId, num: u64, hash: B256) {
-        if self.0.len() >= REMEMBERED {
-            self.0.clear();
+        if self.len >= REMEMBERED {
+            self.by_stream.clear();
+            self.len = 0;
         }
-        self.0.insert(hash, (stream, num));
+        self.by_stream.entry(stream).or_default().push((num, hash));
+        self.len += 1;
     }
 
     /// Events were dropped from `stream`'s minipool: its stored candidates may miss them.
     pub(crate) fn dropped(&mut self, stream: &StreamId) {
-        self.0.retain(|_, (s, _)| s != stream);
+        if let Some(forgotten) = self.by_stream.remove(stream) {
+            self.len -= forgotten.len();
+        }
     }
 
     /// `stream`'s head moved some other way (a jump to a snapshot).
@@ -42,9 +51,23 @@ impl StoredCandidates {
     /// Miniblock `num`, `hash` of `stream` is promoted: whether it may settle later. The
     /// stream's candidates up to `num` are forgotten either way.
     pub(crate) fn promoting(&mut self, stream: &StreamId, num: u64, hash: &B256) -> bool {
-        let settles_later = self.0.get(hash) == Some(&(*stream, num));
-        self.0.retain(|_, (s, n)| s != stream || *n > num);
+        let Some(stored) = self.by_stream.get_mut(stream) else {
+            return false;
+        };
+        let settles_later = stored.contains(&(num, *hash));
+        let before = stored.len();
+        stored.retain(|(n, _)| *n > num);
+        self.len -= before - stored.len();
+        if stored.is_empty() {
+            self.by_stream.remove(stream);
+        }
         settles_later
+    }
+
+    /// Entries in all streams.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.len
     }
 }
 
@@ -72,13 +95,15 @@ mod tests {
             !stored.promoting(&A, 1, &B256::repeat_byte(9)),
             "never stored"
         );
-        assert!(
-            stored.0.is_empty(),
+        assert_eq!(
+            stored.len(),
+            0,
             "the stream's candidates up to 1 are forgotten"
         );
         stored.stored(A, 2, h1);
         assert!(!stored.promoting(&B, 2, &h1), "another stream's");
         assert!(stored.promoting(&A, 2, &h1));
-        assert!(stored.0.is_empty());
+        assert_eq!(stored.len(), 0);
+        assert!(stored.by_stream.is_empty());
     }
 }
