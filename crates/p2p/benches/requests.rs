@@ -1,7 +1,9 @@
 //! Client requests over one connection on 127.0.0.1, answered at once by the node's side:
 //! round trips one at a time (their latency), then 16 in flight (their rate). What a request
-//! costs the transport (a substream, its protocol's negotiation, noise, yamux), without the
-//! node's work. `cargo bench -p rill-p2p --bench requests`.
+//! costs the transport (noise, yamux, and over `/rill/client/1` a substream and its
+//! protocol's negotiation each), without the node's work. Each measurement runs twice: over
+//! `/rill/client/1`, then over client sessions, from two clients of one node, alternating.
+//! `cargo bench -p rill-p2p --bench requests`.
 
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,11 @@ fn main() {
 }
 
 async fn run() {
-    let config = P2pConfig::node(vec!["/ip4/127.0.0.1/tcp/0".parse().expect("an address")]);
+    // No client rate: every request is answered, none refused at the edge.
+    let config = P2pConfig {
+        client_rate: None,
+        ..P2pConfig::node(vec!["/ip4/127.0.0.1/tcp/0".parse().expect("an address")])
+    };
     let (node, mut events) = spawn(&NodeKey::generate(), config)
         .await
         .expect("the node's swarm starts");
@@ -38,21 +44,36 @@ async fn run() {
             }
         }
     });
-    let (client, mut client_events) = spawn(&NodeKey::generate(), P2pConfig::client())
-        .await
-        .expect("the client's swarm starts");
-    tokio::spawn(async move { while client_events.recv().await.is_some() {} });
-    client
-        .dial(node.peer_id(), Some(addr))
-        .await
-        .expect("the client connects");
     let to = node.peer_id();
-    measure(&client, to, 1, 1_000).await;
-    println!("| requests in flight | requests/s | latency p50 / p99 |");
-    println!("|---:|---:|---:|");
+    let mut clients = Vec::new();
+    for sessions in [false, true] {
+        let config = P2pConfig {
+            client_sessions: sessions,
+            ..P2pConfig::client()
+        };
+        let (client, mut client_events) = spawn(&NodeKey::generate(), config)
+            .await
+            .expect("the client's swarm starts");
+        tokio::spawn(async move { while client_events.recv().await.is_some() {} });
+        client
+            .dial(to, Some(addr.clone()))
+            .await
+            .expect("the client connects");
+        measure(&client, to, 1, 1_000).await;
+        clients.push((sessions, client));
+    }
+    println!("| requests in flight | over | requests/s | latency p50 / p99 |");
+    println!("|---:|---|---:|---:|");
     for in_flight in [1, 16] {
-        let (rate, p50, p99) = measure(&client, to, in_flight, REQUESTS).await;
-        println!("| {in_flight} | {rate:.0} | {p50:.0?} / {p99:.0?} |");
+        for (sessions, client) in &clients {
+            let over = if *sessions {
+                "client sessions"
+            } else {
+                "`/rill/client/1`"
+            };
+            let (rate, p50, p99) = measure(client, to, in_flight, REQUESTS).await;
+            println!("| {in_flight} | {over} | {rate:.0} | {p50:.0?} / {p99:.0?} |");
+        }
     }
 }
 

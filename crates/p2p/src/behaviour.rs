@@ -1,5 +1,5 @@
 //! The composed libp2p behaviour. Field order is deliberate: gossip first (latency matters
-//! most), then the request-response protocols, then identify.
+//! most), then the request-response protocols and client sessions, then identify.
 
 use std::time::Duration;
 
@@ -30,6 +30,7 @@ pub(crate) struct Behaviour {
     pub(crate) events: request_response::Behaviour<EventsCodec>,
     pub(crate) miniblock: request_response::Behaviour<MiniblockCodec>,
     pub(crate) client: request_response::Behaviour<ClientCodec>,
+    pub(crate) sessions: libp2p_stream::Behaviour,
     pub(crate) identify: identify::Behaviour,
 }
 
@@ -106,6 +107,7 @@ impl Behaviour {
             events,
             miniblock,
             client,
+            sessions: libp2p_stream::Behaviour::new(),
             identify,
         })
     }

@@ -1,4 +1,5 @@
-//! Length-prefixed protobuf frames with size limits, for the request-response protocols.
+//! Length-prefixed protobuf frames with size limits, for the request-response protocols and
+//! client sessions.
 //!
 //! A frame is a 4-byte big-endian length and that many bytes of one prost message. A frame
 //! over the limit, or bytes that do not decode, fail the stream with `InvalidData`: the
@@ -35,7 +36,10 @@ impl<Req, Resp> ProtoCodec<Req, Resp> {
     }
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     io.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -50,7 +54,9 @@ async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::
     Ok(buf)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(
+/// Writes one frame and flushes it, leaving the stream open. The length and the message go
+/// in one write: one yamux frame, not two.
+pub(crate) async fn send_frame<T: AsyncWrite + Unpin + Send>(
     io: &mut T,
     bytes: &[u8],
     max: usize,
@@ -64,12 +70,23 @@ async fn write_frame<T: AsyncWrite + Unpin + Send>(
             ),
         ));
     }
-    io.write_all(&(bytes.len() as u32).to_be_bytes()).await?;
-    io.write_all(bytes).await?;
+    let mut frame = Vec::with_capacity(4 + bytes.len());
+    frame.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    frame.extend_from_slice(bytes);
+    io.write_all(&frame).await?;
+    io.flush().await
+}
+
+async fn write_frame<T: AsyncWrite + Unpin + Send>(
+    io: &mut T,
+    bytes: &[u8],
+    max: usize,
+) -> io::Result<()> {
+    send_frame(io, bytes, max).await?;
     io.close().await
 }
 
-fn decode<M: prost::Message + Default>(bytes: &[u8]) -> io::Result<M> {
+pub(crate) fn decode<M: prost::Message + Default>(bytes: &[u8]) -> io::Result<M> {
     M::decode(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 

@@ -40,8 +40,17 @@ pub struct P2pConfig {
     pub event_capacity: usize,
     /// Room in the channel of commands to the swarm; senders wait when it is full.
     pub command_capacity: usize,
-    /// Inbound requests (per peer and protocol) that may be open at once.
+    /// Inbound requests (per peer and protocol) that may be open at once; also the client
+    /// sessions one peer may hold.
     pub max_concurrent_requests: usize,
+    /// Whether client sessions are on: this side's client requests go over them where the
+    /// peer serves them (rather than a substream each over `/rill/client/1`), and a node serves
+    /// them. A node serves `/rill/client/1` either way.
+    pub client_sessions: bool,
+    /// How long a node keeps a client session that brings no request. Clients drop their
+    /// idle sessions after a minute, so a node that keeps them longer rarely closes one a
+    /// client is about to use (the client then asks again on a new one).
+    pub session_idle: Duration,
     /// How much one client peer may ask of this node (a request costs 1, or its number of
     /// events); `None`: no limit. Registered nodes (which forward clients' requests) are
     /// not limited.
@@ -63,6 +72,8 @@ impl P2pConfig {
             event_capacity: 4096,
             command_capacity: 4096,
             max_concurrent_requests: 256,
+            client_sessions: true,
+            session_idle: Duration::from_secs(120),
             client_rate: Some(Rate::per_second(DEFAULT_CLIENT_RATE)),
             metrics: P2pMetrics::default(),
         }

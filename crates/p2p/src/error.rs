@@ -100,17 +100,20 @@ impl From<OutboundFailure> for RequestError {
             OutboundFailure::Timeout => RequestError::Timeout,
             OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed,
             OutboundFailure::UnsupportedProtocols => RequestError::UnsupportedProtocol,
-            // The request went out with the protocol's name (`V1Lazy`): the peer's refusal of
-            // the protocol comes back as the stream's error.
-            OutboundFailure::Io(error)
-                if error
-                    .get_ref()
-                    .and_then(|e| e.downcast_ref::<NegotiationError>())
-                    .is_some_and(|e| matches!(e, NegotiationError::Failed)) =>
-            {
+            OutboundFailure::Io(error) if protocol_refused(&error) => {
                 RequestError::UnsupportedProtocol
             }
             OutboundFailure::Io(error) => RequestError::Stream(error.kind()),
         }
     }
+}
+
+/// Whether a stream's error is the peer refusing its protocol. A substream this side opens
+/// sends its protocol's name with its first bytes (`V1Lazy`), so the refusal comes back as
+/// the stream's error.
+pub(crate) fn protocol_refused(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<NegotiationError>())
+        .is_some_and(|e| matches!(e, NegotiationError::Failed))
 }

@@ -3,6 +3,7 @@
 //! node: when the node's queue is full, gossip is ignored and requests are answered "busy".
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy_primitives::Address;
@@ -17,14 +18,15 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::admission::SharedGate;
 use crate::behaviour::{Behaviour, BehaviourEvent};
 use crate::gossip::inbox_topic;
-use crate::handle::{Command, NetworkEvent, NodeRequest, NodeResponse, P2p, Responder};
+use crate::handle::{Command, NetworkEvent, NodeRequest, NodeResponse, P2p, Responder, Route};
 use crate::inbound::{
     EventsProtocol, MiniblockProtocol, NodeProtocol, Reply, busy, inbound, not_a_node,
 };
-use crate::limits::Buckets;
 use crate::outgoing::Outgoing;
+use crate::session::{SESSION, Server, Sessions, serve};
 use crate::{GossipBatch, P2pConfig, RequestError, Role, SpawnError};
 
 mod gate;
@@ -95,7 +97,33 @@ pub async fn spawn(
     }
     let (commands, command_rx) = mpsc::channel(config.command_capacity.max(1));
     let peer_id = *swarm.local_peer_id();
-    let config_rate = config.client_rate;
+    let client_gate = SharedGate::new(config.client_rate);
+    let mut control = swarm.behaviour().sessions.new_control();
+    // Long polls of `watch` wait up to 30 s for updates.
+    let client_timeout = config.request_timeout.max(Duration::from_secs(40));
+    if config.role == Role::Node && config.client_sessions {
+        let incoming = control
+            .accept(SESSION)
+            .map_err(|e| SpawnError::Behaviour(Box::new(e)))?;
+        let server = Server {
+            events: event_tx.clone(),
+            gate: client_gate.clone(),
+            metrics: config.metrics.clone(),
+            max_message: config.max_message_bytes,
+            max_sessions: config.max_concurrent_requests,
+            idle: config.session_idle,
+            write_timeout: config.request_timeout,
+            open: Default::default(),
+        };
+        tokio::spawn(serve(server, incoming));
+    }
+    let sessions = config.client_sessions.then(|| {
+        Arc::new(Sessions::new(
+            control,
+            config.max_message_bytes,
+            client_timeout,
+        ))
+    });
     let event_loop = EventLoop {
         swarm,
         config,
@@ -115,10 +143,17 @@ pub async fn spawn(
         outgoing: Outgoing::default(),
         peers_of: HashMap::new(),
         subscriptions: HashMap::new(),
-        client_limits: config_rate.map(Buckets::new),
+        client_gate,
     };
     tokio::spawn(event_loop.run());
-    Ok((P2p { commands, peer_id }, events))
+    Ok((
+        P2p {
+            commands,
+            peer_id,
+            sessions,
+        },
+        events,
+    ))
 }
 
 /// Joins this node's inbox, scoring what arrives there: capped rewards for first deliveries
@@ -171,8 +206,8 @@ struct EventLoop {
     peers_of: HashMap<Address, PeerId>,
     /// The topics each connected peer subscribed to.
     subscriptions: HashMap<PeerId, HashSet<TopicHash>>,
-    /// What each client peer may still ask (`None`: no limit).
-    client_limits: Option<Buckets<PeerId>>,
+    /// What each client peer may still ask, shared with the client sessions.
+    client_gate: SharedGate,
 }
 
 /// How a node dials a peer: the address given and the swarm's, unless connected or
@@ -206,9 +241,7 @@ impl EventLoop {
                 }
                 _ = redial.tick() => {
                     self.redial();
-                    if let Some(limits) = &mut self.client_limits {
-                        limits.prune(std::time::Instant::now());
-                    }
+                    self.client_gate.lock().prune(std::time::Instant::now());
                 }
                 // The node is gone: send what it queued last, then stop and free the listen
                 // addresses.
@@ -371,7 +404,8 @@ impl EventLoop {
                 if let Some((peer, request, channel)) =
                     inbound(event, &mut self.pending_client, |r| r)
                 {
-                    if let Err(refusal) = self.admit_client(&peer, &request) {
+                    let admitted = self.client_gate.lock().admit(&peer, &request);
+                    if let Err(refusal) = admitted {
                         self.config.metrics.client_requests_limited.inc();
                         let limited = pb::ClientResponse {
                             kind: None,
@@ -392,6 +426,7 @@ impl EventLoop {
                     };
                     if let Err(NetworkEvent::ClientRequest { responder, .. }) =
                         self.emit(event).map_err(|e| *e)
+                        && let Some(channel) = responder.into_channel()
                     {
                         self.config.metrics.requests_shed.inc();
                         let busy = pb::ClientResponse {
@@ -402,7 +437,7 @@ impl EventLoop {
                             .swarm
                             .behaviour_mut()
                             .client
-                            .send_response(responder.channel, busy);
+                            .send_response(channel, busy);
                     }
                 }
             }
@@ -474,22 +509,18 @@ impl EventLoop {
         };
         let event = P::event(from, request, self.responder(channel));
         if let Err(event) = self.emit(event)
-            && let Some(responder) = P::responder(*event)
+            && let Some(channel) = P::responder(*event).and_then(Responder::into_channel)
         {
             self.config.metrics.requests_shed.inc();
-            P::send(
-                self.swarm.behaviour_mut(),
-                responder.channel,
-                P::refusal(busy()),
-            );
+            P::send(self.swarm.behaviour_mut(), channel, P::refusal(busy()));
         }
     }
 
     fn responder<T>(&self, channel: ResponseChannel<T>) -> Responder<T> {
-        Responder {
+        Responder(Route::Swarm {
             channel,
             commands: self.commands.clone(),
-        }
+        })
     }
 
     fn report(

@@ -1,5 +1,7 @@
 //! The handle the node holds, and what the network tells it.
 
+use std::sync::Arc;
+
 use alloy_primitives::Address;
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::request_response::ResponseChannel;
@@ -7,6 +9,7 @@ use libp2p::{Multiaddr, PeerId};
 use rill_protocol::pb;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::session::Sessions;
 use crate::{GossipBatch, RequestError};
 
 /// The node's verdict on a gossip message.
@@ -111,9 +114,28 @@ pub enum NetworkEvent {
 
 /// A pending response. Dropping it closes the request's stream without an answer.
 #[derive(Debug)]
-pub struct Responder<T> {
-    pub(crate) channel: ResponseChannel<T>,
-    pub(crate) commands: mpsc::Sender<Command>,
+pub struct Responder<T>(pub(crate) Route<T>);
+
+/// Where a response goes.
+#[derive(Debug)]
+pub(crate) enum Route<T> {
+    /// A request-response request: the swarm's task sends the answer.
+    Swarm {
+        channel: ResponseChannel<T>,
+        commands: mpsc::Sender<Command>,
+    },
+    /// A client session's request: the session's task writes the answer.
+    Session(oneshot::Sender<T>),
+}
+
+impl<T> Responder<T> {
+    /// The request-response channel, if the request came that way.
+    pub(crate) fn into_channel(self) -> Option<ResponseChannel<T>> {
+        match self.0 {
+            Route::Swarm { channel, .. } => Some(channel),
+            Route::Session(_) => None,
+        }
+    }
 }
 
 macro_rules! responder_send {
@@ -121,10 +143,14 @@ macro_rules! responder_send {
         impl Responder<$response> {
             /// Sends the response (waiting if the swarm's queue is full).
             pub async fn send(self, response: $response) {
-                let _ = self
-                    .commands
-                    .send(Command::$command(self.channel, response))
-                    .await;
+                match self.0 {
+                    Route::Swarm { channel, commands } => {
+                        let _ = commands.send(Command::$command(channel, response)).await;
+                    }
+                    Route::Session(reply) => {
+                        let _ = reply.send(response);
+                    }
+                }
             }
         }
     };
@@ -173,6 +199,9 @@ pub(crate) enum Command {
 pub struct P2p {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) peer_id: PeerId,
+    /// Client sessions to the peers this side asks (`None`: every client request goes over
+    /// `/rill/client/1`).
+    pub(crate) sessions: Option<Arc<Sessions>>,
 }
 
 impl P2p {
@@ -233,12 +262,18 @@ impl P2p {
             .unwrap_or(Err(RequestError::Stopped))
     }
 
-    /// A request over `/rill/client/1`.
+    /// A client request: over a client session with the peer, or over `/rill/client/1` if
+    /// sessions are off or the peer does not serve them.
     pub async fn client_request(
         &self,
         peer: PeerId,
         request: pb::ClientRequest,
     ) -> Result<pb::ClientResponse, RequestError> {
+        if let Some(sessions) = &self.sessions
+            && let Some(answer) = sessions.request(self, peer, &request).await
+        {
+            return answer;
+        }
         self.ask(|r| Command::Client(peer, request, r))
             .await
             .unwrap_or(Err(RequestError::Stopped))

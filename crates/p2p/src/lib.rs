@@ -3,7 +3,9 @@
 //! The loop turns libp2p events into [`NetworkEvent`]s (gossip batches decoded and
 //! shape-checked, requests to answer, peers coming and going) and [`P2p`] commands into swarm
 //! calls: gossip to a node's inbox, requests over `/rill/events/1`, `/rill/miniblock/1` and
-//! `/rill/client/1`, answers, dials. It also gates peers: node protocols and gossip are for
+//! `/rill/client/1`, answers, dials. Client requests go over client sessions
+//! (`/rill/client-session/1`, one substream kept for many requests) where the node serves
+//! them. It also gates peers: node protocols and gossip are for
 //! registered nodes only (their PeerIds map to registry addresses); everyone else is refused
 //! with a typed error, ignored by gossip entirely, and welcome on the client protocol, within
 //! a per-peer rate (refused `RATE_LIMITED` at the edge, before the node sees a request). The
@@ -15,6 +17,7 @@
 //! It must not decide anything about streams: whether gossip is valid is the node's call,
 //! which it reports back with [`P2p::report_validation`].
 
+mod admission;
 mod behaviour;
 mod codec;
 mod config;
@@ -26,6 +29,7 @@ mod inbound;
 pub mod limits;
 mod metrics;
 mod outgoing;
+mod session;
 
 pub use codec::ProtoCodec;
 pub use config::{DEFAULT_CLIENT_RATE, P2pConfig, Role};

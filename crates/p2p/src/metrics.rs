@@ -1,6 +1,7 @@
-//! What the network counts: shed load, dropped gossip, refused peers.
+//! What the network counts: shed load, dropped gossip, refused peers, client sessions.
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// The network's counters. Cheap to clone (shared handles); register them with the node's
@@ -28,6 +29,10 @@ pub struct P2pMetrics {
     pub gossip_subscriptions_refused: Counter,
     /// Client requests refused because their peer went over its rate.
     pub client_requests_limited: Counter,
+    /// Client sessions open on this node.
+    pub client_sessions: Gauge,
+    /// Client sessions refused because their peer held as many as it may.
+    pub client_sessions_refused: Counter,
 }
 
 impl P2pMetrics {
@@ -82,6 +87,16 @@ impl P2pMetrics {
             "client_requests_limited",
             "Client requests refused RATE_LIMITED because their peer went over its rate",
             self.client_requests_limited.clone(),
+        );
+        registry.register(
+            "client_sessions",
+            "Client sessions open on this node",
+            self.client_sessions.clone(),
+        );
+        registry.register(
+            "client_sessions_refused",
+            "Client sessions refused because their peer held as many as it may",
+            self.client_sessions_refused.clone(),
         );
     }
 }

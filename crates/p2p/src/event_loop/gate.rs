@@ -1,12 +1,12 @@
 //! Who may do what on this node's network, as the registry says: registered nodes alone take
-//! part in gossip (each holding only its own inbox), and client peers are held to their rate.
+//! part in gossip (each holding only its own inbox), and client peers are held to their rate
+//! (by the [`ClientGate`](crate::admission::ClientGate) this keeps told who the nodes are).
 //! Part of the event loop (it reads and updates the loop's peer tables), kept apart so the
 //! rules read in one place.
 
 use alloy_primitives::Address;
 use libp2p::PeerId;
 use libp2p::gossipsub::TopicHash;
-use rill_protocol::pb;
 use tracing::debug;
 
 use super::EventLoop;
@@ -28,6 +28,9 @@ impl EventLoop {
                 self.registered_addrs.insert(entry.peer, addr);
             }
         }
+        self.client_gate
+            .lock()
+            .set_nodes(self.nodes.keys().copied());
         let connected: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
         for peer in connected {
             self.gate_gossip(&peer);
@@ -90,34 +93,5 @@ impl EventLoop {
             topics.remove(topic);
         }
         self.gate_gossip(&peer);
-    }
-
-    /// Whether a client request is within its peer's rate. Registered nodes are not limited:
-    /// they forward the requests of their own (limited) clients.
-    pub(super) fn admit_client(
-        &mut self,
-        peer: &PeerId,
-        request: &pb::ClientRequest,
-    ) -> Result<(), pb::Error> {
-        if self.nodes.contains_key(peer) {
-            return Ok(());
-        }
-        let Some(limits) = &mut self.client_limits else {
-            return Ok(());
-        };
-        let cost = match &request.kind {
-            Some(pb::client_request::Kind::AddEvents(add)) => add.envelopes.len().max(1),
-            _ => 1,
-        };
-        limits
-            .take(peer, cost as f64, std::time::Instant::now())
-            .map_err(|wait| pb::Error {
-                code: pb::ErrorCode::RateLimited as i32,
-                message: format!(
-                    "more requests from {peer} than this node serves one client; retry in {} ms",
-                    wait.as_millis().max(1)
-                ),
-                retry_after_ms: u32::try_from(wait.as_millis().max(1)).unwrap_or(u32::MAX),
-            })
     }
 }

@@ -3,4 +3,5 @@
 mod gating;
 mod gossip;
 mod malformed;
+mod sessions;
 mod support;
