@@ -5,7 +5,7 @@ use std::time::Duration;
 use rill_p2p::{NetworkEvent, NodeRequest, NodeResponse, RequestError, Role};
 use rill_protocol::pb;
 
-use crate::support::{announcement, peer, registered_nodes};
+use crate::support::{announcement, client_of, peer, registered_nodes};
 
 #[tokio::test]
 async fn unregistered_peer_is_refused_on_node_protocols_with_a_typed_error() {
@@ -98,20 +98,12 @@ async fn an_outsider_neither_sends_gossip_to_a_node_nor_receives_any() {
 #[tokio::test]
 async fn the_client_protocol_is_open_to_everyone() {
     let mut nodes = registered_nodes(1).await;
-    let client = peer(Role::Client).await;
-    client
-        .p2p
-        .dial(nodes[0].peer_id(), Some(nodes[0].addr.clone()))
-        .await
-        .unwrap();
+    let client = client_of(&nodes[0]).await;
     let node = nodes[0].p2p.peer_id();
     let server = tokio::spawn(async move {
         let mut node0 = nodes.remove(0);
         let responder = node0
-            .next(Duration::from_secs(10), |e| match e {
-                NetworkEvent::ClientRequest { responder, .. } => Some(responder),
-                _ => None,
-            })
+            .next_client_request(Duration::from_secs(10))
             .await
             .expect("the client request arrives");
         responder
@@ -159,12 +151,7 @@ async fn a_node_whose_queue_is_full_answers_busy_and_keeps_running() {
     let mut config = rill_p2p::P2pConfig::node(vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()]);
     config.event_capacity = 1;
     let mut node = crate::support::peer_with(config).await;
-    let client = peer(Role::Client).await;
-    client
-        .p2p
-        .dial(node.peer_id(), Some(node.addr.clone()))
-        .await
-        .unwrap();
+    let client = client_of(&node).await;
     node.next(Duration::from_secs(5), |e| {
         matches!(e, NetworkEvent::PeerConnected(_)).then_some(())
     })
@@ -201,10 +188,7 @@ async fn a_node_whose_queue_is_full_answers_busy_and_keeps_running() {
     assert!(node.config.metrics.requests_shed.get() >= 1);
     // Once the node reads its queue, it serves again.
     let responder = node
-        .next(Duration::from_secs(5), |e| match e {
-            NetworkEvent::ClientRequest { responder, .. } => Some(responder),
-            _ => None,
-        })
+        .next_client_request(Duration::from_secs(5))
         .await
         .expect("the first request was queued");
     responder.send(pb::ClientResponse::default()).await;
@@ -217,12 +201,7 @@ async fn a_node_whose_queue_is_full_answers_busy_and_keeps_running() {
 #[tokio::test]
 async fn a_request_on_a_protocol_the_peer_does_not_serve_fails_as_unsupported() {
     let nodes = registered_nodes(1).await;
-    let client = peer(Role::Client).await;
-    client
-        .p2p
-        .dial(nodes[0].peer_id(), Some(nodes[0].addr.clone()))
-        .await
-        .unwrap();
+    let client = client_of(&nodes[0]).await;
     let result = nodes[0]
         .p2p
         .request(

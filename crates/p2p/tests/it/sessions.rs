@@ -8,7 +8,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use rill_p2p::{NetworkEvent, P2pConfig, PeerId, Role};
 use rill_protocol::pb;
 
-use crate::support::{TestPeer, peer, peer_with};
+use crate::support::{TestPeer, client_of, peer, peer_with};
 
 fn info() -> pb::ClientRequest {
     pb::ClientRequest {
@@ -39,13 +39,7 @@ fn answer_all(mut node: TestPeer) -> tokio::task::JoinHandle<TestPeer> {
 }
 
 async fn connected_client(node: &TestPeer) -> (TestPeer, PeerId) {
-    let client = peer(Role::Client).await;
-    client
-        .p2p
-        .dial(node.peer_id(), Some(node.addr.clone()))
-        .await
-        .unwrap();
-    (client, node.peer_id())
+    (client_of(node).await, node.peer_id())
 }
 
 fn version(answer: &pb::ClientResponse) -> &str {
@@ -121,27 +115,19 @@ async fn a_session_over_the_peers_limit_is_refused_and_its_request_still_served(
     .await;
     let metrics = node.config.metrics.clone();
     let (client, to) = connected_client(&node).await;
-    // Two requests at once: the second needs a second session, which the node refuses.
-    let first = tokio::spawn({
+    let ask = || {
         let p2p = client.p2p.clone();
-        async move { p2p.client_request(to, info()).await }
-    });
+        tokio::spawn(async move { p2p.client_request(to, info()).await })
+    };
+    // Two requests at once: the second needs a second session, which the node refuses.
+    let first = ask();
     let held = node
-        .next(Duration::from_secs(10), |e| match e {
-            NetworkEvent::ClientRequest { responder, .. } => Some(responder),
-            _ => None,
-        })
+        .next_client_request(Duration::from_secs(10))
         .await
         .expect("the first request arrives");
-    let second = tokio::spawn({
-        let p2p = client.p2p.clone();
-        async move { p2p.client_request(to, info()).await }
-    });
+    let second = ask();
     let other = node
-        .next(Duration::from_secs(10), |e| match e {
-            NetworkEvent::ClientRequest { responder, .. } => Some(responder),
-            _ => None,
-        })
+        .next_client_request(Duration::from_secs(10))
         .await
         .expect("the second request arrives, over /rill/client/1");
     assert_eq!(metrics.client_sessions_refused.get(), 1);

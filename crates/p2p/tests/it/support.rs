@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use alloy_primitives::{Address, B256};
 use rill_p2p::{
-    GossipBatch, Multiaddr, NetworkEvent, NodeEntry, P2p, P2pConfig, PeerId, Role, spawn,
+    GossipBatch, Multiaddr, NetworkEvent, NodeEntry, P2p, P2pConfig, PeerId, Responder, Role, spawn,
 };
-use rill_protocol::{NodeKey, StreamId};
+use rill_protocol::{NodeKey, StreamId, pb};
 use tokio::sync::mpsc::Receiver;
 
 pub(crate) struct TestPeer {
@@ -32,6 +32,18 @@ impl TestPeer {
             peer: self.peer_id(),
             addr: Some(self.addr.clone()),
         }
+    }
+
+    /// The responder of the next client request, within `within`; other events are dropped.
+    pub(crate) async fn next_client_request(
+        &mut self,
+        within: Duration,
+    ) -> Option<Responder<pb::ClientResponse>> {
+        self.next(within, |e| match e {
+            NetworkEvent::ClientRequest { responder, .. } => Some(responder),
+            _ => None,
+        })
+        .await
     }
 
     /// The next event that `pick` accepts, within `within`; other events are dropped.
@@ -82,6 +94,17 @@ pub(crate) async fn peer_with(config: P2pConfig) -> TestPeer {
         addr,
         config,
     }
+}
+
+/// A client connected to `node`.
+pub(crate) async fn client_of(node: &TestPeer) -> TestPeer {
+    let client = peer(Role::Client).await;
+    client
+        .p2p
+        .dial(node.peer_id(), Some(node.addr.clone()))
+        .await
+        .unwrap();
+    client
 }
 
 /// `count` nodes that all know one another as registered nodes, fully connected.
