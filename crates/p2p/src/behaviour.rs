@@ -78,10 +78,9 @@ impl Behaviour {
         let node_rr = request_response::Config::default()
             .with_request_timeout(config.request_timeout)
             .with_max_concurrent_streams(config.max_concurrent_requests);
-        // Long polls of `watch` wait up to 30 s for updates.
         let client_rr = node_rr
             .clone()
-            .with_request_timeout(config.request_timeout.max(Duration::from_secs(40)));
+            .with_request_timeout(config.client_request_timeout());
         let max = config.max_message_bytes;
         let events = request_response::Behaviour::with_codec(
             ProtoCodec::new(64 * 1024, max),

@@ -60,6 +60,12 @@ pub struct P2pConfig {
 }
 
 impl P2pConfig {
+    /// How long a client request may wait for its answer: long polls of `watch` wait up to
+    /// 30 s for updates.
+    pub(crate) fn client_request_timeout(&self) -> Duration {
+        self.request_timeout.max(Duration::from_secs(40))
+    }
+
     /// Defaults for a node listening on `listen`.
     pub fn node(listen: Vec<Multiaddr>) -> Self {
         Self {

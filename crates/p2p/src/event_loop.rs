@@ -99,8 +99,6 @@ pub async fn spawn(
     let peer_id = *swarm.local_peer_id();
     let client_gate = SharedGate::new(config.client_rate);
     let mut control = swarm.behaviour().sessions.new_control();
-    // Long polls of `watch` wait up to 30 s for updates.
-    let client_timeout = config.request_timeout.max(Duration::from_secs(40));
     if config.role == Role::Node && config.client_sessions {
         let incoming = control
             .accept(SESSION)
@@ -121,7 +119,7 @@ pub async fn spawn(
         Arc::new(Sessions::new(
             control,
             config.max_message_bytes,
-            client_timeout,
+            config.client_request_timeout(),
         ))
     });
     let event_loop = EventLoop {
