@@ -13,6 +13,7 @@ use libp2p_stream::{Control, OpenStreamError};
 use prost::Message as _;
 use rill_protocol::pb;
 use tokio::time::timeout;
+use tracing::debug;
 
 use super::{KEEP_IDLE, SESSION};
 use crate::codec::{decode, read_frame, send_frame};
@@ -104,7 +105,10 @@ impl Sessions {
                 lock(&self.unsupported).insert(peer);
                 None
             }
-            Err(Failure::NotTaken) => None,
+            Err(Failure::NotTaken) => {
+                debug!(%peer, "a new client session closed before its answer; asking over /rill/client/1");
+                None
+            }
         }
     }
 
