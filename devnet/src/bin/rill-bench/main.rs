@@ -4,7 +4,8 @@
 //! - throughput (default): `--clients` connections add `--events` messages to one stream (or
 //!   `--spread N` streams) through its replicas, `--batch` per request; reports events/s admitted and finalized, add → every replica's
 //!   minipool and add → promoted on every replica (p50/p99), registration transactions per
-//!   block;
+//!   block; with `--rate R`, the writers offer R events/s on a schedule, for latencies below
+//!   saturation;
 //! - many streams (`--streams N --active M`): creation rate, each node's idle CPU and memory
 //!   with the N streams held, restart-to-serving time, then events spread over the M active
 //!   streams (finalized events/s, latencies on a sample of `--watch` streams);
@@ -54,6 +55,12 @@ pub(crate) struct Args {
     /// Throughput mode: streams the writers are spread over (each writer on one of them).
     #[arg(long, default_value_t = 1)]
     spread: usize,
+    /// Throughput mode: offer this many events/s in all, on a fixed schedule, instead of each
+    /// writer sending its next request as soon as the last is answered. Latencies then count
+    /// from when a request was due, so a writer held up behind a slow answer is charged for
+    /// the wait.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Streams to create; more than one selects the many-streams mode.
     #[arg(long, default_value_t = 1)]
     streams: usize,

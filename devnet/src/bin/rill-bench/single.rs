@@ -57,15 +57,22 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let per_client = args.events / args.clients;
     let batch = args.batch.clamp(1, rill_client::MAX_EVENTS_PER_REQUEST);
     let held_back = Arc::new(AtomicU64::new(0));
+    let late = Arc::new(AtomicU64::new(0));
+    let schedule = args.rate.map(|rate| Schedule {
+        started,
+        every: Duration::from_secs_f64(batch as f64 / rate),
+        writers: args.clients as u32,
+    });
     let mut writers = Vec::new();
     for c in 0..args.clients {
         let (stream, replicas) = &streams[c % streams.len()];
         let (stream, watched) = (*stream, c % streams.len() == 0);
         let origin = replicas[(c / streams.len()) % replicas.len()];
         let client = Client::connect(devnet.addr(origin), key.clone()).await?;
-        let (book, held_back) = (book.clone(), held_back.clone());
+        let (book, held_back, late) = (book.clone(), held_back.clone(), late.clone());
         writers.push(tokio::spawn(async move {
             let mut i = 0;
+            let mut request = 0;
             while i < per_client {
                 let n = batch.min(per_client - i);
                 let payloads: Vec<Payload> = (i..i + n)
@@ -76,7 +83,11 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
                     })
                     .collect();
                 i += n;
-                let (sent, sent_ms) = (Instant::now(), tail::now_ms());
+                let (sent, sent_ms) = match schedule {
+                    Some(schedule) => schedule.wait(c as u32, request, &late).await,
+                    None => (Instant::now(), tail::now_ms()),
+                };
+                request += 1;
                 let added = add_all(&client, stream, payloads, batch == 1, &held_back).await;
                 if !watched {
                     continue;
@@ -132,6 +143,13 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     );
     println!("| measure | value |\n|---|---:|");
     println!("| events sent | {total} |");
+    if let Some(rate) = args.rate {
+        println!("| offered events/s (`--rate`) | {rate:.0} |");
+        println!(
+            "| requests sent after they were due (a writer still waiting for its last answer) | {} |",
+            late.load(Ordering::Relaxed)
+        );
+    }
     if streams.len() > 1 {
         println!(
             "| latencies from (the first stream's events) | {} |",
@@ -215,6 +233,32 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let costs = crypto::measure_again(costs);
     crypto::report(&costs, args.replication, finalized);
     Ok(())
+}
+
+/// The writers' requests at a fixed rate: writer `w`'s request `k` is due at
+/// `started + (k × writers + w) × every`.
+#[derive(Clone, Copy)]
+struct Schedule {
+    started: Instant,
+    every: Duration,
+    writers: u32,
+}
+
+impl Schedule {
+    /// Waits until writer `w`'s request `k` is due and returns when that was (also on the wall
+    /// clock): a request sent late counts its latency from when it was due, and is counted in
+    /// `late`.
+    async fn wait(&self, w: u32, k: u32, late: &AtomicU64) -> (Instant, u64) {
+        let due = self.started + self.every * (k * self.writers + w);
+        let now = Instant::now();
+        if now < due {
+            tokio::time::sleep_until(due.into()).await;
+            return (due, tail::now_ms());
+        }
+        late.fetch_add(1, Ordering::Relaxed);
+        let behind = (now - due).as_millis() as u64;
+        (due, tail::now_ms().saturating_sub(behind))
+    }
 }
 
 /// Adds `payloads` (one request, or `AddEvent` when `single`), sending again, after a pause,
