@@ -1,0 +1,246 @@
+//! What one block costs each node's engine, on the node's loop, with a full minipool: three
+//! engines of one stream hold `N` events; one chain block's round runs (the leader's block,
+//! each replica's proposal, the leader's cut and signed candidate, each replica's check of
+//! it), then the registration's promotion on every engine. The engine is pure, so this is
+//! the loop's own share of a block, without the node's IO. `cargo bench -p rill-engine
+//! --bench block` (release, one run; several blocks per size, their median).
+
+#![allow(dead_code)] // the tests' builders, of which this uses a few
+
+#[path = "../tests/it/support.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use alloy_primitives::{Address, B256, U256};
+use rill_engine::{
+    CandidateVerdict, Effect, Engine, EngineConfig, Input, PeerGossip, Request, Response, StoreOp,
+    StreamView, Verdict, elect_leader,
+};
+use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId};
+
+use support::{genesis, key, message};
+
+const STREAM: StreamId = StreamId([6; 32]);
+const BLOCKS: usize = 7;
+
+/// The steps of one block, each timed on the engine that takes it.
+#[derive(Default)]
+struct Steps {
+    /// The leader's `ChainBlock` (asking for proposals).
+    block: Vec<Duration>,
+    /// A replica's proposal (mean of the two).
+    propose: Vec<Duration>,
+    /// The leader's handling of the two proposals: the cut and the signed candidate.
+    cut: Vec<Duration>,
+    /// A replica's check of the candidate (mean of the two).
+    check: Vec<Duration>,
+    /// The promotion on one engine (mean of the three).
+    promote: Vec<Duration>,
+    /// Admitting the block's events: per event, a client's on one engine and the peers' copy
+    /// and announcements on the other two.
+    admit_per_event: Vec<Duration>,
+}
+
+struct Net {
+    engines: Vec<Engine>,
+    addrs: Vec<Address>,
+    block: u64,
+    salt: u64,
+}
+
+impl Net {
+    fn new() -> Self {
+        let seeds = [10u8, 11, 12];
+        let addrs: Vec<Address> = seeds.map(|s| key(s).address()).to_vec();
+        let genesis = genesis(STREAM, &key(2), &key(10));
+        let engines = seeds
+            .iter()
+            .map(|s| {
+                let mut engine = Engine::new(key(*s), EngineConfig::default());
+                engine.handle(
+                    0,
+                    Input::StreamAllocated {
+                        stream: STREAM,
+                        nodes: addrs.clone(),
+                        genesis: genesis.clone(),
+                    },
+                );
+                engine
+            })
+            .collect();
+        Net {
+            engines,
+            addrs,
+            block: 0,
+            salt: 0,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.block * 1000
+    }
+
+    fn head(&self) -> (u64, B256) {
+        let head = self.engines[0].stream(&STREAM).expect("the stream").head();
+        (head.num, head.hash)
+    }
+
+    /// `count` new events on the head (signed outside the timings).
+    fn events(&mut self, count: usize) -> Vec<ParsedEvent> {
+        let (creator, head) = (key(2), self.head());
+        (0..count)
+            .map(|_| {
+                self.salt += 1;
+                message(&creator, head, self.salt)
+            })
+            .collect()
+    }
+
+    /// Every engine admits `events` and hears that the others hold them; returns the time
+    /// per event.
+    fn admit(&mut self, events: &[ParsedEvent]) -> Duration {
+        let now = self.now() + 100;
+        let hashes: Vec<B256> = events.iter().map(|e| e.hash()).collect();
+        let started = Instant::now();
+        for event in events {
+            self.engines[0]
+                .add_event(now, STREAM, event.clone())
+                .expect("admitted");
+        }
+        let origin = self.addrs[0];
+        for i in 1..3 {
+            let gossip = PeerGossip::Events(events.to_vec());
+            let verdict = self.engines[i].gossip(now, origin, STREAM, gossip).answer;
+            assert_eq!(verdict, Verdict::Accept);
+        }
+        for i in 0..3 {
+            for j in (0..3).filter(|j| *j != i) {
+                let from = self.addrs[j];
+                let gossip = PeerGossip::InPool(hashes.clone());
+                let verdict = self.engines[i].gossip(now, from, STREAM, gossip).answer;
+                assert_ne!(verdict, Verdict::Reject);
+            }
+        }
+        started.elapsed() / events.len() as u32
+    }
+
+    /// The next block with events in the pool: its round, its candidate's checks, then its
+    /// registration and promotion everywhere.
+    fn run_block(&mut self, steps: &mut Steps) {
+        self.block += 1;
+        let (block, now) = (self.block, self.now());
+        let prevrandao = B256::from(U256::from(block));
+        let leader = (0..3)
+            .find(|i| elect_leader(&STREAM, block, &prevrandao, &self.addrs) == self.addrs[*i])
+            .expect("a leader");
+        let chain_block = Input::ChainBlock {
+            number: block,
+            prevrandao,
+        };
+        for i in (0..3).filter(|i| *i != leader) {
+            self.engines[i].handle(now, chain_block.clone());
+        }
+        let started = Instant::now();
+        let requests = self.engines[leader].handle(now, chain_block);
+        steps.block.push(started.elapsed());
+
+        let (mut propose, mut cut) = (Duration::ZERO, Duration::ZERO);
+        let mut effects = Vec::new();
+        for effect in requests {
+            let Effect::Send {
+                to,
+                request: Request::Proposal(request),
+                ..
+            } = effect
+            else {
+                continue;
+            };
+            let replica = self.index(to);
+            let from = self.addrs[leader];
+            let started = Instant::now();
+            let answer = self.engines[replica].propose(now + 5, from, STREAM, &request);
+            propose += started.elapsed();
+            let reply = answer.answer.expect("answered");
+            let started = Instant::now();
+            effects.extend(self.engines[leader].handle(
+                now + 10,
+                Input::Response {
+                    from: to,
+                    stream: STREAM,
+                    response: Response::Proposal(reply),
+                },
+            ));
+            cut += started.elapsed();
+        }
+        steps.propose.push(propose / 2);
+        steps.cut.push(cut);
+
+        let candidate = candidate_in(&effects);
+        let mut check = Duration::ZERO;
+        for i in (0..3).filter(|i| *i != leader) {
+            let from = self.addrs[leader];
+            let started = Instant::now();
+            let verdict = self.engines[i].candidate(now + 20, from, STREAM, candidate.clone());
+            check += started.elapsed();
+            assert_eq!(verdict.answer, CandidateVerdict::Stored);
+        }
+        steps.check.push(check / 2);
+
+        let registered = Input::MiniblockRegistered {
+            stream: STREAM,
+            num: candidate.num(),
+            hash: candidate.hash(),
+        };
+        let started = Instant::now();
+        for engine in &mut self.engines {
+            engine.handle(now + 500, registered.clone());
+        }
+        steps.promote.push(started.elapsed() / 3);
+        assert_eq!(self.head(), (candidate.num(), candidate.hash()), "promoted");
+    }
+
+    fn index(&self, address: Address) -> usize {
+        (0..3).find(|i| self.addrs[*i] == address).expect("a node")
+    }
+}
+
+fn candidate_in(effects: &[Effect]) -> ParsedMiniblock {
+    effects
+        .iter()
+        .find_map(|x| match x {
+            Effect::Store(StoreOp::StoreCandidate { miniblock, .. }) => Some(miniblock.clone()),
+            _ => None,
+        })
+        .expect("a candidate")
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn main() {
+    println!(
+        "| events per block | leader's block | a replica's proposal | leader's cut and candidate | a replica's check | promotion (each engine) | admission per event (all three) |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for size in [1_000, 3_000, 10_000] {
+        let mut net = Net::new();
+        let mut steps = Steps::default();
+        for _ in 0..BLOCKS {
+            let events = net.events(size);
+            steps.admit_per_event.push(net.admit(&events));
+            net.run_block(&mut steps);
+        }
+        println!(
+            "| {size} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} | {:.2?} |",
+            median(steps.block),
+            median(steps.propose),
+            median(steps.cut),
+            median(steps.check),
+            median(steps.promote),
+            median(steps.admit_per_event),
+        );
+    }
+}
