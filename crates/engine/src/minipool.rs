@@ -1,4 +1,6 @@
-//! A stream's minipool: the admitted events that wait for a miniblock, in arrival order, which
+//! A stream's minipool: the admitted events that wait for a miniblock, in arrival order (one
+//! insertion-ordered map, so a round walks it in sequence and a promotion takes a block's
+//! events out in one pass), which
 //! of the stream's nodes are known to hold each of them, and when each is due to be pushed
 //! again to the nodes that have not confirmed holding it (a schedule ordered by time, so a
 //! tick visits only the events that are due, never the whole pool). An event taken out
@@ -6,8 +8,9 @@
 //! ceiling later): a promotion takes thousands of events out at once, on the node's loop,
 //! and need not search the schedule for each.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
+use alloy_primitives::map::{B256IndexMap, B256Set};
 use alloy_primitives::{Address, B256};
 use rill_protocol::ParsedEvent;
 
@@ -38,19 +41,19 @@ pub(crate) struct Reached {
 /// The minipool of one stream.
 #[derive(Debug, Default)]
 pub(crate) struct Minipool {
-    order: Vec<B256>,
-    events: HashMap<B256, Pooled>,
+    /// The events by hash, in arrival order.
+    events: B256IndexMap<Pooled>,
     /// When each pooled event is next pushed: `(next_push_ms, hash)`.
     schedule: BTreeSet<(u64, B256)>,
 }
 
 impl Minipool {
     pub(crate) fn len(&self) -> usize {
-        self.order.len()
+        self.events.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.events.is_empty()
     }
 
     pub(crate) fn contains(&self, hash: &B256) -> bool {
@@ -62,15 +65,13 @@ impl Minipool {
     }
 
     /// The hashes in arrival order.
-    pub(crate) fn hashes(&self) -> &[B256] {
-        &self.order
+    pub(crate) fn hashes(&self) -> impl ExactSizeIterator<Item = &B256> {
+        self.events.keys()
     }
 
     /// The events in arrival order.
     pub(crate) fn events(&self) -> impl Iterator<Item = &ParsedEvent> {
-        self.order
-            .iter()
-            .filter_map(|h| self.events.get(h).map(|p| &p.event))
+        self.events.values().map(|p| &p.event)
     }
 
     /// Adds an event held by `me`, first pushed at `push_at_ms` to the nodes that have not
@@ -80,7 +81,6 @@ impl Minipool {
         if self.events.contains_key(&hash) {
             return false;
         }
-        self.order.push(hash);
         self.events.insert(
             hash,
             Pooled {
@@ -171,20 +171,12 @@ impl Minipool {
 
     /// Takes out the events with these hashes (those it holds); the rest keep their order.
     /// Returns how many it took out.
-    pub(crate) fn remove_hashes<'a>(
-        &mut self,
-        hashes: impl IntoIterator<Item = &'a B256>,
-    ) -> usize {
+    pub(crate) fn remove_hashes(&mut self, hashes: &B256Set) -> usize {
         let before = self.events.len();
-        for hash in hashes {
-            self.events.remove(hash);
+        if !hashes.is_empty() {
+            self.events.retain(|hash, _| !hashes.contains(hash));
         }
-        let removed = before - self.events.len();
-        if removed > 0 {
-            let events = &self.events;
-            self.order.retain(|hash| events.contains_key(hash));
-        }
-        removed
+        before - self.events.len()
     }
 
     /// Takes out every event that `remove` selects, and returns them in arrival order.
@@ -193,11 +185,10 @@ impl Minipool {
         mut remove: impl FnMut(&ParsedEvent) -> bool,
     ) -> Vec<ParsedEvent> {
         let mut removed = Vec::new();
-        let events = &mut self.events;
-        self.order.retain(|hash| {
-            let gone = events.get(hash).is_none_or(|p| remove(&p.event));
-            if gone && let Some(pooled) = events.remove(hash) {
-                removed.push(pooled.event);
+        self.events.retain(|_, pooled| {
+            let gone = remove(&pooled.event);
+            if gone {
+                removed.push(pooled.event.clone());
             }
             !gone
         });
@@ -234,14 +225,14 @@ mod tests {
         for e in &events {
             assert!(pool.insert(e.clone(), ME, 100));
         }
-        let gone = [events[1].hash(), events[4].hash(), event(99).hash()];
+        let gone = B256Set::from_iter([events[1].hash(), events[4].hash(), event(99).hash()]);
         assert_eq!(
             pool.remove_hashes(&gone),
             2,
             "the one it never held is not counted"
         );
         let left: Vec<B256> = [0, 2, 3, 5].iter().map(|i| events[*i].hash()).collect();
-        assert_eq!(pool.hashes(), left.as_slice());
+        assert_eq!(pool.hashes().copied().collect::<Vec<_>>(), left);
         assert!(!pool.contains(&events[1].hash()));
         assert_eq!(pool.remove_hashes(&gone), 0);
         // Their schedule entries stay behind and push nothing.
@@ -259,7 +250,7 @@ mod tests {
         let mut pool = Minipool::default();
         let e = event(1);
         pool.insert(e.clone(), ME, 100);
-        pool.remove_hashes(&[e.hash()]);
+        pool.remove_hashes(&B256Set::from_iter([e.hash()]));
         pool.insert(e.clone(), ME, 500);
         assert!(
             pool.due_pushes(100, &[ME, PEER], 10, 1000).is_empty(),

@@ -3,8 +3,9 @@
 //! event against that state. It starts from a base, the genesis or a miniblock that carries a
 //! snapshot, so loading a stream never replays its whole history.
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 
+use alloy_primitives::map::B256Set;
 use alloy_primitives::{Address, B256};
 use rill_protocol::{ParsedEvent, ParsedMiniblock, Payload, StreamId, pb};
 
@@ -52,7 +53,7 @@ pub(crate) struct Stream {
     /// The last `window + 1` miniblocks, oldest first (the head last).
     recent: VecDeque<Recent>,
     /// Event hashes of `recent`, for duplicate checks.
-    recent_events: HashSet<B256>,
+    recent_events: B256Set,
 }
 
 impl Stream {
@@ -114,7 +115,7 @@ impl Stream {
             event_count: genesis.events().len() as u64,
             last_snapshot_num: 0,
             recent: VecDeque::new(),
-            recent_events: HashSet::new(),
+            recent_events: B256Set::default(),
         };
         stream.remember(genesis, u64::MAX);
         Ok(stream)
@@ -161,7 +162,7 @@ impl Stream {
             event_count: snapshot.event_count,
             last_snapshot_num: miniblock.num(),
             recent: VecDeque::new(),
-            recent_events: HashSet::new(),
+            recent_events: B256Set::default(),
         };
         stream.remember(miniblock, u64::MAX);
         Ok(stream)

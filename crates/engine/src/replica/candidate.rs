@@ -14,8 +14,9 @@
 //! then the chained candidate.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use alloy_primitives::map::B256Set;
 use alloy_primitives::{Address, B256};
 use rill_protocol::ParsedMiniblock;
 
@@ -125,7 +126,7 @@ impl Replica {
         &mut self,
         ctx: &mut Ctx<'_>,
         miniblock: ParsedMiniblock,
-        proposed: &HashMap<Address, HashSet<B256>>,
+        proposed: &HashMap<Address, B256Set>,
     ) {
         let stream = self.id();
         ctx.store(StoreOp::StoreCandidate {
@@ -532,7 +533,7 @@ fn check_next(on: &Stream, ctx: &Ctx<'_>, miniblock: &ParsedMiniblock) -> Result
         return Err(Reject::BadHeader("too many bytes of events"));
     }
     let rules = ctx.rules_at(header.chain_block);
-    let mut seen = BTreeSet::new();
+    let mut seen = B256Set::with_capacity_and_hasher(miniblock.events().len(), Default::default());
     for (index, event) in miniblock.events().iter().enumerate() {
         let reason = if !seen.insert(event.hash()) {
             Some(Reject::Duplicate(event.hash()))

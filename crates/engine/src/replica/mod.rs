@@ -270,7 +270,7 @@ impl StreamView for Replica {
     }
 
     fn minipool_hashes(&self) -> Vec<B256> {
-        self.pool.hashes().to_vec()
+        self.pool.hashes().copied().collect()
     }
 
     fn minipool_len(&self) -> usize {

@@ -3,6 +3,7 @@
 //! the events that are still admissible.
 
 use alloy_primitives::B256;
+use alloy_primitives::map::B256Set;
 use rill_protocol::ParsedMiniblock;
 
 use super::{Ctx, Replica};
@@ -88,7 +89,7 @@ impl Replica {
         }
         self.candidates.promoted(&self.stream.head);
         self.forget_offer_upto(head);
-        let included: Vec<B256> = miniblocks
+        let included: B256Set = miniblocks
             .iter()
             .flat_map(|m| m.events().iter().map(|e| e.hash()))
             .collect();

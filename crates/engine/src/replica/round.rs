@@ -10,8 +10,9 @@
 //! other leader's candidate races.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use alloy_primitives::map::{B256Map, B256Set};
 use alloy_primitives::{Address, B256};
 use rill_protocol::{ParsedEvent, ParsedMiniblock, pb};
 
@@ -152,7 +153,7 @@ impl Replica {
             .state_before(ctx, request.num, request.prev_hash)
             .unwrap_or(Cow::Borrowed(&self.stream));
         let after = matches!(base, Cow::Owned(_)).then_some(&*base);
-        let theirs: BTreeSet<&B256> = request.hashes.iter().collect();
+        let theirs: B256Set = request.hashes.iter().copied().collect();
         let num = base.head.num + 1;
         let mut budget = ctx.config.response_budget_bytes;
         let missing = self
@@ -245,13 +246,13 @@ impl Replica {
         let n = self.stream.nodes.len();
         // What each replica proposed, each hash once: it counts toward the cut, and the
         // candidate need not carry those envelopes back to that replica.
-        let proposed: HashMap<Address, HashSet<B256>> = round
+        let proposed: HashMap<Address, B256Set> = round
             .replies
             .iter()
             .map(|(node, reply)| (*node, reply.hashes.iter().copied().collect()))
             .collect();
-        let mut count: HashMap<B256, usize> = HashMap::new();
-        for hash in self.pool.hashes().iter().chain(proposed.values().flatten()) {
+        let mut count: B256Map<usize> = B256Map::default();
+        for hash in self.pool.hashes().chain(proposed.values().flatten()) {
             *count.entry(*hash).or_default() += 1;
         }
         let quorum = |h: &B256| count.get(h).copied().unwrap_or(0) * 2 > n;
@@ -317,9 +318,11 @@ impl Replica {
 }
 
 /// The minipool's `hashes` that a round's base has not included (see [`included`]).
-fn unincluded(hashes: &[B256], after_candidate: Option<&Stream>) -> Vec<B256> {
+fn unincluded<'a>(
+    hashes: impl Iterator<Item = &'a B256>,
+    after_candidate: Option<&Stream>,
+) -> Vec<B256> {
     hashes
-        .iter()
         .filter(|h| !included(after_candidate, h))
         .copied()
         .collect()
