@@ -15,7 +15,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::chain::registry_transactions;
-use crate::watch::{Book, latencies, watch};
+use crate::watch::{Journal, latencies, watch};
 use crate::{Args, Devnet, histogram_mean, info_clients, metric, percentile, sum};
 use crate::{crypto, tail};
 
@@ -344,7 +344,7 @@ async fn load(
     args: &Args,
 ) -> anyhow::Result<Loaded> {
     let nodes = devnet.processes.len();
-    let book: Book = Arc::default();
+    let journal = Journal::default();
     let stop = Arc::new(AtomicBool::new(false));
     let watched = args.watch.min(active.len());
     let mut watch_clients = HashMap::new();
@@ -355,7 +355,13 @@ async fn load(
                 watch_clients.insert(*replica, client);
             }
             let client = watch_clients[replica].clone();
-            tokio::spawn(watch(client, *replica, *stream, book.clone(), stop.clone()));
+            tokio::spawn(watch(
+                client,
+                *replica,
+                *stream,
+                journal.clone(),
+                stop.clone(),
+            ));
         }
     }
     let blocks = tail::BlockClock::default();
@@ -385,11 +391,11 @@ async fn load(
             continue;
         }
         let client = Client::connect(devnet.addr(node), key.clone()).await?;
-        let (book, acked, failed) = (book.clone(), acked.clone(), failed.clone());
+        let (journal, acked, failed) = (journal.clone(), acked.clone(), failed.clone());
         writers.spawn(async move {
             for i in 0..per_writer {
                 let (stream, watched) = mine[i % mine.len()];
-                let (sent, sent_ms) = (Instant::now(), tail::now_ms());
+                let sent = (Instant::now(), tail::now_ms());
                 match client
                     .add_message(stream, &format!("w{c} e{i}"), pb::Ack::Local)
                     .await
@@ -397,10 +403,7 @@ async fn load(
                     Ok((event, _)) => {
                         acked.fetch_add(1, Ordering::Relaxed);
                         if watched {
-                            let mut book = book.lock().expect("lock");
-                            let times = book.entry(event.hash()).or_default();
-                            (times.sent, times.sent_ms) = (Some(sent), sent_ms);
-                            times.stream = Some(stream);
+                            journal.sent(vec![event.hash()], stream, sent, None);
                         }
                     }
                     Err(e) => {
@@ -424,7 +427,7 @@ async fn load(
     // The watchers see the last promotions a moment later.
     tokio::time::sleep(Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
-    let book = book.lock().expect("lock").clone();
+    let book = journal.book();
     let (to_pools, to_final) = latencies(&book, |_| replication as usize);
     let block_ms = args.block_time * 1000.0;
     let blocks = blocks.lock().expect("lock").clone();

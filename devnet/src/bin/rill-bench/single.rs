@@ -16,7 +16,7 @@ use rill_protocol::{NodeKey, Payload, StreamId, pb};
 use crate::chain::registry_transactions;
 use crate::crypto;
 use crate::tail::{self, BlockClock};
-use crate::watch::{Book, latencies, stages, watch};
+use crate::watch::{Journal, latencies, stages, watch};
 use crate::{Args, Devnet, info_clients, metric, percentile, sum};
 
 pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
@@ -33,7 +33,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     }
     let replication = streams[0].1.len();
 
-    let book: Book = Arc::default();
+    let journal = Journal::default();
     let stop = Arc::new(AtomicBool::new(false));
     let (watched, replicas) = &streams[0];
     for replica in replicas {
@@ -42,7 +42,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
             client,
             *replica,
             *watched,
-            book.clone(),
+            journal.clone(),
             stop.clone(),
         ));
     }
@@ -69,7 +69,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         let (stream, watched) = (*stream, c % streams.len() == 0);
         let origin = replicas[(c / streams.len()) % replicas.len()];
         let client = Client::connect(devnet.addr(origin), key.clone()).await?;
-        let (book, held_back, late) = (book.clone(), held_back.clone(), late.clone());
+        let (journal, held_back, late) = (journal.clone(), held_back.clone(), late.clone());
         writers.push(tokio::spawn(async move {
             let mut i = 0;
             let mut request = 0;
@@ -83,7 +83,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
                     })
                     .collect();
                 i += n;
-                let (sent, sent_ms) = match schedule {
+                let sent = match schedule {
                     Some(schedule) => schedule.wait(c as u32, request, &late).await,
                     None => (Instant::now(), tail::now_ms()),
                 };
@@ -92,13 +92,9 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
                 if !watched {
                     continue;
                 }
-                let acked = Instant::now();
-                let mut book = book.lock().expect("lock");
-                for event in added {
-                    let times = book.entry(event.hash()).or_default();
-                    (times.sent, times.sent_ms) = (Some(sent), sent_ms);
-                    times.acked = Some((acked, origin));
-                }
+                let acked = Some((Instant::now(), origin));
+                let events = added.iter().map(|e| e.hash()).collect();
+                journal.sent(events, stream, sent, acked);
             }
         }));
     }
@@ -121,7 +117,7 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     stop.store(true, Ordering::Relaxed);
     let last_block = rpc.get_block_number().await?;
 
-    let book = book.lock().expect("lock").clone();
+    let book = journal.book();
     let (to_pools, to_final) = latencies(&book, |_| replication);
     let [to_ack, to_origin, to_others] = stages(&book, replication, |_| true);
     let txs = registry_transactions(

@@ -27,17 +27,117 @@ pub(crate) struct Times {
     pub(crate) promoted: HashMap<usize, Instant>,
 }
 
-/// Every event's times, shared by the writers and the watchers.
-pub(crate) type Book = Arc<Mutex<HashMap<B256, Times>>>;
+/// Every event's times, built after the run from the [`Journal`].
+pub(crate) type Book = HashMap<B256, Times>;
 
-/// Records `replica`'s updates of `stream` into `book` until `stop`. The watch asks for
+/// What the writers and the watchers saw, in the order they saw it. Each appends a whole
+/// answer or update batch at once and the book is built after the run: the bench's own
+/// bookkeeping (a map entry per event and replica, thousands at each promotion, on all
+/// watchers at once) would otherwise run on the cores the nodes share, at the moments
+/// whose latencies it measures.
+#[derive(Clone, Default)]
+pub(crate) struct Journal(Arc<Mutex<Vec<Entry>>>);
+
+enum Entry {
+    /// A writer's add, answered at `acked` by `origin` (`None` when not recorded).
+    Sent {
+        events: Vec<B256>,
+        stream: StreamId,
+        sent: Instant,
+        sent_ms: u64,
+        acked: Option<(Instant, usize)>,
+    },
+    /// A watcher's batch of updates from `replica`, received at `at`.
+    Seen {
+        replica: usize,
+        at: Instant,
+        updates: Vec<Seen>,
+    },
+}
+
+impl Journal {
+    fn push(&self, entry: Entry) {
+        self.0.lock().expect("lock").push(entry);
+    }
+
+    /// A writer's add of `events` to `stream`, sent at `sent` and answered at `acked`.
+    pub(crate) fn sent(
+        &self,
+        events: Vec<B256>,
+        stream: StreamId,
+        (sent, sent_ms): (Instant, u64),
+        acked: Option<(Instant, usize)>,
+    ) {
+        self.push(Entry::Sent {
+            events,
+            stream,
+            sent,
+            sent_ms,
+            acked,
+        });
+    }
+
+    /// Every event's times: the first time each replica showed it pooled and promoted.
+    pub(crate) fn book(&self) -> Book {
+        let mut book = Book::new();
+        for entry in self.0.lock().expect("lock").iter() {
+            match entry {
+                Entry::Sent {
+                    events,
+                    stream,
+                    sent,
+                    sent_ms,
+                    acked,
+                } => {
+                    for hash in events {
+                        let times = book.entry(*hash).or_default();
+                        (times.sent, times.sent_ms) = (Some(*sent), *sent_ms);
+                        times.stream = Some(*stream);
+                        times.acked = *acked;
+                    }
+                }
+                Entry::Seen {
+                    replica,
+                    at,
+                    updates,
+                } => {
+                    for seen in updates {
+                        record(&mut book, *replica, *at, seen);
+                    }
+                }
+            }
+        }
+        book
+    }
+}
+
+fn record(book: &mut Book, replica: usize, now: Instant, seen: &Seen) {
+    match seen {
+        Seen::Pooled(hash) => {
+            book.entry(*hash)
+                .or_default()
+                .seen
+                .entry(replica)
+                .or_insert(now);
+        }
+        Seen::Promoted { round, events } => {
+            for hash in events {
+                let times = book.entry(*hash).or_default();
+                times.promoted.entry(replica).or_insert(now);
+                times.round = times.round.or(*round);
+            }
+        }
+    }
+}
+
+/// Records `replica`'s updates of `stream` into `journal` until `stop`. The watch asks for
 /// promoted miniblocks as their headers alone: the events' envelopes came with the minipool
 /// updates, and their hashes are all it records.
 pub(crate) async fn watch(
     client: Client,
     replica: usize,
     stream: StreamId,
-    book: Book,
+    journal: Journal,
     stop: Arc<AtomicBool>,
 ) {
     let mut after = 0;
@@ -46,10 +146,7 @@ pub(crate) async fn watch(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let now = Instant::now();
-        // Everything but the bookkeeping happens before the lock: the writers and the other
-        // watchers take it too, and a watcher holding it while it opens a miniblock of
-        // thousands of events would delay them and show up as their latency.
+        let at = Instant::now();
         let updates: Vec<Seen> = batch
             .updates
             .into_iter()
@@ -65,25 +162,11 @@ pub(crate) async fn watch(
                 }
             })
             .collect();
-        let mut book = book.lock().expect("lock");
-        for seen in updates {
-            match seen {
-                Seen::Pooled(hash) => {
-                    book.entry(hash)
-                        .or_default()
-                        .seen
-                        .entry(replica)
-                        .or_insert(now);
-                }
-                Seen::Promoted { round, events } => {
-                    for hash in events {
-                        let times = book.entry(hash).or_default();
-                        times.promoted.entry(replica).or_insert(now);
-                        times.round = times.round.or(round);
-                    }
-                }
-            }
-        }
+        journal.push(Entry::Seen {
+            replica,
+            at,
+            updates,
+        });
     }
 }
 
@@ -117,7 +200,7 @@ fn promoted(header: pb::Envelope) -> Option<Seen> {
 /// Latencies of the sent events that every one of `replicas` saw: add → every replica's
 /// minipool, add → promoted on every replica.
 pub(crate) fn latencies(
-    book: &HashMap<B256, Times>,
+    book: &Book,
     replicas: impl Fn(&B256) -> usize,
 ) -> (Vec<Duration>, Vec<Duration>) {
     let mut to_pools = Vec::new();
@@ -140,7 +223,7 @@ pub(crate) fn latencies(
 /// add → acknowledged (the origin's durable write), add → in the origin's minipool, and add →
 /// in the last other replica's minipool; of the events `keep` keeps.
 pub(crate) fn stages(
-    book: &HashMap<B256, Times>,
+    book: &Book,
     replicas: usize,
     keep: impl Fn(&Times) -> bool,
 ) -> [Vec<Duration>; 3] {
