@@ -9,19 +9,20 @@
 
 #[path = "../tests/it/support.rs"]
 mod support;
+#[path = "../tests/it/three.rs"]
+mod three;
 
 use std::time::{Duration, Instant};
 
-use alloy_primitives::{Address, B256, U256};
+use alloy_primitives::B256;
 use rill_engine::{
-    CandidateVerdict, Effect, Engine, EngineConfig, Input, PeerGossip, Request, Response, StoreOp,
-    StreamView, Verdict, elect_leader,
+    CandidateVerdict, Input, PeerGossip, Response, StreamView, Verdict, elect_leader,
 };
-use rill_protocol::{ParsedEvent, ParsedMiniblock, StreamId};
+use rill_protocol::ParsedEvent;
 
-use support::{genesis, key, message};
+use support::{key, message};
+use three::{Three, proposal_requests, randao};
 
-const STREAM: StreamId = StreamId([6; 32]);
 const BLOCKS: usize = 7;
 
 /// The steps of one block, each timed on the engine that takes it.
@@ -42,36 +43,18 @@ struct Steps {
     admit_per_event: Vec<Duration>,
 }
 
+/// The tests' three engines of one stream, driven block after block (the tests' own rounds
+/// keep the clock still and time nothing).
 struct Net {
-    engines: Vec<Engine>,
-    addrs: Vec<Address>,
+    t: Three,
     block: u64,
     salt: u64,
 }
 
 impl Net {
     fn new() -> Self {
-        let seeds = [10u8, 11, 12];
-        let addrs: Vec<Address> = seeds.map(|s| key(s).address()).to_vec();
-        let genesis = genesis(STREAM, &key(2), &key(10));
-        let engines = seeds
-            .iter()
-            .map(|s| {
-                let mut engine = Engine::new(key(*s), EngineConfig::default());
-                engine.handle(
-                    0,
-                    Input::StreamAllocated {
-                        stream: STREAM,
-                        nodes: addrs.clone(),
-                        genesis: genesis.clone(),
-                    },
-                );
-                engine
-            })
-            .collect();
         Net {
-            engines,
-            addrs,
+            t: Three::new(),
             block: 0,
             salt: 0,
         }
@@ -82,7 +65,10 @@ impl Net {
     }
 
     fn head(&self) -> (u64, B256) {
-        let head = self.engines[0].stream(&STREAM).expect("the stream").head();
+        let head = self.t.engines[0]
+            .stream(&self.t.stream)
+            .expect("a stream")
+            .head();
         (head.num, head.hash)
     }
 
@@ -102,23 +88,22 @@ impl Net {
     fn admit(&mut self, events: &[ParsedEvent]) -> Duration {
         let now = self.now() + 100;
         let hashes: Vec<B256> = events.iter().map(|e| e.hash()).collect();
+        let t = &mut self.t;
         let started = Instant::now();
         for event in events {
-            self.engines[0]
-                .add_event(now, STREAM, event.clone())
+            t.engines[0]
+                .add_event(now, t.stream, event.clone())
                 .expect("admitted");
         }
-        let origin = self.addrs[0];
-        for i in 1..3 {
+        for engine in &mut t.engines[1..] {
             let gossip = PeerGossip::Events(events.to_vec());
-            let verdict = self.engines[i].gossip(now, origin, STREAM, gossip).answer;
+            let verdict = engine.gossip(now, t.addrs[0], t.stream, gossip).answer;
             assert_eq!(verdict, Verdict::Accept);
         }
         for i in 0..3 {
-            for j in (0..3).filter(|j| *j != i) {
-                let from = self.addrs[j];
+            for from in (0..3).filter(|j| *j != i).map(|j| t.addrs[j]) {
                 let gossip = PeerGossip::InPool(hashes.clone());
-                let verdict = self.engines[i].gossip(now, from, STREAM, gossip).answer;
+                let verdict = t.engines[i].gossip(now, from, t.stream, gossip).answer;
                 assert_ne!(verdict, Verdict::Reject);
             }
         }
@@ -130,89 +115,65 @@ impl Net {
     fn run_block(&mut self, steps: &mut Steps) {
         self.block += 1;
         let (block, now) = (self.block, self.now());
-        let prevrandao = B256::from(U256::from(block));
-        let leader = (0..3)
-            .find(|i| elect_leader(&STREAM, block, &prevrandao, &self.addrs) == self.addrs[*i])
-            .expect("a leader");
+        let t = &mut self.t;
+        let stream = t.stream;
+        let prevrandao = randao(block);
+        let leader = t.index(elect_leader(&stream, block, &prevrandao, &t.addrs));
         let chain_block = Input::ChainBlock {
             number: block,
             prevrandao,
         };
         for i in (0..3).filter(|i| *i != leader) {
-            self.engines[i].handle(now, chain_block.clone());
+            t.engines[i].handle(now, chain_block.clone());
         }
         let started = Instant::now();
-        let requests = self.engines[leader].handle(now, chain_block);
+        let requests = t.engines[leader].handle(now, chain_block);
         steps.block.push(started.elapsed());
 
         let (mut propose, mut cut) = (Duration::ZERO, Duration::ZERO);
         let mut effects = Vec::new();
-        for effect in requests {
-            let Effect::Send {
-                to,
-                request: Request::Proposal(request),
-                ..
-            } = effect
-            else {
-                continue;
-            };
-            let replica = self.index(to);
-            let from = self.addrs[leader];
+        for (to, request) in proposal_requests(requests) {
+            let replica = t.index(to);
+            let from = t.addrs[leader];
             let started = Instant::now();
-            let answer = self.engines[replica].propose(now + 5, from, STREAM, &request);
+            let answer = t.engines[replica].propose(now + 5, from, stream, &request);
             propose += started.elapsed();
-            let reply = answer.answer.expect("answered");
+            let response = Response::Proposal(answer.answer.expect("answered"));
             let started = Instant::now();
-            effects.extend(self.engines[leader].handle(
-                now + 10,
-                Input::Response {
-                    from: to,
-                    stream: STREAM,
-                    response: Response::Proposal(reply),
-                },
-            ));
+            let input = Input::Response {
+                from: to,
+                stream,
+                response,
+            };
+            effects.extend(t.engines[leader].handle(now + 10, input));
             cut += started.elapsed();
         }
         steps.propose.push(propose / 2);
         steps.cut.push(cut);
 
-        let candidate = candidate_in(&effects);
+        let candidate = Three::candidate_in(&effects);
         let mut check = Duration::ZERO;
         for i in (0..3).filter(|i| *i != leader) {
-            let from = self.addrs[leader];
+            let from = t.addrs[leader];
             let started = Instant::now();
-            let verdict = self.engines[i].candidate(now + 20, from, STREAM, candidate.clone());
+            let verdict = t.engines[i].candidate(now + 20, from, stream, candidate.clone());
             check += started.elapsed();
             assert_eq!(verdict.answer, CandidateVerdict::Stored);
         }
         steps.check.push(check / 2);
 
         let registered = Input::MiniblockRegistered {
-            stream: STREAM,
+            stream,
             num: candidate.num(),
             hash: candidate.hash(),
         };
         let started = Instant::now();
-        for engine in &mut self.engines {
+        for engine in &mut t.engines {
             engine.handle(now + 500, registered.clone());
         }
         steps.promote.push(started.elapsed() / 3);
         assert_eq!(self.head(), (candidate.num(), candidate.hash()), "promoted");
     }
-
-    fn index(&self, address: Address) -> usize {
-        (0..3).find(|i| self.addrs[*i] == address).expect("a node")
-    }
-}
-
-fn candidate_in(effects: &[Effect]) -> ParsedMiniblock {
-    effects
-        .iter()
-        .find_map(|x| match x {
-            Effect::Store(StoreOp::StoreCandidate { miniblock, .. }) => Some(miniblock.clone()),
-            _ => None,
-        })
-        .expect("a candidate")
 }
 
 fn median(mut values: Vec<Duration>) -> Duration {

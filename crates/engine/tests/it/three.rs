@@ -3,8 +3,8 @@
 
 use alloy_primitives::{Address, B256, U256};
 use rill_engine::{
-    CandidateVerdict, Effect, Engine, EngineConfig, Input, ProposalReply, Request, Response,
-    StoreOp, elect_leader,
+    CandidateVerdict, Effect, Engine, EngineConfig, Input, ProposalReply, ProposalRequest, Request,
+    Response, StoreOp, elect_leader,
 };
 use rill_protocol::{ParsedMiniblock, StreamId};
 
@@ -81,15 +81,7 @@ impl Three {
             },
         );
         let (mut replies, mut leader_effects) = (Vec::new(), Vec::new());
-        for effect in requests {
-            let Effect::Send {
-                to,
-                request: Request::Proposal(request),
-                ..
-            } = effect
-            else {
-                continue;
-            };
+        for (to, request) in proposal_requests(requests) {
             let replica = self.index(to);
             let from = self.addrs[leader];
             let answer = self.engines[replica].propose(1001, from, self.stream, &request);
@@ -149,6 +141,21 @@ impl Three {
         }
         effects
     }
+}
+
+/// The proposal requests among a leader's `effects`, with the node each goes to.
+pub(crate) fn proposal_requests(effects: Vec<Effect>) -> Vec<(Address, ProposalRequest)> {
+    effects
+        .into_iter()
+        .filter_map(|effect| match effect {
+            Effect::Send {
+                to,
+                request: Request::Proposal(request),
+                ..
+            } => Some((to, request)),
+            _ => None,
+        })
+        .collect()
 }
 
 pub(crate) fn randao(number: u64) -> B256 {
