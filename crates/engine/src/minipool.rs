@@ -1,12 +1,14 @@
-//! A stream's minipool: the admitted events that wait for a miniblock, in arrival order (one
-//! insertion-ordered map, so a round walks it in sequence and a promotion takes a block's
-//! events out in one pass), which
-//! of the stream's nodes are known to hold each of them, and when each is due to be pushed
-//! again to the nodes that have not confirmed holding it (a schedule ordered by time, so a
-//! tick visits only the events that are due, never the whole pool). An event taken out
-//! leaves its schedule entry behind, skipped when it falls due (at most the push delay's
-//! ceiling later): a promotion takes thousands of events out at once, on the node's loop,
-//! and need not search the schedule for each.
+//! A stream's minipool: the admitted events that wait for a miniblock, in arrival order,
+//! which of the stream's nodes are known to hold each of them, and when each is due to be
+//! pushed again to the nodes that have not confirmed holding it (a schedule ordered by time,
+//! so a tick visits only the events that are due, never the whole pool).
+//!
+//! The events are one insertion-ordered map, so a round walks them in sequence and a
+//! promotion takes a block's events out in one pass; events only ever leave it in such
+//! passes, which keep the order of the rest. An event taken out leaves its schedule entry
+//! behind, skipped when it falls due (at most the push delay's ceiling later): a promotion
+//! takes thousands of events out at once, on the node's loop, and need not search the
+//! schedule for each.
 
 use std::collections::BTreeSet;
 
