@@ -139,8 +139,8 @@ fn read(store: &Store, query: Query) -> Result<Result<Found, pb::Error>, StoreEr
     })
 }
 
-/// A page of a stream: its miniblocks from `from` (or just the head), and the minipool with
-/// the page that reaches the head.
+/// A page of a stream: its miniblocks from `from` and the minipool with the page that reaches
+/// the head; or, asked for the head only, the head's header alone.
 fn read_stream(
     store: &Store,
     stream: StreamId,
@@ -152,16 +152,29 @@ fn read_stream(
             format!("stream {stream} is not stored here"),
         )));
     };
-    let (from, to) = if request.head_only {
-        (head, head)
+    if request.head_only {
+        let header = store.header(&stream, head)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("stream {stream}: no header for its head"))
+        })?;
+        return Ok(Ok(Found::Stream(pb::GetStreamResponse {
+            stream_id: stream.0.to_vec(),
+            served_by: Vec::new(),
+            nodes: store.nodes(&stream)?.iter().map(|a| a.to_vec()).collect(),
+            miniblocks: vec![pb::Miniblock {
+                header: Some(header),
+                events: Vec::new(),
+            }],
+            minipool: Vec::new(),
+            head_num: head,
+            next_from: None,
+        })));
+    }
+    let to = if request.to == 0 {
+        head
     } else {
-        let to = if request.to == 0 {
-            head
-        } else {
-            request.to.min(head)
-        };
-        (request.from.min(to), to)
+        request.to.min(head)
     };
+    let from = request.from.min(to);
     let (miniblocks, complete) = store.miniblocks_page(&stream, from, to, PAGE_BYTES)?;
     let last = miniblocks.len() as u64;
     if !complete
@@ -177,7 +190,7 @@ fn read_stream(
         )));
     }
     let next_from = (!complete).then_some(from + last);
-    let minipool = if complete && to == head && !request.head_only {
+    let minipool = if complete && to == head {
         let mut budget = PAGE_BYTES;
         store
             .minipool(&stream)?

@@ -79,5 +79,23 @@ async fn two_hundred_events_from_two_clients_end_identical_on_every_replica_and_
     events.sort();
     events.dedup();
     assert_eq!(events.len(), c.event_hashes.len(), "no event twice");
+
+    // A client's head: the last miniblock's header alone, from a replica or forwarded by the
+    // node that does not hold the stream.
+    let head = (c.hashes.len() as u64 - 1, *c.hashes.last().unwrap());
+    clients.push(net.client(outsider, &NodeKey::generate()).await);
+    for client in &clients {
+        let page = client.get_stream_page(stream, true, 0, 0).await.unwrap();
+        assert_eq!(page.head_num, head.0);
+        assert!(page.minipool.is_empty());
+        let [miniblock] = page.miniblocks.as_slice() else {
+            panic!("one miniblock, not {}", page.miniblocks.len());
+        };
+        assert!(
+            miniblock.events.is_empty(),
+            "a head-only read leaves the events out"
+        );
+        assert_eq!(client.head(stream, true).await.unwrap(), head);
+    }
     drop(net);
 }

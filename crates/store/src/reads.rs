@@ -23,6 +23,16 @@ impl Store {
         self.events_page(id, hashes, usize::MAX)
     }
 
+    /// Promoted miniblock `num`'s header alone, in wire form. A client builds its next event
+    /// on the head's number and hash: reading the whole miniblock for them would read every
+    /// event it holds (from the pool's rows too, until it is settled).
+    pub fn header(&self, id: &StreamId, num: u64) -> Result<Option<pb::Envelope>, StoreError> {
+        self.miniblocks
+            .get(keys::numbered(id, num))?
+            .map(|header| decode_envelope(&header))
+            .transpose()
+    }
+
     /// Promoted miniblocks `from ..= to`, in wire form.
     pub fn miniblocks(
         &self,

@@ -36,6 +36,11 @@ fn reads_as_promoted(
     unpooled: &ParsedEvent,
 ) {
     assert_eq!(store.head(&STREAM).unwrap(), Some((1, m1.hash())));
+    assert_eq!(
+        store.header(&STREAM, 1).unwrap().as_ref(),
+        Some(m1.header_event().envelope()),
+        "the head's header alone"
+    );
     let wire = store.miniblocks(&STREAM, 0, 1).unwrap();
     let opened: Vec<_> = wire
         .into_iter()
