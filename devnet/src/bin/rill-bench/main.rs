@@ -5,7 +5,7 @@
 //!   `--spread N` streams) through its replicas, `--batch` per request; reports events/s admitted and finalized, add → every replica's
 //!   minipool and add → promoted on every replica (p50/p99), registration transactions per
 //!   block; with `--rate R`, the writers offer R events/s on a schedule, for latencies below
-//!   saturation;
+//!   saturation; `--latencies FILE` writes every event's times for analysis elsewhere;
 //! - many streams (`--streams N --active M`): creation rate, each node's idle CPU and memory
 //!   with the N streams held, restart-to-serving time, then events spread over the M active
 //!   streams (finalized events/s, latencies on a sample of `--watch` streams);
@@ -61,6 +61,12 @@ pub(crate) struct Args {
     /// the wait.
     #[arg(long)]
     rate: Option<f64>,
+    /// Throughput mode: write every watched event's times to this CSV file (when it was
+    /// added, wall-clock ms; add → acknowledged, → in that node's minipool, → in every
+    /// replica's, µs), and the chain's blocks as this process saw them to `FILE.blocks.csv`:
+    /// to place slow events within the block time.
+    #[arg(long)]
+    latencies: Option<PathBuf>,
     /// Streams to create; more than one selects the many-streams mode.
     #[arg(long, default_value_t = 1)]
     streams: usize,

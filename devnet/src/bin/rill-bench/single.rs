@@ -181,6 +181,10 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
     let block_ms = devnet.block_time.as_millis() as u64;
     let blocks = blocks.lock().expect("lock").clone();
     let quarters = tail::by_block_quarter(&book, replication, &blocks, block_ms);
+    if let Some(path) = &args.latencies {
+        tail::write_latencies(path, &book, replication, &blocks)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     for (i, values) in quarters.into_iter().enumerate() {
         let (from, to) = (i as u64 * block_ms / 4, (i as u64 + 1) * block_ms / 4);
         println!(
