@@ -139,6 +139,13 @@ fn read(store: &Store, query: Query) -> Result<Result<Found, pb::Error>, StoreEr
     })
 }
 
+fn not_stored(stream: StreamId) -> pb::Error {
+    error(
+        pb::ErrorCode::UnknownStream,
+        format!("stream {stream} is not stored here"),
+    )
+}
+
 /// A page of a stream: its miniblocks from `from` and the minipool with the page that reaches
 /// the head; or, asked for the head only, the head's header alone.
 fn read_stream(
@@ -147,15 +154,14 @@ fn read_stream(
     request: &pb::GetStreamRequest,
 ) -> Result<Result<Found, pb::Error>, StoreError> {
     let Some((head, _)) = store.head(&stream)? else {
-        return Ok(Err(error(
-            pb::ErrorCode::UnknownStream,
-            format!("stream {stream} is not stored here"),
-        )));
+        return Ok(Err(not_stored(stream)));
     };
     if request.head_only {
-        let header = store.header(&stream, head)?.ok_or_else(|| {
-            StoreError::Corrupt(format!("stream {stream}: no header for its head"))
-        })?;
+        // The head and its header are written together; a stream removed since the head was
+        // read has neither.
+        let Some(header) = store.header(&stream, head)? else {
+            return Ok(Err(not_stored(stream)));
+        };
         return Ok(Ok(Found::Stream(pb::GetStreamResponse {
             stream_id: stream.0.to_vec(),
             served_by: Vec::new(),
