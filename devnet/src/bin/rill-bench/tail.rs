@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy::primitives::B256;
 use alloy::providers::Provider;
@@ -159,34 +159,32 @@ pub(crate) fn quarter_of(t: &Times, seen: &[u64], block_ms: u64) -> Option<usize
 }
 
 /// Writes every event that reached all `replicas` (when it was added, on the wall clock, and
-/// how long it took to be acknowledged, to be in its node's minipool, to be in every
-/// replica's) to `path`, and the chain's blocks as this process saw them beside it.
+/// its [`Hops`](crate::watch::Hops) but the last other replica's) to `path`, as CSV, and the
+/// chain's blocks as this process saw them beside it. An event whose origin never showed it
+/// pooled has that field empty.
 pub(crate) fn write_latencies(
     path: &Path,
     book: &HashMap<B256, Times>,
     replicas: usize,
     blocks: &BTreeMap<u64, u64>,
 ) -> std::io::Result<()> {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    writeln!(out, "added_ms,acknowledged_us,origin_pool_us,every_pool_us")?;
     let mut rows: Vec<_> = book
         .values()
-        .filter(|t| t.seen.len() == replicas)
-        .filter_map(|t| {
-            let sent = t.sent?;
-            let (acked, origin) = t.acked?;
-            let since = |at: Instant| at.saturating_duration_since(sent).as_micros();
-            Some((
-                t.sent_ms,
-                since(acked),
-                t.seen.get(&origin).map_or(0, |at| since(*at)),
-                since(*t.seen.values().max().expect("seen")),
-            ))
-        })
+        .filter_map(|t| Some((t.sent_ms, t.hops(replicas)?)))
         .collect();
-    rows.sort_unstable();
-    for (added, acked, origin, every) in rows {
-        writeln!(out, "{added},{acked},{origin},{every}")?;
+    rows.sort_unstable_by_key(|(added, _)| *added);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "added_ms,acknowledged_us,origin_pool_us,every_pool_us")?;
+    for (added, hops) in rows {
+        let origin = hops
+            .origin
+            .map_or(String::new(), |d| d.as_micros().to_string());
+        writeln!(
+            out,
+            "{added},{},{origin},{}",
+            hops.acked.as_micros(),
+            hops.every.as_micros()
+        )?;
     }
     out.flush()?;
     let mut chain = path.as_os_str().to_owned();

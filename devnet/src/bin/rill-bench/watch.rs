@@ -219,35 +219,56 @@ pub(crate) fn latencies(
     (to_pools, to_final)
 }
 
+/// One event's way to every replica's minipool, each from its add: acknowledged (the
+/// origin's durable write), in the origin's minipool, in the last other replica's, in every
+/// replica's.
+pub(crate) struct Hops {
+    pub(crate) acked: Duration,
+    pub(crate) origin: Option<Duration>,
+    pub(crate) others: Option<Duration>,
+    pub(crate) every: Duration,
+}
+
+impl Times {
+    /// The event's [`Hops`], if it was sent with a local acknowledgement recorded and all
+    /// `replicas` showed it pooled.
+    pub(crate) fn hops(&self, replicas: usize) -> Option<Hops> {
+        let (sent, (acked, origin)) = (self.sent?, self.acked?);
+        if self.seen.len() != replicas {
+            return None;
+        }
+        let since = |at: Instant| at.saturating_duration_since(sent);
+        Some(Hops {
+            acked: since(acked),
+            origin: self.seen.get(&origin).map(|at| since(*at)),
+            others: self
+                .seen
+                .iter()
+                .filter(|(r, _)| **r != origin)
+                .map(|(_, at)| since(*at))
+                .max(),
+            every: since(*self.seen.values().max()?),
+        })
+    }
+}
+
 /// Where add → every replica's minipool goes, for events sent with a local acknowledgement:
-/// add → acknowledged (the origin's durable write), add → in the origin's minipool, and add →
-/// in the last other replica's minipool; of the events `keep` keeps.
+/// add → acknowledged, add → in the origin's minipool, and add → in the last other replica's
+/// minipool ([`Times::hops`]); of the events `keep` keeps.
 pub(crate) fn stages(
     book: &Book,
     replicas: usize,
     keep: impl Fn(&Times) -> bool,
 ) -> [Vec<Duration>; 3] {
     let mut out: [Vec<Duration>; 3] = Default::default();
-    for t in book.values() {
-        let (Some(sent), Some((acked, origin))) = (t.sent, t.acked) else {
-            continue;
-        };
-        if t.seen.len() != replicas || !keep(t) {
-            continue;
-        }
-        out[0].push(acked - sent);
-        if let Some(seen) = t.seen.get(&origin) {
-            out[1].push(*seen - sent);
-        }
-        if let Some(last) = t
-            .seen
-            .iter()
-            .filter(|(r, _)| **r != origin)
-            .map(|(_, at)| *at)
-            .max()
-        {
-            out[2].push(last - sent);
-        }
+    for hops in book
+        .values()
+        .filter(|t| keep(t))
+        .filter_map(|t| t.hops(replicas))
+    {
+        out[0].push(hops.acked);
+        out[1].extend(hops.origin);
+        out[2].extend(hops.others);
     }
     out
 }
