@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use alloy_primitives::map::{B256Map, B256Set};
+use alloy_primitives::map::B256Set;
 use alloy_primitives::{Address, B256};
 use rill_protocol::{ParsedEvent, ParsedMiniblock, pb};
 
@@ -251,19 +251,23 @@ impl Replica {
             .iter()
             .map(|(node, reply)| (*node, reply.hashes.iter().copied().collect()))
             .collect();
-        let mut count: B256Map<usize> = B256Map::default();
-        for hash in self.pool.hashes().chain(proposed.values().flatten()) {
-            *count.entry(*hash).or_default() += 1;
-        }
-        let quorum = |h: &B256| count.get(h).copied().unwrap_or(0) * 2 > n;
         let rules = ctx.rules_now();
+        let mut admitted = B256Set::default();
         for (from, reply) in &round.replies {
             for event in &reply.missing {
                 if !self.pool.contains(&event.hash()) && self.stream.check(event, &rules).is_ok() {
+                    admitted.insert(event.hash());
                     self.admit_from_peer(ctx, event.clone(), *from);
                 }
             }
         }
+        // Who holds a pool event: the replicas that proposed it, and this node unless the
+        // event only just came with a proposal.
+        let quorum = |h: &B256| {
+            let holders = usize::from(!admitted.contains(h))
+                + proposed.values().filter(|p| p.contains(h)).count();
+            holders * 2 > n
+        };
         let Some(base) = self.state_before(ctx, round.num, round.prev_hash) else {
             return;
         };

@@ -223,6 +223,11 @@ fn a_leader_admits_every_valid_event_a_replica_reports_not_only_quorum_ones() {
     assert!(effects.iter().any(
         |x| matches!(x, Effect::Gossip { message: Gossip::EventInPool(h), .. } if *h == lone.hash())
     ));
+    // Before the cut one node of three held it: it waits for the next round.
+    assert!(!effects.iter().any(|x| matches!(
+        x,
+        Effect::Store(StoreOp::StoreCandidate { miniblock, .. }) if miniblock.events().contains(&lone)
+    )));
 }
 
 #[test]
