@@ -402,7 +402,7 @@ impl Replica {
             });
         }
         self.check_producer(ctx, miniblock)?;
-        match self.state_before(ctx, miniblock.num(), miniblock.prev_hash()) {
+        match self.state_before(miniblock.num(), miniblock.prev_hash()) {
             Some(base) => check_next(&base, ctx, miniblock),
             // Not on the head nor on a held candidate: the head's checks say what is wrong.
             None => self.check_links(ctx, miniblock),
@@ -419,12 +419,7 @@ impl Replica {
 
     /// The state miniblock `num` after `prev_hash` builds on: the head, or the state after
     /// the held candidate `prev_hash` for the next number. `None` if it is neither.
-    pub(super) fn state_before(
-        &self,
-        ctx: &Ctx<'_>,
-        num: u64,
-        prev_hash: B256,
-    ) -> Option<Cow<'_, Stream>> {
+    pub(super) fn state_before(&self, num: u64, prev_hash: B256) -> Option<Cow<'_, Stream>> {
         let head = self.stream.head;
         if num == head.num + 1 && prev_hash == head.hash {
             return Some(Cow::Borrowed(&self.stream));
@@ -433,7 +428,7 @@ impl Replica {
             return None;
         }
         let base = self.candidates.base(&head, &prev_hash)?;
-        Some(Cow::Owned(self.stream.after(base, &ctx.rules_now())))
+        Some(Cow::Owned(self.stream.after(base)))
     }
 
     /// The miniblock was produced by the leader elected at its chain block.

@@ -70,7 +70,7 @@ impl Replica {
             return;
         }
         let base = match self.chain_base(number) {
-            Some(base) if chained => Cow::Owned(self.stream.after(base, &ctx.rules_now())),
+            Some(base) if chained => Cow::Owned(self.stream.after(base)),
             _ => Cow::Borrowed(&self.stream),
         };
         let after = matches!(base, Cow::Owned(_)).then_some(&*base);
@@ -150,7 +150,7 @@ impl Replica {
             }
         }
         let base = self
-            .state_before(ctx, request.num, request.prev_hash)
+            .state_before(request.num, request.prev_hash)
             .unwrap_or(Cow::Borrowed(&self.stream));
         let after = matches!(base, Cow::Owned(_)).then_some(&*base);
         let theirs: B256Set = request.hashes.iter().copied().collect();
@@ -268,7 +268,7 @@ impl Replica {
                 + proposed.values().filter(|p| p.contains(h)).count();
             holders * 2 > n
         };
-        let Some(base) = self.state_before(ctx, round.num, round.prev_hash) else {
+        let Some(base) = self.state_before(round.num, round.prev_hash) else {
             return;
         };
         let params = ctx.params_at(round.chain_block);
