@@ -47,6 +47,20 @@ pub(crate) async fn run(args: &Args) -> anyhow::Result<()> {
         ));
     }
     let infos = info_clients(&devnet).await?;
+    // A replica counts a stream's genesis (its inception) as a promoted event when it takes
+    // the stream in: one that does so after the count starts would report an extra event.
+    let placed: u64 = streams
+        .iter()
+        .map(|(_, replicas)| replicas.len() as u64)
+        .sum();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sum(&infos, |i| i.streams_held).await < placed {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the replicas did not take the streams in"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let promoted_before = sum(&infos, |i| i.events_promoted).await;
     let rpc = connect(&devnet.chain.file.rpc_url)?;
     let first_block = rpc.get_block_number().await?;
