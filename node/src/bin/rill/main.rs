@@ -3,6 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// `println!` for the CLI's output (see [`print_line`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::print_line(format_args!($($arg)*))
+    };
+}
+
 mod views;
 
 use anyhow::{Context as _, bail};
@@ -220,6 +227,25 @@ async fn connect(cli: &Cli) -> anyhow::Result<Client> {
         .with_context(|| format!("connecting to {addr}"))
 }
 
+/// Prints a line of output. A reader that stopped (`rill stream get S | head`) ends the CLI
+/// quietly, as it does other command-line tools; `println!` would panic.
+fn print_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout
+        .write_fmt(line)
+        .and_then(|()| stdout.write_all(b"\n"))
+        .and_then(|()| stdout.flush());
+    match written {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: writing the output: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -248,12 +274,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let key = NodeKey::generate();
             key.save(&path)?;
             if cli.json {
-                println!(
+                out!(
                     "{}",
                     json!({ "address": key.address().to_string(), "key": path })
                 );
             } else {
-                println!("{} {}", key.address(), path.display());
+                out!("{} {}", key.address(), path.display());
             }
         }
         Command::Stream(StreamCommand::Create { id, policy, admins }) => {
@@ -270,12 +296,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let stream = hex0x(&created.stream_id);
             if cli.json {
                 let nodes: Vec<String> = created.nodes.iter().map(|n| hex0x(n)).collect();
-                println!(
+                out!(
                     "{}",
                     json!({ "stream_id": stream, "genesis_hash": hex0x(&created.genesis_hash), "nodes": nodes })
                 );
             } else {
-                println!("{stream}");
+                out!("{stream}");
             }
         }
         Command::Stream(StreamCommand::Get {
@@ -334,7 +360,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             if cli.json {
                                 print_json(&json!({ "seq": seq, "event": event }));
                             } else {
-                                println!("event     {}", event.line());
+                                out!("event     {}", event.line());
                             }
                         }
                         Some(pb::stream_update::Kind::Miniblock(m)) => {
@@ -400,15 +426,17 @@ fn print_miniblock(seq: u64, miniblock: &MiniblockView, json_out: bool) {
     if json_out {
         print_json(&json!({ "seq": seq, "miniblock": miniblock }));
     } else {
-        println!(
+        out!(
             "miniblock #{} {} ({} events)",
-            miniblock.num, miniblock.hash, miniblock.event_count
+            miniblock.num,
+            miniblock.hash,
+            miniblock.event_count
         );
     }
 }
 
 fn print_json(value: &impl Serialize) {
-    println!("{}", serde_json::to_string(value).expect("views serialize"));
+    out!("{}", serde_json::to_string(value).expect("views serialize"));
 }
 
 fn print_added(json_out: bool, event: &ParsedEvent, miniblock: Option<u64>) {
@@ -417,8 +445,8 @@ fn print_added(json_out: bool, event: &ParsedEvent, miniblock: Option<u64>) {
         print_json(&json!({ "hash": hash, "miniblock": miniblock }));
     } else {
         match miniblock {
-            Some(num) => println!("{hash} in miniblock {num}"),
-            None => println!("{hash}"),
+            Some(num) => out!("{hash} in miniblock {num}"),
+            None => out!("{hash}"),
         }
     }
 }
@@ -457,7 +485,7 @@ async fn add_lines(
                     if cli.json {
                         print_json(&json!({ "hash": hash, "error": e.to_string() }));
                     } else {
-                        println!("{hash} refused: {e}");
+                        out!("{hash} refused: {e}");
                     }
                 }
             }

@@ -143,14 +143,14 @@ impl StreamView {
     }
 
     pub(crate) fn print(&self) {
-        println!("stream    {}\nserved by {}", self.stream_id, self.served_by);
+        out!("stream    {}\nserved by {}", self.stream_id, self.served_by);
         for miniblock in &self.miniblocks {
-            println!("{}", miniblock.line());
+            out!("{}", miniblock.line());
             for event in &miniblock.events {
-                println!("  {}", event.line());
+                out!("  {}", event.line());
             }
         }
-        println!("minipool  {} event(s)", self.minipool.len());
+        out!("minipool  {} event(s)", self.minipool.len());
     }
 }
 
@@ -195,7 +195,7 @@ impl InfoView {
     }
 
     pub(crate) fn print(&self) {
-        println!(
+        out!(
             "address    {}\npeer id    {}\npeers      {} ({} nodes)\nstreams    {} held, {} loaded, {} busy\nminipools  {} event(s)\nminiblocks {} promoted, {} produced\nchain head {}",
             self.address,
             self.peer_id,
@@ -210,7 +210,7 @@ impl InfoView {
             self.chain_head
         );
         for stream in &self.streams {
-            println!("  {stream}");
+            out!("  {stream}");
         }
     }
 }
