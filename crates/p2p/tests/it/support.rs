@@ -96,7 +96,8 @@ pub(crate) async fn peer_with(config: P2pConfig) -> TestPeer {
     }
 }
 
-/// A client connected to `node`.
+/// A client connected to `node`, with the connection known at both ends: the dial returns
+/// when the client's side is up, and the node learns of it a moment later.
 pub(crate) async fn client_of(node: &TestPeer) -> TestPeer {
     let client = peer(Role::Client).await;
     client
@@ -104,6 +105,14 @@ pub(crate) async fn client_of(node: &TestPeer) -> TestPeer {
         .dial(node.peer_id(), Some(node.addr.clone()))
         .await
         .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !node.p2p.connected_peers().await.contains(&client.peer_id()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the node never saw the client's connection"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     client
 }
 
