@@ -531,7 +531,7 @@ async fn a_registration_whose_transaction_is_dropped_is_sent_again_and_registers
         let registrar = registrar.clone();
         async move { registrar.register(entry).await }
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually_pending(&chain, node.key.address()).await;
     anvil_call(&chain, "anvil_dropAllTransactions", serde_json::json!([])).await;
     anvil_call(&chain, "evm_setAutomine", serde_json::json!([true])).await;
 
@@ -564,7 +564,13 @@ async fn a_registration_stuck_in_the_mempool_is_replaced_and_only_one_is_mined()
     let registrar = impatient(&node, &metrics);
     let entry = next(stream, B256::ZERO, 1);
     let outcome = tokio::spawn(async move { registrar.register(entry).await });
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Two receipt timeouts, each followed by a replacement, before a block comes.
+    for _ in 0..300 {
+        if metrics.replacements.get() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     anvil_call(&chain, "anvil_mine", serde_json::json!([1])).await;
     anvil_call(&chain, "evm_setAutomine", serde_json::json!([true])).await;
 

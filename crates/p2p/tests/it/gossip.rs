@@ -5,7 +5,7 @@ use std::time::Duration;
 use alloy_primitives::Address;
 use rill_p2p::{GossipBatch, NetworkEvent, Role, Validation, inbox_topic};
 
-use crate::support::{TestPeer, announcement, peer, registered_nodes};
+use crate::support::{TestPeer, announcement, eventually, peer, registered_nodes};
 
 /// Accepts (and returns) the next gossip batch, like a node that validated it.
 async fn receive(node: &mut TestPeer, within: Duration) -> Option<(Address, GossipBatch)> {
@@ -74,7 +74,12 @@ async fn gossip_for_a_node_that_is_not_connected_is_dropped_and_counted() {
     a.p2p.set_nodes(registry.clone()).await;
     b.p2p.set_nodes(registry).await;
     a.p2p.gossip(b.address(), announcement([3; 32])).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let undelivered = a.config.metrics.gossip_undelivered.clone();
+    eventually("the batch is counted undelivered", || {
+        let undelivered = undelivered.clone();
+        async move { undelivered.get() > 0 }
+    })
+    .await;
     assert_eq!(a.config.metrics.gossip_undelivered.get(), 1);
     // Connecting later does not bring it back: the node carries its events again itself.
     a.p2p.dial(b.peer_id(), Some(b.addr.clone())).await.unwrap();

@@ -8,7 +8,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use rill_p2p::{NetworkEvent, P2pConfig, PeerId, Role};
 use rill_protocol::pb;
 
-use crate::support::{TestPeer, client_of, peer, peer_with};
+use crate::support::{TestPeer, client_of, eventually, peer, peer_with};
 
 fn info() -> pb::ClientRequest {
     pb::ClientRequest {
@@ -95,12 +95,12 @@ async fn a_session_the_node_closed_while_the_client_kept_it_is_replaced() {
     let _server = answer_all(node);
     client.p2p.client_request(to, info()).await.expect("served");
     assert_eq!(metrics.client_sessions.get(), 1);
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        metrics.client_sessions.get(),
-        0,
-        "the node closed the idle session"
-    );
+    let sessions = metrics.client_sessions.clone();
+    eventually("the node closes the idle session", || {
+        let sessions = sessions.clone();
+        async move { sessions.get() == 0 }
+    })
+    .await;
     let answer = client.p2p.client_request(to, info()).await.expect("served");
     assert_eq!(version(&answer), "1");
     assert_eq!(metrics.client_sessions.get(), 1, "on a new session");

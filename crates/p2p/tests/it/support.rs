@@ -105,15 +105,27 @@ pub(crate) async fn client_of(node: &TestPeer) -> TestPeer {
         .dial(node.peer_id(), Some(node.addr.clone()))
         .await
         .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !node.p2p.connected_peers().await.contains(&client.peer_id()) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the node never saw the client's connection"
-        );
+    let (node_side, client_id) = (node.p2p.clone(), client.peer_id());
+    eventually("the node sees the client's connection", || {
+        let node_side = node_side.clone();
+        async move { node_side.connected_peers().await.contains(&client_id) }
+    })
+    .await;
+    client
+}
+
+/// Waits until `check` holds, up to 10 s (a loaded machine is slow, not wrong), and fails the
+/// test with `what` if it never does.
+pub(crate) async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "never: {what}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    client
 }
 
 /// `count` nodes that all know one another as registered nodes, fully connected.
