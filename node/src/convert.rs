@@ -2,7 +2,7 @@
 //! checks) happens on the worker pool, never here.
 
 use alloy_primitives::B256;
-use rill_engine::{ProposalReply, ProposalRequest, Request};
+use rill_engine::{Holdings, ProposalReply, ProposalRequest, Request};
 use rill_p2p::NodeRequest;
 use rill_protocol::{ParsedEvent, StreamId, pb};
 
@@ -31,6 +31,7 @@ pub(crate) fn request_to_pb(stream: StreamId, request: Request) -> NodeRequest {
             prev_hash: p.prev_hash.to_vec(),
             hashes: hashes_to_pb(&p.hashes),
             chain_block: p.chain_block,
+            difference: p.difference,
         })),
         Request::SaveCandidate {
             miniblock: candidate,
@@ -74,14 +75,22 @@ pub(crate) fn proposal_request(p: &pb::ProposeMiniblockRequest) -> Option<Propos
         prev_hash: B256::try_from(p.prev_hash.as_slice()).ok()?,
         hashes: hashes(&p.hashes)?,
         chain_block: p.chain_block,
+        difference: p.difference,
     })
 }
 
 pub(crate) fn reply_to_pb(reply: ProposalReply) -> pb::ProposeMiniblockResponse {
+    let (listed, difference, lacking, extra) = match reply.holds {
+        Holdings::Listed(hashes) => (hashes, false, vec![], vec![]),
+        Holdings::Difference { lacking, extra } => (vec![], true, lacking, extra),
+    };
     pb::ProposeMiniblockResponse {
         num: reply.num,
         prev_hash: reply.prev_hash.to_vec(),
-        hashes: hashes_to_pb(&reply.hashes),
+        hashes: hashes_to_pb(&listed),
+        difference,
+        lacking,
+        extra: hashes_to_pb(&extra),
         snapshot_vote: reply.snapshot_vote,
         missing: reply
             .missing
@@ -96,10 +105,18 @@ pub(crate) fn reply_from_pb(
     reply: pb::ProposeMiniblockResponse,
     opener: &Opener,
 ) -> Option<ProposalReply> {
+    let holds = if reply.difference {
+        Holdings::Difference {
+            lacking: reply.lacking,
+            extra: hashes(&reply.extra)?,
+        }
+    } else {
+        Holdings::Listed(hashes(&reply.hashes)?)
+    };
     Some(ProposalReply {
         num: reply.num,
         prev_hash: B256::try_from(reply.prev_hash.as_slice()).ok()?,
-        hashes: hashes(&reply.hashes)?,
+        holds,
         snapshot_vote: reply.snapshot_vote,
         missing: reply
             .missing

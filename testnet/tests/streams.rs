@@ -206,6 +206,7 @@ async fn each_item_of_a_round_batch_gets_its_own_answer_and_bad_items_harm_nothi
             prev_hash: vec![0; 32],
             hashes: vec![],
             chain_block: 0,
+            difference: true,
         }))
     };
     let items = vec![

@@ -17,6 +17,24 @@ pub struct ProposalRequest {
     pub hashes: Vec<B256>,
     /// The chain block that elected the leader.
     pub chain_block: u64,
+    /// Whether the leader takes the replica's minipool as a [`Holdings::Difference`] from
+    /// `hashes`. A leader of an older version does not ask for one, and gets the whole list.
+    pub difference: bool,
+}
+
+/// Which minipool events a replica's proposal says it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Holdings {
+    /// Every one, listed.
+    Listed(Vec<B256>),
+    /// Relative to the request's hashes, which the replica and the leader mostly share: the
+    /// positions of those it lacks, and the hashes it holds beyond them.
+    Difference {
+        /// Positions in the request's `hashes`.
+        lacking: Vec<u32>,
+        /// Held, and not among the request's `hashes`.
+        extra: Vec<B256>,
+    },
 }
 
 /// A replica's proposal.
@@ -26,8 +44,8 @@ pub struct ProposalReply {
     pub num: u64,
     /// The replica's head.
     pub prev_hash: B256,
-    /// The replica's minipool hashes.
-    pub hashes: Vec<B256>,
+    /// The replica's minipool events, those its base has not included.
+    pub holds: Holdings,
     /// Whether the replica thinks a snapshot is due.
     pub snapshot_vote: bool,
     /// Events the replica holds and the leader lacks.

@@ -35,7 +35,7 @@ pub use election::elect_leader;
 pub use electorate::NodeStatus;
 pub use engine::{Engine, RestoredStream, check_genesis};
 pub use input::{
-    Input, PeerGossip, ProposalReply, ProposalRequest, Request, RequestKind, Response,
+    Holdings, Input, PeerGossip, ProposalReply, ProposalRequest, Request, RequestKind, Response,
 };
 pub use placement::place;
 pub use reject::Reject;

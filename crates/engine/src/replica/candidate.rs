@@ -14,12 +14,13 @@
 //! then the chained candidate.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::map::B256Set;
 use alloy_primitives::{Address, B256};
 use rill_protocol::ParsedMiniblock;
 
+use super::proposals::Proposals;
 use super::{Ctx, Replica};
 use crate::stream::{Head, Stream};
 use crate::{
@@ -126,7 +127,7 @@ impl Replica {
         &mut self,
         ctx: &mut Ctx<'_>,
         miniblock: ParsedMiniblock,
-        proposed: &HashMap<Address, B256Set>,
+        proposed: &Proposals,
     ) {
         let stream = self.id();
         ctx.store(StoreOp::StoreCandidate {
@@ -136,16 +137,11 @@ impl Replica {
         });
         let mut partial = BTreeSet::new();
         for node in self.live_peers(ctx) {
-            let held: Vec<bool> = proposed
-                .get(&node)
-                .map(|hashes| {
-                    miniblock
-                        .events()
-                        .iter()
-                        .map(|e| hashes.contains(&e.hash()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let held: Vec<bool> = miniblock
+                .events()
+                .iter()
+                .map(|e| proposed.holds(&node, &e.hash()))
+                .collect();
             if held.contains(&true) {
                 partial.insert(node);
             }

@@ -20,6 +20,7 @@ mod candidate;
 mod catch_up;
 mod fetch;
 mod promotion;
+mod proposals;
 mod round;
 mod sync;
 

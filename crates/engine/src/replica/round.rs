@@ -10,15 +10,16 @@
 //! other leader's candidate races.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use alloy_primitives::map::B256Set;
 use alloy_primitives::{Address, B256};
 use rill_protocol::{ParsedEvent, ParsedMiniblock, pb};
 
+use super::proposals::{self, Proposals};
 use super::{Ctx, Replica};
 use crate::stream::Stream;
-use crate::{ProposalReply, ProposalRequest, Reject, Request};
+use crate::{Holdings, ProposalReply, ProposalRequest, Reject, Request};
 
 /// A round this node leads.
 #[derive(Debug)]
@@ -27,6 +28,8 @@ pub(super) struct Round {
     prev_hash: B256,
     chain_block: u64,
     started_ms: u64,
+    /// The hashes the request named: the replicas' differences are taken from them.
+    asked: Vec<B256>,
     replies: BTreeMap<Address, ProposalReply>,
     /// Nodes that did not answer.
     silent: BTreeSet<Address>,
@@ -92,8 +95,9 @@ impl Replica {
         let request = ProposalRequest {
             num: next,
             prev_hash,
-            hashes,
+            hashes: hashes.clone(),
             chain_block: number,
+            difference: true,
         };
         let stream = self.id();
         let peers = self.live_peers(ctx);
@@ -105,6 +109,7 @@ impl Replica {
             prev_hash,
             chain_block: number,
             started_ms: ctx.now_ms,
+            asked: hashes,
             replies: BTreeMap::new(),
             silent: BTreeSet::new(),
         });
@@ -120,9 +125,10 @@ impl Replica {
             .filter(|base| base.header().chain_block < number)
     }
 
-    /// A leader asks for this node's proposal: its minipool hashes, its snapshot vote, and the
-    /// events the leader lacks (up to the answer's byte budget), on the head or on the
-    /// candidate the round chains on. Events the leader holds and this node lacks are fetched
+    /// A leader asks for this node's proposal: its minipool (as a difference from the
+    /// leader's, when the leader takes one), its snapshot vote, and the events the leader
+    /// lacks (up to the answer's byte budget), on the head or on the candidate the round
+    /// chains on. Events the leader holds and this node lacks are fetched
     /// from it: proposal rounds reconcile minipools both ways.
     pub(crate) fn propose(
         &mut self,
@@ -168,11 +174,23 @@ impl Replica {
             })
             .cloned()
             .collect();
-        let hashes = unincluded(self.pool.hashes(), after);
+        let holds = if request.difference {
+            let held = |h: &B256| self.pool.contains(h) && !included(after, h);
+            Holdings::Difference {
+                lacking: (0u32..)
+                    .zip(&request.hashes)
+                    .filter(|(_, h)| !held(h))
+                    .map(|(i, _)| i)
+                    .collect(),
+                extra: unincluded(self.pool.hashes().filter(|h| !theirs.contains(*h)), after),
+            }
+        } else {
+            Holdings::Listed(unincluded(self.pool.hashes(), after))
+        };
         Ok(ProposalReply {
             num,
             prev_hash: base.head.hash,
-            hashes,
+            holds,
             snapshot_vote: base
                 .snapshot_due(num, ctx.params_at(request.chain_block).snapshot_interval),
             missing,
@@ -196,7 +214,12 @@ impl Replica {
         if !self.stream.nodes.contains(&from) || from == ctx.me {
             return;
         }
-        round.replies.insert(from, reply);
+        if proposals::fits(&reply, round.asked.len()) {
+            round.replies.insert(from, reply);
+        } else {
+            tracing::debug!(%from, "a proposal names positions past the request; counted silent");
+            round.silent.insert(from);
+        }
         self.finish_round_if_complete(ctx);
     }
 
@@ -244,13 +267,9 @@ impl Replica {
         }
         let _span = tracing::debug_span!("miniblock", num = round.num).entered();
         let n = self.stream.nodes.len();
-        // What each replica proposed, each hash once: it counts toward the cut, and the
-        // candidate need not carry those envelopes back to that replica.
-        let proposed: HashMap<Address, B256Set> = round
-            .replies
-            .iter()
-            .map(|(node, reply)| (*node, reply.hashes.iter().copied().collect()))
-            .collect();
+        // What each replica proposed: it counts toward the cut, and the candidate need not
+        // carry those envelopes back to that replica.
+        let proposed = Proposals::new(&round.asked, &round.replies);
         let rules = ctx.rules_now();
         let mut admitted = B256Set::default();
         for (from, reply) in &round.replies {
@@ -264,8 +283,7 @@ impl Replica {
         // Who holds a pool event: the replicas that proposed it, and this node unless the
         // event only just came with a proposal.
         let quorum = |h: &B256| {
-            let holders = usize::from(!admitted.contains(h))
-                + proposed.values().filter(|p| p.contains(h)).count();
+            let holders = usize::from(!admitted.contains(h)) + proposed.holders(h);
             holders * 2 > n
         };
         let Some(base) = self.state_before(round.num, round.prev_hash) else {

@@ -2,13 +2,14 @@
 
 use alloy_primitives::{Address, B256};
 use rill_engine::{
-    CandidateVerdict, Effect, Engine, EngineConfig, Gossip, Input, Notification, PeerGossip,
-    ProposalReply, Request, Response, RestoredStream, StoreOp, StreamView,
+    CandidateVerdict, Effect, Engine, EngineConfig, Gossip, Holdings, Input, Notification,
+    PeerGossip, ProposalReply, ProposalRequest, Request, Response, RestoredStream, StoreOp,
+    StreamView,
 };
 use rill_protocol::ParsedMiniblock;
 
 use crate::support::{key, message, registrations};
-use crate::three::{Three, randao};
+use crate::three::{Three, proposal_requests, randao};
 
 #[test]
 fn announced_event_that_never_arrives_is_fetched_from_the_announcer_after_the_delay() {
@@ -320,7 +321,7 @@ fn replies_built_on_another_head_are_ignored() {
     let stale = ProposalReply {
         num: 1,
         prev_hash: B256::repeat_byte(3),
-        hashes: vec![e.hash()],
+        holds: Holdings::Listed(vec![e.hash()]),
         snapshot_vote: false,
         missing: vec![],
     };
@@ -341,6 +342,123 @@ fn replies_built_on_another_head_are_ignored() {
         !effects
             .iter()
             .any(|x| matches!(x, Effect::Store(StoreOp::StoreCandidate { .. })))
+    );
+}
+
+#[test]
+fn a_replica_proposes_its_difference_from_the_leaders_pool_and_lists_it_for_an_older_leader() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    let [shared, leaders, replicas] =
+        [1, 2, 3].map(|salt| message(&key(2), (0, t.genesis.hash()), salt));
+    for e in [&shared, &leaders] {
+        t.engines[leader].add_event(0, t.stream, e.clone()).unwrap();
+    }
+    for e in [&shared, &replicas] {
+        t.engines[1].add_event(0, t.stream, e.clone()).unwrap();
+    }
+    let requests = proposal_requests(t.engines[leader].handle(
+        1000,
+        Input::ChainBlock {
+            number: block,
+            prevrandao: randao(block),
+        },
+    ));
+    let (_, request) = requests
+        .into_iter()
+        .find(|(to, _)| *to == t.addrs[1])
+        .expect("a request to replica 1");
+    assert!(request.difference);
+    let lacking = (0u32..)
+        .zip(&request.hashes)
+        .filter(|(_, h)| **h == leaders.hash())
+        .map(|(i, _)| i)
+        .collect();
+    let propose = |t: &mut Three, request: &ProposalRequest| {
+        t.engines[1]
+            .propose(1001, t.addrs[leader], t.stream, request)
+            .answer
+            .expect("answered")
+    };
+    let reply = propose(&mut t, &request);
+    assert_eq!(
+        reply.holds,
+        Holdings::Difference {
+            lacking,
+            extra: vec![replicas.hash()],
+        }
+    );
+    assert_eq!(reply.missing, vec![replicas.clone()]);
+    // A leader of an older version does not ask for a difference: the whole list.
+    let older = ProposalRequest {
+        difference: false,
+        ..request
+    };
+    let Holdings::Listed(mut listed) = propose(&mut t, &older).holds else {
+        panic!("a list for an older leader");
+    };
+    listed.sort();
+    let mut held = vec![shared.hash(), replicas.hash()];
+    held.sort();
+    assert_eq!(listed, held);
+}
+
+#[test]
+fn a_proposal_naming_positions_past_the_request_counts_its_replica_silent() {
+    let mut t = Three::new();
+    let leader = 0;
+    let block = t.block_led_by(leader);
+    let e = message(&key(2), (0, t.genesis.hash()), 1);
+    t.engines[leader].add_event(0, t.stream, e.clone()).unwrap();
+    t.engines[leader].handle(
+        1000,
+        Input::ChainBlock {
+            number: block,
+            prevrandao: randao(block),
+        },
+    );
+    let reply = |lacking| ProposalReply {
+        num: 1,
+        prev_hash: t.genesis.hash(),
+        holds: Holdings::Difference {
+            lacking,
+            extra: vec![],
+        },
+        snapshot_vote: false,
+        missing: vec![],
+    };
+    // The request named one hash: position 1 is past it. Replica 2 holds the event.
+    let mut effects = Vec::new();
+    for (i, lacking) in [(1, vec![1]), (2, vec![])] {
+        effects.extend(t.engines[leader].handle(
+            1001,
+            Input::Response {
+                from: t.addrs[i],
+                stream: t.stream,
+                response: Response::Proposal(reply(lacking)),
+            },
+        ));
+    }
+    // The round is cut at once, without waiting for replica 1, and its malformed reply
+    // counted for nothing: the event is in the candidate on the leader's and replica 2's
+    // holding, and only replica 2 is spared its envelope.
+    let candidate = Three::candidate_in(&effects);
+    assert_eq!(candidate.events(), &[e]);
+    let held: Vec<(Address, Vec<bool>)> = effects
+        .iter()
+        .filter_map(|x| match x {
+            Effect::Send {
+                to,
+                request: Request::SaveCandidate { held, .. },
+                ..
+            } => Some((*to, held.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        held,
+        vec![(t.addrs[1], vec![false]), (t.addrs[2], vec![true])]
     );
 }
 

@@ -166,6 +166,7 @@ fn a_replica_fetches_the_events_a_leaders_proposal_request_names_and_it_lacks() 
         prev_hash: net.genesis.hash(),
         hashes: vec![e.hash()],
         chain_block: 1,
+        difference: true,
     };
     let answer = net.engines[1].propose(0, net.addrs[0], net.stream, &request);
     assert!(answer.answer.is_ok());
@@ -189,7 +190,7 @@ fn a_leader_admits_every_valid_event_a_replica_reports_not_only_quorum_ones() {
     let reply = rill_engine::ProposalReply {
         num: 1,
         prev_hash: net.genesis.hash(),
-        hashes: vec![lone.hash()],
+        holds: rill_engine::Holdings::Listed(vec![lone.hash()]),
         snapshot_vote: false,
         missing: vec![lone.clone()],
     };
@@ -205,7 +206,7 @@ fn a_leader_admits_every_valid_event_a_replica_reports_not_only_quorum_ones() {
     let empty = rill_engine::ProposalReply {
         num: 1,
         prev_hash: net.genesis.hash(),
-        hashes: vec![],
+        holds: rill_engine::Holdings::Listed(vec![]),
         snapshot_vote: false,
         missing: vec![],
     };
