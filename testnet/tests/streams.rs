@@ -199,16 +199,17 @@ async fn each_item_of_a_round_batch_gets_its_own_answer_and_bad_items_harm_nothi
         .await
         .expect("dialed");
     let request = |kind| pb::MiniblockRequest { kind: Some(kind) };
-    let propose = |stream_id: Vec<u8>| {
+    let propose_as = |stream_id: Vec<u8>, difference: bool| {
         request(Kind::Propose(pb::ProposeMiniblockRequest {
             stream_id,
             num: 1,
             prev_hash: vec![0; 32],
             hashes: vec![],
             chain_block: 0,
-            difference: true,
+            difference,
         }))
     };
+    let propose = |stream_id| propose_as(stream_id, true);
     let items = vec![
         propose(stream.0.to_vec()),
         propose(vec![1, 2, 3]),
@@ -252,6 +253,10 @@ async fn each_item_of_a_round_batch_gets_its_own_answer_and_bad_items_harm_nothi
         panic!("the good proposal is answered: {:?}", answers[0]);
     };
     assert_eq!(proposal.num, 1, "the replica's next miniblock");
+    assert!(
+        proposal.difference,
+        "a current leader's request gets a difference"
+    );
     let codes: Vec<Option<i32>> = answers[1..]
         .iter()
         .map(|a| a.error.as_ref().map(|e| e.code))
@@ -279,6 +284,20 @@ async fn each_item_of_a_round_batch_gets_its_own_answer_and_bad_items_harm_nothi
         panic!("a refusal: {answer:?}");
     };
     assert_eq!(refusal.code, pb::ErrorCode::Malformed as i32);
+    // A leader of an older version does not ask for a difference, and gets a list.
+    let older = propose_as(stream.0.to_vec(), false);
+    let answer = p2p
+        .request(peer, NodeRequest::Miniblock(older))
+        .await
+        .expect("an answer");
+    let NodeResponse::Miniblock(pb::MiniblockResponse {
+        kind: Some(pb::miniblock_response::Kind::Propose(listed)),
+        error: None,
+    }) = answer
+    else {
+        panic!("a proposal: {answer:?}");
+    };
+    assert!(!listed.difference && listed.lacking.is_empty() && listed.extra.is_empty());
     // The node stays up and its stream goes on.
     drop(p2p);
     let client = net.client_with(target, creator).await;

@@ -5,7 +5,8 @@
 //!   catches up with the sender;
 //! - `fetch`: announcements of events this node lacks, and fetching them;
 //! - `round`: leading a miniblock (proposals, the quorum cut, the signed candidate) and
-//!   answering another leader's proposal request;
+//!   answering another leader's proposal request; `proposals` reads what the replies say
+//!   each replica holds;
 //! - `candidate`: a replica's checks of a leader's candidate;
 //! - `promotion`: registered heads and promoting candidates;
 //! - `catch_up`: fetching registered miniblocks this node lacks, page by page, or jumping

@@ -128,8 +128,8 @@ impl Replica {
     /// A leader asks for this node's proposal: its minipool (as a difference from the
     /// leader's, when the leader takes one), its snapshot vote, and the events the leader
     /// lacks (up to the answer's byte budget), on the head or on the candidate the round
-    /// chains on. Events the leader holds and this node lacks are fetched
-    /// from it: proposal rounds reconcile minipools both ways.
+    /// chains on. Events the leader holds and this node lacks are fetched from it: proposal
+    /// rounds reconcile minipools both ways.
     pub(crate) fn propose(
         &mut self,
         ctx: &mut Ctx<'_>,

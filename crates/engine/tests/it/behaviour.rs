@@ -311,13 +311,7 @@ fn replies_built_on_another_head_are_ignored() {
     let block = t.block_led_by(leader);
     let e = message(&key(2), (0, t.genesis.hash()), 1);
     t.engines[leader].add_event(0, t.stream, e.clone()).unwrap();
-    t.engines[leader].handle(
-        1000,
-        Input::ChainBlock {
-            number: block,
-            prevrandao: randao(block),
-        },
-    );
+    t.lead(leader, block);
     let stale = ProposalReply {
         num: 1,
         prev_hash: B256::repeat_byte(3),
@@ -358,13 +352,7 @@ fn a_replica_proposes_its_difference_from_the_leaders_pool_and_lists_it_for_an_o
     for e in [&shared, &replicas] {
         t.engines[1].add_event(0, t.stream, e.clone()).unwrap();
     }
-    let requests = proposal_requests(t.engines[leader].handle(
-        1000,
-        Input::ChainBlock {
-            number: block,
-            prevrandao: randao(block),
-        },
-    ));
+    let requests = proposal_requests(t.lead(leader, block));
     let (_, request) = requests
         .into_iter()
         .find(|(to, _)| *to == t.addrs[1])
@@ -411,13 +399,7 @@ fn a_proposal_naming_positions_past_the_request_counts_its_replica_silent() {
     let block = t.block_led_by(leader);
     let e = message(&key(2), (0, t.genesis.hash()), 1);
     t.engines[leader].add_event(0, t.stream, e.clone()).unwrap();
-    t.engines[leader].handle(
-        1000,
-        Input::ChainBlock {
-            number: block,
-            prevrandao: randao(block),
-        },
-    );
+    t.lead(leader, block);
     let reply = |lacking| ProposalReply {
         num: 1,
         prev_hash: t.genesis.hash(),

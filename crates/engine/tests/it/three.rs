@@ -60,6 +60,18 @@ impl Three {
 }
 
 impl Three {
+    /// Chain block `block` on the leader alone, at 1000 ms: its effects (its proposal
+    /// requests, when it has something to cut).
+    pub(crate) fn lead(&mut self, leader: usize, block: u64) -> Vec<Effect> {
+        self.engines[leader].handle(
+            1000,
+            Input::ChainBlock {
+                number: block,
+                prevrandao: randao(block),
+            },
+        )
+    }
+
     /// Runs a leader round at `block`: the leader asks, every replica answers, and the leader
     /// gets the replies. Returns the replies and the leader's effects.
     pub(crate) fn round(&mut self, leader: usize, block: u64) -> (Vec<ProposalReply>, Vec<Effect>) {
@@ -73,13 +85,7 @@ impl Three {
                 },
             );
         }
-        let requests = self.engines[leader].handle(
-            1000,
-            Input::ChainBlock {
-                number: block,
-                prevrandao: randao(block),
-            },
-        );
+        let requests = self.lead(leader, block);
         let (mut replies, mut leader_effects) = (Vec::new(), Vec::new());
         for (to, request) in proposal_requests(requests) {
             let replica = self.index(to);
