@@ -62,7 +62,7 @@ pub enum Request {
     SaveCandidate {
         /// The candidate.
         miniblock: ParsedMiniblock,
-        /// `held[i]`: the replica listed the `i`-th event in its proposal for this round, so
+        /// `held[i]`: the replica held the `i`-th event, by its proposal for this round, so
         /// the wire form may leave its envelope out (the replica takes it from its minipool,
         /// or answers that it lacks it). Empty: every envelope is sent.
         held: Vec<bool>,

@@ -121,8 +121,8 @@ impl Offer {
 
 impl Replica {
     /// The leader's side: store the candidate, hand it to the other nodes, and register it
-    /// once a write quorum stored it. `proposed` holds the minipool hashes each replica
-    /// proposed this round: the events it listed need not travel again.
+    /// once a write quorum stored it. `proposed` says which events each replica proposed
+    /// this round: those need not travel to it again.
     pub(super) fn offer_candidate(
         &mut self,
         ctx: &mut Ctx<'_>,
