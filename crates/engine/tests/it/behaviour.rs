@@ -358,6 +358,12 @@ fn a_replica_proposes_its_difference_from_the_leaders_pool_and_lists_it_for_an_o
         .find(|(to, _)| *to == t.addrs[1])
         .expect("a request to replica 1");
     assert!(request.difference);
+    assert_eq!(
+        request.hashes.len(),
+        2,
+        "the leader's pool: {:?}",
+        request.hashes
+    );
     let lacking = (0u32..)
         .zip(&request.hashes)
         .filter(|(_, h)| **h == leaders.hash())
