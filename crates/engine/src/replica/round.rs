@@ -150,9 +150,17 @@ impl Replica {
                 hash: request.prev_hash,
             });
         }
+        // The request's hashes this node's pool lacks, by position: fetched when the round
+        // builds on what this node holds, and named in its difference.
+        let absent: Vec<u32> = (0u32..)
+            .zip(&request.hashes)
+            .filter(|(_, h)| !self.pool.contains(h))
+            .map(|(i, _)| i)
+            .collect();
         if on_head || chained {
-            for hash in &request.hashes {
-                self.lacking(ctx, from, *hash, ctx.config.fetch_delay_ms);
+            for i in &absent {
+                let hash = request.hashes[*i as usize];
+                self.lacking(ctx, from, hash, ctx.config.fetch_delay_ms);
             }
         }
         let base = self
@@ -161,29 +169,35 @@ impl Replica {
         let after = matches!(base, Cow::Owned(_)).then_some(&*base);
         let theirs: B256Set = request.hashes.iter().copied().collect();
         let num = base.head.num + 1;
-        let mut budget = ctx.config.response_budget_bytes;
-        let missing = self
-            .pool
-            .events()
-            .filter(|e| !(theirs.contains(&e.hash()) || included(after, &e.hash())))
-            .take_while(|e| {
-                let size = e.envelope().event.len();
-                let fits = size <= budget;
-                budget = budget.saturating_sub(size);
-                fits
-            })
-            .cloned()
-            .collect();
+        // What this node holds beyond the request, in pool order, in one pass: every hash for
+        // the difference, and the envelopes for `missing` until one passes the answer's byte
+        // budget.
+        let (mut extra, mut missing) = (Vec::new(), Vec::new());
+        let mut budget = Some(ctx.config.response_budget_bytes);
+        for e in self.pool.events() {
+            let hash = e.hash();
+            if theirs.contains(&hash) || included(after, &hash) {
+                continue;
+            }
+            extra.push(hash);
+            if let Some(left) = budget {
+                budget = left.checked_sub(e.envelope().event.len());
+                if budget.is_some() {
+                    missing.push(e.clone());
+                }
+            }
+        }
         let holds = if request.difference {
-            let held = |h: &B256| self.pool.contains(h) && !included(after, h);
-            Holdings::Difference {
-                lacking: (0u32..)
+            let lacking = match after {
+                None => absent,
+                // A chained round's base may have included some of the request's hashes.
+                Some(after) => (0u32..)
                     .zip(&request.hashes)
-                    .filter(|(_, h)| !held(h))
+                    .filter(|(i, h)| absent.binary_search(i).is_ok() || after.recently_included(h))
                     .map(|(i, _)| i)
                     .collect(),
-                extra: unincluded(self.pool.hashes().filter(|h| !theirs.contains(*h)), after),
-            }
+            };
+            Holdings::Difference { lacking, extra }
         } else {
             Holdings::Listed(unincluded(self.pool.hashes(), after))
         };

@@ -179,6 +179,42 @@ fn a_replica_fetches_the_events_a_leaders_proposal_request_names_and_it_lacks() 
 }
 
 #[test]
+fn a_proposal_names_every_event_the_leader_lacks_and_carries_their_envelopes_within_the_budget() {
+    let size = message(&key(2), (0, B256::ZERO), 1).envelope().event.len();
+    let mut net = Net::new(EngineConfig {
+        response_budget_bytes: 2 * size,
+        ..EngineConfig::default()
+    });
+    let events: Vec<_> = (1..=3)
+        .map(|salt| message(&key(2), (0, net.genesis.hash()), salt))
+        .collect();
+    for e in &events {
+        assert_eq!(e.envelope().event.len(), size);
+        net.engines[1].add_event(0, net.stream, e.clone()).unwrap();
+    }
+    let request = rill_engine::ProposalRequest {
+        num: 1,
+        prev_hash: net.genesis.hash(),
+        hashes: vec![],
+        chain_block: 1,
+        difference: true,
+    };
+    let reply = net.engines[1]
+        .propose(0, net.addrs[0], net.stream, &request)
+        .answer
+        .expect("answered");
+    assert_eq!(reply.missing, events[..2], "two envelopes fill the budget");
+    assert_eq!(
+        reply.holds,
+        rill_engine::Holdings::Difference {
+            lacking: vec![],
+            extra: events.iter().map(|e| e.hash()).collect(),
+        },
+        "all three named"
+    );
+}
+
+#[test]
 fn a_leader_admits_every_valid_event_a_replica_reports_not_only_quorum_ones() {
     let mut net = Net::new(EngineConfig::default());
     let lone = message(&key(2), (0, net.genesis.hash()), 1);
