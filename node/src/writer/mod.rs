@@ -387,7 +387,9 @@ impl WriterThread {
     }
 
     fn fail_settling(&self, e: StoreError) -> bool {
-        self.fail(e, self.shared.progress.borrow().applied);
+        // Read first: a `borrow()` held through `fail` would deadlock its `send_modify`.
+        let applied = self.shared.progress.borrow().applied;
+        self.fail(e, applied);
         false
     }
 

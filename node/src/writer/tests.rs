@@ -196,3 +196,36 @@ async fn a_failed_write_stops_every_position_at_it() {
     assert!(matches!(writer.take_failure(), Some(StoreError::Sled(_))));
     assert!(writer.take_failure().is_none(), "reported once");
 }
+
+/// A settlement that fails stops the writer and tells every waiter, instead of holding the
+/// progress it reads while it publishes the failure (which deadlocked the writer thread, and
+/// with it the node, as a test's node did when its store closed under a settlement).
+#[test]
+fn a_failed_settlement_stops_the_writer_without_deadlocking_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (progress, _) = watch::channel(Progress::default());
+    let shared = Arc::new(Shared {
+        submitted: AtomicU64::new(0),
+        marked: AtomicU64::new(0),
+        progress,
+        failure: Mutex::new(None),
+    });
+    let writer = WriterThread {
+        store: Store::open(dir.path()).unwrap(),
+        shared: shared.clone(),
+        settle_after: DEFAULT_SETTLE_AFTER,
+        settling: VecDeque::new(),
+        current: None,
+        metrics: metrics(),
+    };
+    let (done, returned) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(writer.fail_settling(StoreError::Corrupt("a test's".into())));
+    });
+    let goes_on = returned
+        .recv_timeout(Duration::from_secs(10))
+        .expect("fail_settling returns");
+    assert!(!goes_on, "the writer stops");
+    assert!(shared.progress.borrow().failed, "waiters are told");
+    assert!(shared.failure.lock().unwrap().is_some());
+}
