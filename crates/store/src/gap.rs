@@ -5,6 +5,7 @@ use alloy_primitives::B256;
 use rill_protocol::{ParsedMiniblock, StreamId};
 use sled::Transactional;
 
+use crate::gate;
 use crate::keys;
 use crate::store::{Store, StoreError, TxResult, encode, insert_parts};
 
@@ -93,6 +94,7 @@ impl Store {
         }
         let encoded: Vec<_> = miniblocks.iter().map(|m| (m.num(), encode(m))).collect();
         let rest = rest.map(StoredGap::encode);
+        let _gate = gate::transaction();
         (&self.bodies, &self.miniblocks, &self.gaps).transaction(
             |(bodies, stored, gaps)| -> TxResult<()> {
                 for (num, (header, parts)) in &encoded {

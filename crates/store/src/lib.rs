@@ -19,6 +19,7 @@
 
 mod entries;
 mod gap;
+mod gate;
 mod keys;
 mod minipool;
 mod reads;

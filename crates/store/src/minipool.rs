@@ -15,6 +15,7 @@ use rill_protocol::{ParsedEvent, StreamId, pb};
 use sled::transaction::TransactionalTree;
 
 use crate::entries;
+use crate::gate;
 use crate::keys;
 use crate::store::{Store, StoreError, TxResult, decode_envelope};
 
@@ -145,6 +146,7 @@ impl Store {
     pub fn drop_from_minipool(&self, id: &StreamId, hashes: &[B256]) -> Result<(), StoreError> {
         let gone: HashSet<B256> = hashes.iter().copied().collect();
         let removal = self.pool_removal(id, &gone)?;
+        let _gate = gate::transaction();
         self.pool
             .transaction(|pool| -> TxResult<()> { removal.apply(pool) })?;
         Ok(())
@@ -191,6 +193,7 @@ impl Store {
             }
             self.pool.insert(key, value)?;
         }
+        let _gate = gate::flush();
         self.pool.flush()?;
         db.drop_tree(OLD)?;
         Ok(())

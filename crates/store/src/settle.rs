@@ -31,6 +31,7 @@ use sled::Transactional;
 use sled::transaction::TransactionalTree;
 
 use crate::entries;
+use crate::gate;
 use crate::keys;
 use crate::minipool::PoolRemoval;
 use crate::store::{
@@ -169,6 +170,7 @@ impl Store {
         let header = encode_header(miniblock);
         let mut head_value = miniblock.num().to_be_bytes().to_vec();
         head_value.extend_from_slice(miniblock.hash().as_slice());
+        let _gate = gate::transaction();
         (&self.miniblocks, &self.heads, &self.pending).transaction(
             |(miniblocks, heads, pending)| -> TxResult<()> {
                 miniblocks.insert(key.as_slice(), header.as_slice())?;

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use alloy_primitives::{Address, B256};
 use prost::Message as _;
@@ -11,6 +12,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 
 use crate::entries;
 use crate::gap::StoredGap;
+use crate::gate::{self, ClosedBehindGate};
 use crate::keys;
 
 /// Why a store operation failed.
@@ -154,9 +156,18 @@ impl From<TransactionError<StoreError>> for StoreError {
 
 pub(crate) type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
-/// A node's store. Cheap to clone (sled trees are shared handles).
+/// A node's store. Cheap to clone: its clones share one set of trees, closed (and flushed)
+/// behind the gate when the last clone is dropped (see `gate.rs`).
 #[derive(Clone, Debug)]
 pub struct Store {
+    trees: Arc<ClosedBehindGate<Trees>>,
+    /// How many promotions a stopped node had left pending, settled by [`Store::open`].
+    settled_at_open: usize,
+}
+
+/// The store's sled trees (what a [`Store`] dereferences to).
+#[derive(Debug)]
+pub struct Trees {
     pub(crate) db: sled::Db,
     /// Envelopes under their hashes, as an older version stored them: read, never written.
     pub(crate) events: sled::Tree,
@@ -177,8 +188,14 @@ pub struct Store {
     /// Per stream: the history a jump skipped, until it is backfilled.
     pub(crate) gaps: sled::Tree,
     pub(crate) meta: sled::Tree,
-    /// How many promotions a stopped node had left pending, settled by [`Store::open`].
-    settled_at_open: usize,
+}
+
+impl std::ops::Deref for Store {
+    type Target = Trees;
+
+    fn deref(&self) -> &Trees {
+        &self.trees
+    }
 }
 
 const LAST_BLOCK: &[u8] = b"last_chain_block";
@@ -213,7 +230,7 @@ impl Store {
         let db = open_sled(dir)?;
         // The first layout's per-event index of the minipool; rows say it all now.
         db.drop_tree("minipool_index")?;
-        let store = Self {
+        let trees = Trees {
             events: db.open_tree("events")?,
             streams: db.open_tree("streams")?,
             pool: db.open_tree("pool")?,
@@ -226,6 +243,9 @@ impl Store {
             gaps: db.open_tree("gaps")?,
             meta: db.open_tree("meta")?,
             db: db.clone(),
+        };
+        let store = Self {
+            trees: Arc::new(ClosedBehindGate::new(trees)),
             settled_at_open: 0,
         };
         store.migrate_pool(&db)?;
@@ -244,6 +264,7 @@ impl Store {
 
     /// Makes everything written so far durable. Call before acknowledging to a client.
     pub fn flush(&self) -> Result<(), StoreError> {
+        let _gate = gate::flush();
         self.db.flush()?;
         Ok(())
     }
@@ -299,6 +320,7 @@ impl Store {
         let mut head_value = 0u64.to_be_bytes().to_vec();
         head_value.extend_from_slice(genesis.hash().as_slice());
         let trees = (&self.streams, &self.bodies, &self.miniblocks, &self.heads);
+        let _gate = gate::transaction();
         trees.transaction(|(streams, bodies, miniblocks, heads)| -> TxResult<()> {
             if streams.get(keys::stream_prefix(id))?.is_some() {
                 return Err(ConflictableTransactionError::Abort(StoreError::OutOfOrder(
@@ -486,6 +508,7 @@ impl Store {
             &self.heads,
             &self.gaps,
         );
+        let _gate = gate::transaction();
         trees.transaction(
             |(bodies, pool_rows, candidates, candidate_bodies, miniblocks, heads, gaps)| -> TxResult<()> {
                 for (miniblock, (header, _)) in run.iter().zip(&written.encoded) {
