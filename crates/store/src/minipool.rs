@@ -170,8 +170,9 @@ impl Store {
     /// Moves rows of the older layout (hashes in `minipool`, envelopes in `events`) into
     /// `pool`, then drops the old tree. A node stopped half way does it again from the start:
     /// the rows it wrote are written again with the same bytes.
-    pub(crate) fn migrate_pool(&self, db: &sled::Db) -> Result<(), StoreError> {
+    pub(crate) fn migrate_pool(&self) -> Result<(), StoreError> {
         const OLD: &[u8] = b"minipool";
+        let db = &self.db;
         if !db.tree_names().iter().any(|name| name == OLD) {
             return Ok(());
         }

@@ -242,13 +242,13 @@ impl Store {
             heads: db.open_tree("heads")?,
             gaps: db.open_tree("gaps")?,
             meta: db.open_tree("meta")?,
-            db: db.clone(),
+            db,
         };
         let store = Self {
             trees: Arc::new(ClosedBehindGate::new(trees)),
             settled_at_open: 0,
         };
-        store.migrate_pool(&db)?;
+        store.migrate_pool()?;
         let settled_at_open = store.settle_pending()?;
         Ok(Self {
             settled_at_open,
