@@ -463,22 +463,36 @@ impl Testnet {
 
     /// The value of a metric line starting with `name` (labels included), 0 if absent.
     pub async fn metric(&self, i: usize, name: &str) -> f64 {
-        self.metrics(i)
-            .await
-            .lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        sum_of(&self.metrics(i).await, name)
     }
 
     /// [`Self::metric`] summed over every node (all must be running).
     pub async fn metric_total(&self, name: &str) -> f64 {
-        let mut total = 0.0;
-        for i in 0..self.len() {
-            total += self.metric(i, name).await;
-        }
-        total
+        self.metric_totals(&[name]).await[0]
     }
+
+    /// [`Self::metric_total`] of each of `names`, all read from one scrape of each node, so
+    /// that metrics a node updates together are compared as of one moment.
+    pub async fn metric_totals(&self, names: &[&str]) -> Vec<f64> {
+        let mut totals = vec![0.0; names.len()];
+        for i in 0..self.len() {
+            let metrics = self.metrics(i).await;
+            for (total, name) in totals.iter_mut().zip(names) {
+                *total += sum_of(&metrics, name);
+            }
+        }
+        totals
+    }
+}
+
+/// The sum of the lines of a scrape, `metrics`, that start with `name` (labels included), 0
+/// if none does: a scrape read once gives metrics a node updates together as of one moment.
+pub fn sum_of(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn scrape(addr: std::net::SocketAddr) -> String {

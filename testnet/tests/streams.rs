@@ -156,8 +156,10 @@ async fn the_rounds_of_many_streams_travel_in_batches_and_every_event_finalizes(
         net.expect_finalized(stream, &HashSet::from([hash]), Duration::from_secs(30))
             .await;
     }
-    let exchanges = net.metric_total("rill_round_batch_items_count").await;
-    let requests = net.metric_total("rill_round_batch_items_sum").await;
+    let totals = net
+        .metric_totals(&["rill_round_batch_items_count", "rill_round_batch_items_sum"])
+        .await;
+    let (exchanges, requests) = (totals[0], totals[1]);
     // 64 rounds need at least 128 proposals and 128 candidates; unbatched, each would be an
     // exchange of its own.
     assert!(requests >= 256.0, "{requests} round requests");
@@ -443,8 +445,9 @@ async fn a_replica_restarted_with_a_long_history_loads_the_stream_from_its_lates
         Duration::from_secs(30),
     )
     .await;
-    let loads = net.metric(2, "rill_stream_load_miniblocks_count").await;
-    let read = net.metric(2, "rill_stream_load_miniblocks_sum").await;
+    let metrics = net.metrics(2).await;
+    let loads = rill_testnet::sum_of(&metrics, "rill_stream_load_miniblocks_count");
+    let read = rill_testnet::sum_of(&metrics, "rill_stream_load_miniblocks_sum");
     assert!(loads >= 1.0, "the stream was loaded");
     // The window (32) and at most one snapshot interval beyond it, not the whole history.
     assert!(
