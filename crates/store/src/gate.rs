@@ -5,9 +5,10 @@
 //! transaction (or batch) takes it exclusively, and a flush holds it shared while it waits
 //! for the log to reach the disk, as does the flush that closes a database when its last
 //! handle is dropped. Once a transaction waits for the lock, every new reader queues behind
-//! it, sled's own background flusher among them; a flush that holds the lock and needs that
-//! flusher then never finishes, and neither does the transaction (CI caught three in-process
-//! nodes stuck so, closing ones flushing and running ones waiting to commit).
+//! it, sled's background flushers among them. A CI run hung in exactly that state (gdb):
+//! in-process nodes that were closing held the lock in their flushes, waiting for the disk,
+//! while running nodes waited to commit and every node's background flusher waited behind
+//! them; nothing moved again.
 //!
 //! The gate orders the two kinds before they reach sled's lock: a transaction passes it
 //! alone, flushes and closes pass it together. A flush then never holds sled's lock while a

@@ -11,7 +11,9 @@
 //! reopens to a consistent state; a promoted candidate may first move the head alone, its
 //! events left where the candidate keeps them (`pending`: id ‖ num → the candidate's key),
 //! and settle later (see `settle.rs`). [`Store::load`] rebuilds what the engine needs after a
-//! restart.
+//! restart. Transactions on one side, flushes and closes on the other, pass one gate for
+//! the whole process (`gate.rs`): sled's own process-wide lock was seen deadlocked where they
+//! met.
 //!
 //! It owns the bytes on disk and nothing else: it decides nothing (the engine does; the node
 //! turns the engine's store effects into [`Write`]s) and re-opens everything it reads, so a
