@@ -89,6 +89,19 @@ struct Shared {
     failure: Mutex<Option<StoreError>>,
 }
 
+impl Shared {
+    /// Nothing submitted, written or failed yet.
+    fn new() -> Arc<Self> {
+        let (progress, _) = watch::channel(Progress::default());
+        Arc::new(Self {
+            submitted: AtomicU64::new(0),
+            marked: AtomicU64::new(0),
+            progress,
+            failure: Mutex::new(None),
+        })
+    }
+}
+
 /// Waits on the writer's positions; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Writer {
@@ -106,13 +119,7 @@ pub(crate) struct WriteQueue {
 impl WriteQueue {
     /// Starts the writer thread; it settles promotions `settle_after` they were written.
     pub(crate) fn spawn(store: Store, settle_after: Duration, metrics: WriterMetrics) -> Self {
-        let (progress, _) = watch::channel(Progress::default());
-        let shared = Arc::new(Shared {
-            submitted: AtomicU64::new(0),
-            marked: AtomicU64::new(0),
-            progress,
-            failure: Mutex::new(None),
-        });
+        let shared = Shared::new();
         let (jobs, queue) = std::sync::mpsc::sync_channel(WRITE_QUEUE);
         let thread_shared = shared.clone();
         std::thread::Builder::new()
