@@ -73,10 +73,17 @@ pub struct NodeConfig {
     /// How long after a promotion its events are settled into its own parts in the store
     /// (rill-store's `settle.rs`): past the burst of work each chain block brings.
     pub settle_after: Duration,
+    /// How long after its arrival a client's add waits for the acknowledgement it asked for
+    /// (a quorum, or its miniblock) before it is answered `TIMEOUT`: inside a client's 40 s
+    /// request timeout, so the answer is always a typed one.
+    pub ack_timeout: Duration,
     /// Fault rules for tests (only with the `faults` feature).
     #[cfg(feature = "faults")]
     pub faults: Option<crate::faults::Faults>,
 }
+
+/// How long a client's add waits for its acknowledgement by default (`NodeConfig::ack_timeout`).
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl NodeConfig {
     /// Settings with the defaults for everything but where the node's key, data, network and
@@ -102,6 +109,7 @@ impl NodeConfig {
             client_limits: ClientLimits::default(),
             chain_candidates: false,
             settle_after: crate::writer::DEFAULT_SETTLE_AFTER,
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
             #[cfg(feature = "faults")]
             faults: None,
         }

@@ -40,7 +40,8 @@ mod workers;
 mod writer;
 
 pub use config::{
-    ClientLimits, DEFAULT_STREAM_CREATIONS_PER_HOUR, DEFAULT_UNREPLICATED, NodeConfig,
+    ClientLimits, DEFAULT_ACK_TIMEOUT, DEFAULT_STREAM_CREATIONS_PER_HOUR, DEFAULT_UNREPLICATED,
+    NodeConfig,
 };
 pub use rill_p2p::limits::Rate;
 pub use startup::{Node, RunError, StartError, run};

@@ -238,6 +238,7 @@ impl Node {
             reads: reads.clone(),
             acks,
             backlog: crate::client::Backlog::new(config.client_limits.unreplicated),
+            ack_timeout: config.ack_timeout,
             watch: watch.clone(),
             registrar,
             registry: registry.clone(),

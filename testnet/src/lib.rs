@@ -53,6 +53,8 @@ pub struct Builder {
     chain_polls: Vec<(usize, Duration)>,
     /// Nodes that chain candidates as leaders (`NodeConfig::chain_candidates`).
     chaining: Vec<usize>,
+    /// How long a client's add waits for its acknowledgement (`NodeConfig::ack_timeout`).
+    ack_timeout: Duration,
 }
 
 impl Builder {
@@ -99,6 +101,13 @@ impl Builder {
         self
     }
 
+    /// How long after its arrival a client's add waits for the acknowledgement it asked for
+    /// (default: the node's, 30 s).
+    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
     /// Changes the registry's network config.
     pub fn network(mut self, change: impl FnOnce(&mut NetworkConfig)) -> Self {
         change(&mut self.network);
@@ -139,6 +148,7 @@ impl Builder {
                     config.poll_interval = *interval;
                 }
                 config.chain_candidates = self.chaining.contains(&i);
+                config.ack_timeout = self.ack_timeout;
                 config
             })
             .collect();
@@ -180,6 +190,7 @@ impl Testnet {
             client_limits: ClientLimits::default(),
             chain_polls: Vec::new(),
             chaining: Vec::new(),
+            ack_timeout: rill_node::DEFAULT_ACK_TIMEOUT,
         }
     }
 

@@ -178,6 +178,53 @@ async fn metrics_have_latency_histograms_of_the_path_of_an_event() {
     );
 }
 
+/// An add whose acknowledgement cannot come (no blocks, so no miniblock) is answered
+/// `TIMEOUT` by the node once its ack timeout has passed since the add arrived: a typed answer
+/// that says where the event is, inside the client's own request timeout. The event stays in
+/// the minipool and is finalized once the chain moves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_add_whose_miniblock_cannot_come_is_answered_timeout_and_finalized_later() {
+    use rill_protocol::Payload;
+    logs();
+    let ack_timeout = Duration::from_secs(3);
+    let net = Testnet::builder()
+        .nodes(3)
+        .replication(3)
+        .ack_timeout(ack_timeout)
+        .start()
+        .await;
+    let creator = NodeKey::generate();
+    let (stream, _) = stream(&net, &creator).await;
+    let client = net.client_with(0, creator.clone()).await;
+    // Read the head before the clock starts: the add alone is timed.
+    client.head(stream, true).await.expect("the stream's head");
+    net.pause_chain().await;
+    let sent = tokio::time::Instant::now();
+    let payload = Payload::Message(pb::Message {
+        data: b"waits for a block".to_vec(),
+    });
+    let mut added = client
+        .add_batch(stream, vec![payload], pb::Ack::Miniblock)
+        .await
+        .expect("the node answers the request");
+    let took = sent.elapsed();
+    let added = added.pop().expect("one result");
+    let refused = added.result.expect_err("no miniblock without blocks");
+    assert_eq!(refused.code(), Some(pb::ErrorCode::Timeout), "{refused}");
+    assert!(
+        refused.to_string().contains("minipool"),
+        "the answer says where the event is: {refused}"
+    );
+    assert!(
+        took >= ack_timeout && took < ack_timeout + Duration::from_secs(2),
+        "answered {took:?} after the add was sent (ack timeout {ack_timeout:?})"
+    );
+    net.resume_chain().await;
+    let acked = HashSet::from([added.event.hash()]);
+    net.expect_finalized(stream, &acked, Duration::from_secs(30))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_disk_fails_stops_and_every_acknowledged_event_is_still_finalized() {
     logs();

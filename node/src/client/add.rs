@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rill_protocol::{StreamId, pb};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::{ClientService, Wait, backlog, code, refuse_all, stopping};
 use crate::convert::error;
@@ -16,19 +17,22 @@ use crate::workers::Lane;
 /// first, before the add is refused `UNAVAILABLE` (BENCHMARKS.md, "Backpressure on
 /// admission": 1 s kept the devnet's throughput at 64 writers, 5 s lost a fifth of it).
 const ADMISSION_WAIT: Duration = Duration::from_secs(1);
-/// How long an add waits for its quorum or miniblock.
-const ACK_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ClientService {
     /// Takes the events' share of the stream's budget (see [`backlog`]), opens them on the
     /// workers (one job), admits them through the loop (one message, one store write), and
     /// answers once they are durable here (one flush) and, if asked, held by a quorum or
-    /// promoted. Each event gets its own result.
+    /// promoted, until the node's ack timeout after `arrived`. The waits before the
+    /// acknowledgement's (a catch-up on a stream this node had not heard of, the stream's
+    /// backlog, the workers, the loop, the flush) come out of that time, so a client (or the
+    /// node that forwarded its add) gets a typed `TIMEOUT` before its own request times
+    /// out. Each event gets its own result.
     pub(super) async fn add_events(
         &self,
         stream: StreamId,
         envelopes: Vec<pb::Envelope>,
         ack: pb::Ack,
+        arrived: Instant,
     ) -> Vec<pb::AddEventResult> {
         let mut results: Vec<pb::AddEventResult> = envelopes
             .iter()
@@ -154,7 +158,7 @@ impl ClientService {
             }
             return results;
         }
-        let deadline = tokio::time::Instant::now() + ACK_TIMEOUT;
+        let deadline = arrived + self.ack_timeout;
         for (i, hash, wait) in accepted {
             let Some(wait) = wait else { continue };
             match tokio::time::timeout_at(deadline, wait).await {
@@ -164,8 +168,8 @@ impl ClientService {
                     results[i].error = Some(error(
                         pb::ErrorCode::Timeout,
                         format!(
-                            "event {hash} is in this node's minipool but was not {ack:?}-acknowledged within {}s; check `rill stream get`",
-                            ACK_TIMEOUT.as_secs()
+                            "event {hash} is in this node's minipool but was not {ack:?}-acknowledged within {:?} of its arrival; check `rill stream get`",
+                            self.ack_timeout
                         ),
                     ));
                 }

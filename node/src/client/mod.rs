@@ -57,6 +57,9 @@ pub(crate) struct ClientService {
     pub(crate) acks: Acks,
     /// Each stream's budget of client events that its replicas do not all hold yet.
     pub(crate) backlog: Backlog,
+    /// How long after its arrival an add waits for its acknowledgement
+    /// (`NodeConfig::ack_timeout`).
+    pub(crate) ack_timeout: Duration,
     pub(crate) watch: Watch,
     pub(crate) registrar: Registrar,
     /// Read-only: the chain's head, when a request names a stream not yet seen.
@@ -199,6 +202,7 @@ impl ClientService {
             request,
             responder,
         } = job;
+        let arrived = tokio::time::Instant::now();
         tracing::trace!(%peer, "client request");
         let Some(kind) = request.kind.clone() else {
             return responder
@@ -229,7 +233,7 @@ impl ClientService {
                 Ok(stream) if self.holds(&stream) => {
                     let ack = pb::Ack::try_from(add.ack).unwrap_or(pb::Ack::Local);
                     let envelope = add.envelope.unwrap_or_default();
-                    let results = self.add_events(stream, vec![envelope], ack).await;
+                    let results = self.add_events(stream, vec![envelope], ack, arrived).await;
                     match results.into_iter().next() {
                         Some(pb::AddEventResult { error: Some(e), .. }) => fail(e),
                         Some(r) => ok(pb::client_response::Kind::AddEvent(pb::AddEventResponse {
@@ -252,7 +256,7 @@ impl ClientService {
                 )),
                 Ok(stream) if self.holds(&stream) => {
                     let ack = pb::Ack::try_from(add.ack).unwrap_or(pb::Ack::Local);
-                    let results = self.add_events(stream, add.envelopes, ack).await;
+                    let results = self.add_events(stream, add.envelopes, ack, arrived).await;
                     ok(pb::client_response::Kind::AddEvents(
                         pb::AddEventsResponse { results },
                     ))
