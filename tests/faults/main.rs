@@ -7,11 +7,13 @@
 //! (see `rill_devnet::hosts`).
 
 mod catch_up;
+mod hosts_cli;
 mod kill9;
 mod lost_leader;
 mod network;
 mod registry_changes;
 mod stranded;
+mod watchdog;
 
 use std::time::Duration;
 

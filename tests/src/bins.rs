@@ -4,6 +4,25 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
+/// The build, as `scripts/test` runs it before the tests (keep the two the same, or the
+/// scenarios rebuild the node's dependencies with other features).
+const BUILD: &[&str] = &[
+    "build",
+    "--locked",
+    "-p",
+    "rill-node",
+    "-p",
+    "rill-devnet",
+    "--features",
+    "rill-node/faults",
+    "--bin",
+    "rill-node",
+    "--bin",
+    "rill",
+    "--bin",
+    "rill-devnet",
+];
+
 /// Where the binaries are.
 #[derive(Debug)]
 pub struct Binaries {
@@ -11,11 +30,14 @@ pub struct Binaries {
     pub node: PathBuf,
     /// The `rill` CLI.
     pub cli: PathBuf,
+    /// `rill-devnet`, which starts the `rill-node` beside it.
+    pub devnet: PathBuf,
 }
 
-/// Builds `rill-node` (with `--features faults`) and `rill` once, next to the test binary,
-/// and returns their paths. Cargo is not running while tests run, so this is a plain build
-/// (a no-op when nothing changed).
+/// Builds `rill-node` (with `--features faults`), `rill` and `rill-devnet` once, next to the
+/// test binary, and returns their paths. Cargo is not running while tests run, so this is a
+/// plain build: a no-op after `scripts/test`'s, which is the same command in the same
+/// environment.
 pub fn binaries() -> &'static Binaries {
     static BINARIES: OnceLock<Binaries> = OnceLock::new();
     BINARIES.get_or_init(|| {
@@ -31,15 +53,7 @@ pub fn binaries() -> &'static Binaries {
         let mut build = Command::new(cargo);
         build
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args([
-                "build",
-                "--locked",
-                "-p",
-                "rill-node",
-                "--features",
-                "faults",
-                "--bins",
-            ]);
+            .args(BUILD);
         if release {
             build.arg("--release");
         }
@@ -64,10 +78,14 @@ pub fn binaries() -> &'static Binaries {
             }
         }
         let status = build.status().expect("running cargo build");
-        assert!(status.success(), "building rill-node and rill failed");
+        assert!(
+            status.success(),
+            "building rill-node, rill and rill-devnet failed"
+        );
         Binaries {
             node: profile_dir.join("rill-node"),
             cli: profile_dir.join("rill"),
+            devnet: profile_dir.join("rill-devnet"),
         }
     })
 }

@@ -12,3 +12,4 @@ mod watchdog;
 pub use bins::{Binaries, binaries};
 pub use hardhat::Hardhat;
 pub use net::{BLOCK_TIME, Chain, Launch, Net, chain, eventually};
+pub use watchdog::children;

@@ -3,16 +3,18 @@
 //! namespaces cannot be made (`RILL_REQUIRE_HOSTS` makes that a failure).
 
 use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use rill_client::Client;
 use rill_devnet::DevnetFile;
 use rill_protocol::{NodeKey, StreamId, pb};
+use rill_tests::binaries;
 
+/// Runs `rill-devnet ARGS --dir DIR` to its end; what it printed.
 fn rill_devnet(args: &[&str], dir: &Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_rill-devnet"))
+    let output = Command::new(&binaries().devnet)
         .args(args)
         .arg("--dir")
         .arg(dir)
@@ -20,25 +22,6 @@ fn rill_devnet(args: &[&str], dir: &Path) -> String {
         .unwrap();
     assert!(output.status.success(), "rill-devnet {args:?}: {output:?}");
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// `rill-node` next to `rill-devnet`, as `scripts/test` builds it (a no-op after it).
-fn node_binary() -> PathBuf {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args([
-            "build",
-            "--locked",
-            "-p",
-            "rill-node",
-            "--features",
-            "faults",
-            "--bins",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    PathBuf::from(env!("CARGO_BIN_EXE_rill-devnet")).with_file_name("rill-node")
 }
 
 async fn answers(client_of: &DevnetFile, i: usize) -> bool {
@@ -59,10 +42,12 @@ async fn devnet_on_hosts_takes_faults_from_the_command_line() {
     if !rill_devnet::hosts::available_or_skip("devnet on hosts") {
         return;
     }
-    assert!(node_binary().exists());
+    // `rill-devnet` starts the `rill-node` beside it.
+    let binary = &binaries().devnet;
+    assert_eq!(binary.parent(), binaries().node.parent());
     let dir = tempfile::tempdir().unwrap();
     let subnet = (200 + std::process::id() % 50).to_string();
-    let mut devnet = Command::new(env!("CARGO_BIN_EXE_rill-devnet"))
+    let mut devnet = Command::new(binary)
         .args(["up", "--hosts", "--subnet", &subnet, "--nodes", "3"])
         .args(["--replication", "3", "--block-time", "0.5", "--dir"])
         .arg(dir.path())
