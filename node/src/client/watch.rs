@@ -57,7 +57,7 @@ impl Item {
 struct Log {
     stream: StreamId,
     next_seq: u64,
-    /// Numbered updates, oldest first.
+    /// Numbered updates, oldest first, each numbered one more than the one before.
     items: VecDeque<(u64, Item)>,
     waiters: Vec<Waiter>,
     polled: Instant,
@@ -74,6 +74,15 @@ impl Log {
         }
     }
 
+    /// Numbers the update and keeps it, and the last [`WINDOW`] before it.
+    fn push(&mut self, item: Item) {
+        self.next_seq += 1;
+        self.items.push_back((self.next_seq, item));
+        while self.items.len() > WINDOW {
+            self.items.pop_front();
+        }
+    }
+
     fn first_seq(&self) -> u64 {
         self.items
             .front()
@@ -83,9 +92,30 @@ impl Log {
     /// Answers with the updates after `poll.after`, up to a page of bytes (at least one): the
     /// client asks again from the last one it got.
     fn answer(&self, poll: Poll, responder: Responder<pb::ClientResponse>) {
-        let mut budget = PAGE_BYTES;
+        let response = pb::ClientResponse {
+            kind: Some(pb::client_response::Kind::Subscribe(
+                pb::SubscribeResponse {
+                    updates: self.page(poll, PAGE_BYTES),
+                    first_seq: self.first_seq(),
+                },
+            )),
+            error: None,
+        };
+        tokio::spawn(responder.send(response));
+    }
+
+    /// The updates after `poll.after`, up to `budget` bytes of them (at least one).
+    fn page(&self, poll: Poll, mut budget: usize) -> Vec<pb::StreamUpdate> {
+        // The updates are numbered one after the other: the first one after `poll.after` is
+        // found by its number, not by a scan of the window (under the lock the loop records
+        // every update with).
+        let skip = poll
+            .after
+            .saturating_add(1)
+            .saturating_sub(self.first_seq());
+        let from = usize::try_from(skip).map_or(self.items.len(), |s| s.min(self.items.len()));
         let mut updates = Vec::new();
-        for (seq, item) in self.items.iter().filter(|(seq, _)| *seq > poll.after) {
+        for (seq, item) in self.items.range(from..) {
             let update = pb::StreamUpdate {
                 stream_id: self.stream.0.to_vec(),
                 seq: *seq,
@@ -98,16 +128,7 @@ impl Log {
             budget = budget.saturating_sub(size);
             updates.push(update);
         }
-        let response = pb::ClientResponse {
-            kind: Some(pb::client_response::Kind::Subscribe(
-                pb::SubscribeResponse {
-                    updates,
-                    first_seq: self.first_seq(),
-                },
-            )),
-            error: None,
-        };
-        tokio::spawn(responder.send(response));
+        updates
     }
 }
 
@@ -138,11 +159,7 @@ impl Watch {
         let Some(log) = logs.get_mut(&stream) else {
             return;
         };
-        log.next_seq += 1;
-        log.items.push_back((log.next_seq, item));
-        while log.items.len() > WINDOW {
-            log.items.pop_front();
-        }
+        log.push(item);
         for waiter in std::mem::take(&mut log.waiters) {
             log.answer(waiter.poll, waiter.responder);
         }
@@ -190,5 +207,57 @@ impl Watch {
     /// Whether anyone watches the stream (building updates costs a copy of every event).
     pub(crate) fn watched(&self, stream: &StreamId) -> bool {
         self.lock().contains_key(stream)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(i: u64) -> Item {
+        Item::Sent(pb::stream_update::Kind::Event(pb::Envelope {
+            hash: i.to_be_bytes().to_vec(),
+            ..Default::default()
+        }))
+    }
+
+    fn seqs(updates: &[pb::StreamUpdate]) -> Vec<u64> {
+        updates.iter().map(|u| u.seq).collect()
+    }
+
+    fn after(after: u64) -> Poll {
+        Poll {
+            after,
+            headers_only: false,
+        }
+    }
+
+    #[test]
+    fn a_page_starts_after_the_update_asked_for_even_once_the_window_moved_on() {
+        let mut log = Log::new(StreamId([7; 32]), Instant::now());
+        assert!(log.page(after(0), usize::MAX).is_empty(), "nothing yet");
+        let total = WINDOW as u64 + 5;
+        for i in 1..=total {
+            log.push(event(i));
+        }
+        assert_eq!(log.first_seq(), 6, "the first five left the window");
+        let all: Vec<u64> = (6..=total).collect();
+        assert_eq!(
+            seqs(&log.page(after(0), usize::MAX)),
+            all,
+            "behind the window"
+        );
+        assert_eq!(seqs(&log.page(after(5), usize::MAX)), all);
+        assert_eq!(
+            seqs(&log.page(after(total - 3), usize::MAX)),
+            vec![total - 2, total - 1, total]
+        );
+        assert!(log.page(after(total), usize::MAX).is_empty(), "up to date");
+        assert!(log.page(after(u64::MAX), usize::MAX).is_empty());
+        // A page holds what fits, and at least one update.
+        let one = log.page(after(10), 0);
+        assert_eq!(seqs(&one), vec![11]);
+        let size = one[0].encoded_len();
+        assert_eq!(seqs(&log.page(after(10), 2 * size)), vec![11, 12]);
     }
 }
