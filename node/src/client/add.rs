@@ -22,11 +22,11 @@ impl ClientService {
     /// Takes the events' share of the stream's budget (see [`backlog`]), opens them on the
     /// workers (one job), admits them through the loop (one message, one store write), and
     /// answers once they are durable here (one flush) and, if asked, held by a quorum or
-    /// promoted, until the node's ack timeout after `arrived`. The waits before the
-    /// acknowledgement's (a catch-up on a stream this node had not heard of, the stream's
-    /// backlog, the workers, the loop, the flush) come out of that time, so a client (or the
-    /// node that forwarded its add) gets a typed `TIMEOUT` before its own request times
-    /// out. Each event gets its own result.
+    /// promoted, until the node's ack timeout after `arrived`. What the add waited for first
+    /// (a catch-up on a stream this node had not heard of, the stream's backlog, the workers,
+    /// the loop, the flush) comes out of that time, so a client (or the node that forwarded
+    /// its add) gets a typed `TIMEOUT` before its own request times out. Each event gets its
+    /// own result.
     pub(super) async fn add_events(
         &self,
         stream: StreamId,
