@@ -75,7 +75,8 @@ pub struct NodeConfig {
     pub settle_after: Duration,
     /// How long after its arrival a client's add waits for the acknowledgement it asked for
     /// (a quorum, or its miniblock) before it is answered `TIMEOUT`: inside a client's 40 s
-    /// request timeout, so the answer is always a typed one.
+    /// request timeout, so the answer is a typed one unless the node's loop or disk stalls
+    /// for the difference.
     pub ack_timeout: Duration,
     /// Fault rules for tests (only with the `faults` feature).
     #[cfg(feature = "faults")]
